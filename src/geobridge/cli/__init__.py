@@ -1,0 +1,1 @@
+"""The ``geobridge`` command line. Each sub-command lives in its own module."""

@@ -1,0 +1,60 @@
+"""Entry point of the ``geobridge`` command.
+
+Each sub-command is a module in this package with two functions:
+
+* ``add_parser(subparsers)`` registers its ``argparse`` parser;
+* ``run(args) -> int`` does the work and returns the exit code.
+
+Modules are imported only to build the parser; heavy libraries are imported inside ``run``.
+Errors that users can cause (bad paths, bad data) are raised as ``GeoBridgeError`` and
+printed as one clear line, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from geobridge.errors import GeoBridgeError
+
+COMMAND_MODULES: tuple[str, ...] = (
+    "geobridge.cli.synth",
+    "geobridge.cli.data",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="geobridge", description="Cross-view geo-localisation with semantic anchors.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except GeoBridgeError as exc:
+        print(f"geobridge {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _version() -> str:
+    from geobridge import __version__
+
+    return __version__
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""The fixed names of GeoBridge's views and retrieval directions."""
+
+from __future__ import annotations
+
+VIEWS: tuple[str, ...] = ("drone", "satellite", "street", "text")
+IMAGE_VIEWS: tuple[str, ...] = ("drone", "satellite", "street")
+
+
+def check_view(view: str, *, allowed: tuple[str, ...] = VIEWS) -> str:
+    """Return ``view`` unchanged, or raise a ValueError that lists the valid names."""
+    if view not in allowed:
+        raise ValueError(f"unknown view {view!r}; expected one of {', '.join(allowed)}")
+    return view
+
+
+def direction_key(query_view: str, gallery_view: str) -> str:
+    """The name of a retrieval direction, e.g. ``drone->satellite``."""
+    return f"{check_view(query_view)}->{check_view(gallery_view)}"
+
+
+def parse_direction(direction: str) -> tuple[str, str]:
+    """Split ``'drone->satellite'`` into ``('drone', 'satellite')``, validating both names."""
+    parts = direction.split("->")
+    if len(parts) != 2:
+        raise ValueError(f"bad direction {direction!r}; write it as 'query->gallery', e.g. 'drone->satellite'")
+    return check_view(parts[0].strip()), check_view(parts[1].strip())
