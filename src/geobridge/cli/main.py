@@ -22,6 +22,7 @@ from geobridge.errors import GeoBridgeError
 COMMAND_MODULES: tuple[str, ...] = (
     "geobridge.cli.synth",
     "geobridge.cli.data",
+    "geobridge.cli.train",
 )
 
 

@@ -1,0 +1,11 @@
+"""Training: config loading, the trainer (single process or DDP) and safe checkpoints.
+
+Uses the library only through its public API (models, losses, data, eval).
+"""
+
+from __future__ import annotations
+
+from geobridge.train.config import TrainConfig, load_config, to_yaml
+from geobridge.train.trainer import Trainer, train
+
+__all__ = ["TrainConfig", "Trainer", "load_config", "to_yaml", "train"]

@@ -1,0 +1,110 @@
+"""The GeoBridge training objective: view-pair contrast plus semantic-anchor terms."""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from geobridge.losses.contrastive import match_labels, symmetric_info_nce
+from geobridge.views import IMAGE_VIEWS
+
+
+class GeoBridgeLoss(nn.Module):
+    """Multi-view contrastive loss with text descriptions as semantic anchors.
+
+    Inputs are per-view unit embeddings ``emb[view]`` (B_v, D) with place labels ``labels[view]`` (B_v,)
+    (unique within a view), for views among drone, satellite, street and text, and the model's learnable
+    ``logit_scale`` (the temperature is ``1 / exp(logit_scale)``). Returns a dict of named, already weighted
+    ``*_loss`` terms; the trainer sums every key that ends in ``_loss``.
+
+    Terms (``s = exp(logit_scale)``, CE = cross-entropy with label smoothing ``label_smoothing``):
+
+    * ``{a}_{b}_loss`` for every pair of image views present (drone-satellite, drone-street,
+      satellite-street), weight ``pair_weight``: symmetric InfoNCE, CE(s * cos(a_i, b_.), i) averaged over
+      both directions. This alone is the Sample4Geo-style baseline (``use_anchors=False``).
+    * ``{v}_text_loss`` for every image view v, weight ``anchor_weight``: symmetric InfoNCE between the view
+      and the place's text description (the semantic anchor). This is the cross-modal consistency term that
+      aligns text and visual features and makes language a query.
+    * ``bridge_loss``, weight ``bridge_weight``: the views are pulled together *through* the anchors. For a
+      place seen in views a and b, ``p_a = softmax(s * cos(a_i, T))`` is its distribution over the batch's
+      text anchors T (detached: the anchors act as a fixed semantic coordinate frame for this term), and
+      the term is the symmetric KL divergence ``(KL(p_a || p_b) + KL(p_b || p_a)) / 2``, averaged over places
+      and over every pair of image views. Two views that describe the same place must relate to all the
+      other places' descriptions in the same way, which transfers to pairs (such as drone-street) that have
+      little direct visual overlap.
+
+    The GeoBridge paper (arXiv 2512.02697) describes text-visual alignment across modalities plus
+    multi-view alignment through the anchor; the exact equations and weights are not public, so this is
+    our formulation of that description (see docs/model.md).
+    """
+
+    def __init__(
+        self,
+        *,
+        use_anchors: bool = True,
+        pair_weight: float = 1.0,
+        anchor_weight: float = 1.0,
+        bridge_weight: float = 1.0,
+        label_smoothing: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.use_anchors = use_anchors
+        self.pair_weight = pair_weight
+        self.anchor_weight = anchor_weight
+        self.bridge_weight = bridge_weight
+        self.label_smoothing = label_smoothing
+
+    def forward(
+        self,
+        emb: dict[str, torch.Tensor],
+        labels: dict[str, torch.Tensor],
+        *,
+        logit_scale: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        image_views = [v for v in IMAGE_VIEWS if v in emb and emb[v].shape[0] > 0]
+        losses: dict[str, torch.Tensor] = {}
+        for a, b in itertools.combinations(image_views, 2):
+            losses[f"{a}_{b}_loss"] = self.pair_weight * symmetric_info_nce(
+                emb[a], emb[b], labels[a], labels[b], logit_scale=logit_scale, label_smoothing=self.label_smoothing
+            )
+        has_text = "text" in emb and emb["text"].shape[0] > 0
+        if not (self.use_anchors and has_text):
+            return losses
+        for view in image_views:
+            losses[f"{view}_text_loss"] = self.anchor_weight * symmetric_info_nce(
+                emb[view],
+                emb["text"],
+                labels[view],
+                labels["text"],
+                logit_scale=logit_scale,
+                label_smoothing=self.label_smoothing,
+            )
+        if self.bridge_weight > 0 and len(image_views) >= 2:
+            losses["bridge_loss"] = self.bridge_weight * self._bridge(emb, labels, image_views, logit_scale)
+        return losses
+
+    def _bridge(
+        self,
+        emb: dict[str, torch.Tensor],
+        labels: dict[str, torch.Tensor],
+        image_views: list[str],
+        logit_scale: torch.Tensor,
+    ) -> torch.Tensor:
+        anchors = emb["text"].detach()  # (T, D)
+        scale = logit_scale.exp()
+        terms = []
+        for a, b in itertools.combinations(image_views, 2):
+            rows, cols = match_labels(labels[a], labels[b])
+            if rows.numel() == 0:
+                continue
+            log_p_a = F.log_softmax(scale * emb[a][rows] @ anchors.T, dim=-1)  # (P, T)
+            log_p_b = F.log_softmax(scale * emb[b][cols] @ anchors.T, dim=-1)  # (P, T)
+            kl_ab = F.kl_div(log_p_b, log_p_a, log_target=True, reduction="batchmean")  # KL(p_a || p_b)
+            kl_ba = F.kl_div(log_p_a, log_p_b, log_target=True, reduction="batchmean")  # KL(p_b || p_a)
+            terms.append((kl_ab + kl_ba) / 2)
+        if not terms:
+            return emb[image_views[0]].sum() * 0.0
+        return torch.stack(terms).mean()

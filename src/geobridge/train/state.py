@@ -1,0 +1,106 @@
+"""Training checkpoints without pickle: tensors in safetensors, everything else in JSON.
+
+A checkpoint is a folder ``ckpt-<epoch>`` holding the model (``model/``), ``train_state.safetensors`` and
+``train_state.json``. ``latest.json`` in the run folder names the newest complete checkpoint and is
+replaced atomically after the folder is fully written, so a run killed mid-save resumes from the
+previous checkpoint.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from geobridge.errors import CheckpointError
+from geobridge.models.checkpoint import atomic_write_json, load_tensors, read_json, save_tensors
+
+LATEST = "latest.json"
+
+
+def optimizer_to_flat(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split ``optimizer.state_dict()`` into tensors (safetensors) and JSON-able metadata."""
+    tensors: dict[str, torch.Tensor] = {}
+    per_param: dict[str, dict[str, Any]] = {}
+    for param_id, entry in state["state"].items():
+        meta: dict[str, Any] = {}
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                name = f"optimizer/{param_id}/{key}"
+                tensors[name] = value
+                meta[key] = {"tensor": name}
+            else:
+                meta[key] = value
+        per_param[str(param_id)] = meta
+    return tensors, {"state": per_param, "param_groups": state["param_groups"]}
+
+
+def optimizer_from_flat(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for param_id, entry in meta["state"].items():
+        state[int(param_id)] = {
+            key: tensors[value["tensor"]] if isinstance(value, dict) and "tensor" in value else value
+            for key, value in entry.items()
+        }
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(
+    run_dir: Path,
+    *,
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    step: int,
+    extra: dict[str, Any],
+    keep: int = 2,
+) -> Path:
+    """Write ``ckpt-<epoch>`` completely, then point ``latest.json`` at it, then prune old checkpoints."""
+    folder = run_dir / f"ckpt-{epoch:04d}"
+    if folder.exists():
+        shutil.rmtree(folder)
+    model.save_pretrained(folder / "model")
+    tensors, optim_meta = optimizer_to_flat(optimizer.state_dict())
+    tensors["rng/torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng/cuda{i}"] = s
+    save_tensors(folder / "train_state.safetensors", tensors)
+    atomic_write_json(
+        folder / "train_state.json", {"epoch": epoch, "step": step, "optimizer": optim_meta, "extra": extra}
+    )
+    atomic_write_json(run_dir / LATEST, {"checkpoint": folder.name, "epoch": epoch, "step": step})
+    old = sorted(p for p in run_dir.glob("ckpt-*") if p.is_dir() and p != folder)
+    for stale in old[: max(0, len(old) - (keep - 1))]:
+        shutil.rmtree(stale, ignore_errors=True)
+    return folder
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    pointer = run_dir / LATEST
+    if not pointer.is_file():
+        return None
+    folder = run_dir / str(read_json(pointer).get("checkpoint", ""))
+    if not (folder / "train_state.json").is_file():
+        raise CheckpointError(f"{pointer} names {folder}, which is incomplete or missing")
+    return folder
+
+
+def load_train_state(folder: Path) -> dict[str, Any]:
+    """Read a checkpoint's training state: ``epoch``, ``step``, ``optimizer`` (a state dict), ``rng``, ``extra``."""
+    meta = read_json(folder / "train_state.json")
+    tensors = load_tensors(folder / "train_state.safetensors")
+    try:
+        optimizer = optimizer_from_flat(tensors, meta["optimizer"])
+        return {
+            "epoch": int(meta["epoch"]),
+            "step": int(meta["step"]),
+            "optimizer": optimizer,
+            "rng_torch": tensors["rng/torch"],
+            "rng_cuda": [tensors[k] for k in sorted(tensors) if k.startswith("rng/cuda")],
+            "extra": meta.get("extra", {}),
+        }
+    except KeyError as exc:
+        raise CheckpointError(f"incomplete training state in {folder}: missing {exc}") from exc
