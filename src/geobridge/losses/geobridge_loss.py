@@ -36,9 +36,10 @@ class GeoBridgeLoss(nn.Module):
       other places' descriptions in the same way, which transfers to pairs (such as drone-street) that have
       little direct visual overlap.
 
-    The GeoBridge paper (arXiv 2512.02697) describes text-visual alignment across modalities plus
-    multi-view alignment through the anchor; the exact equations and weights are not public, so this is
-    our formulation of that description (see docs/model.md).
+    The GeoBridge paper (arXiv 2512.02697) shows, in its method figure, batch similarity matrices for the
+    three image-view pairs and for text with each view: the first two groups above, with symmetric
+    InfoNCE as the assumed form (its equations, weights and code are not public). ``bridge_loss`` is our
+    addition; ``bridge_weight=0`` gives the six-term objective alone (see docs/model.md).
     """
 
     def __init__(

@@ -171,7 +171,10 @@ class GeoBridge(nn.Module):
                 f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
                 f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
             )
-        model.load_state_dict(tensors, strict=False)
+        try:
+            model.load_state_dict(tensors, strict=False)
+        except RuntimeError as exc:  # shape mismatches
+            raise CheckpointError(f"{path / WEIGHTS_NAME} does not match config {config.name!r}: {exc}") from exc
         return model.to(device).eval()
 
 

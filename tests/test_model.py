@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from geobridge.errors import CheckpointError
+from geobridge.models import GeoBridge, GeoBridgeConfig, get_model_config, list_models
+
+
+def _images(n: int, h: int, w: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 255, size=(h, w, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def test_builtin_configs_parse_and_list():
+    names = list_models()
+    assert {"gb-tiny", "gb-convnext-base", "gb-vit-base"} <= set(names)
+    for name in names:
+        config = get_model_config(name)
+        assert config.name == name and config.embed_dim > 0
+        assert GeoBridgeConfig.from_dict(config.to_dict()) == config
+
+
+def test_unknown_config_keys_are_errors():
+    data = get_model_config("gb-tiny").to_dict()
+    data["image"]["bakbone"] = "x"
+    with pytest.raises(ValueError, match="bakbone"):
+        GeoBridgeConfig.from_dict(data)
+    with pytest.raises(ValueError, match="gb-tiny"):
+        get_model_config("gb-nope")
+
+
+def test_forward_shapes_and_unit_norm(tiny_model_config):
+    torch.manual_seed(0)
+    model = GeoBridge(tiny_model_config).eval()
+    images = {"drone": torch.randn(3, 3, 64, 64), "street": torch.randn(2, 3, 64, 128)}
+    out = model(images, ["a red tower by a river", "grey blocks"])
+    assert out["drone"].shape == (3, 128) and out["street"].shape == (2, 128) and out["text"].shape == (2, 128)
+    for value in out.values():
+        assert torch.allclose(value.norm(dim=-1), torch.ones(value.shape[0]), atol=1e-5)
+
+
+def test_encode_returns_normalised_numpy(tiny_model_config):
+    model = GeoBridge(tiny_model_config)
+    emb = model.encode(_images(5, 80, 80), view="drone", batch_size=2)
+    assert emb.shape == (5, 128) and emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    text = model.encode(["one", "two", "three"], view="text")
+    assert text.shape == (3, 128)
+    with pytest.raises(ValueError, match="unknown view"):
+        model.encode(["x"], view="aerial")
+
+
+def test_save_load_round_trip_is_exact(tmp_path, tiny_model_config):
+    torch.manual_seed(1)
+    model = GeoBridge(tiny_model_config)
+    with torch.no_grad():  # make the zero-initialised adapters matter
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    images = _images(4, 64, 128, seed=3)
+    before = model.encode(images, view="street")
+    before_text = model.encode(["a white church north of a lake"], view="text")
+    model.save_pretrained(tmp_path / "m")
+    assert (tmp_path / "m" / "model.safetensors").is_file()
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert meta["format"] == "geobridge-model" and meta["model"]["text"]["kind"] == "hashing"
+    loaded = GeoBridge.from_pretrained(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.encode(images, view="street"), before)
+    np.testing.assert_array_equal(loaded.encode(["a white church north of a lake"], view="text"), before_text)
+
+
+def test_frozen_minilm_is_not_saved_but_round_trips(tmp_path):
+    config = get_model_config("gb-tiny")
+    model = GeoBridge(config)
+    model.save_pretrained(tmp_path / "m")
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "m" / "model.safetensors"), "pt") as fh:
+        keys = list(fh.keys())
+    assert not any(k.startswith("text.encoder.") for k in keys)
+    loaded = GeoBridge.from_pretrained(tmp_path / "m")
+    texts = ["a red-roofed tower north of a river bend", "dense grey blocks on a diagonal grid"]
+    np.testing.assert_array_equal(loaded.encode(texts, view="text"), model.encode(texts, view="text"))
+
+
+def test_pickle_checkpoints_are_refused(tmp_path, tiny_model_config):
+    evil = tmp_path / "weights.pt"
+    with open(evil, "wb") as fh:
+        pickle.dump({"x": 1}, fh)
+    with pytest.raises(CheckpointError, match="refusing"):
+        GeoBridge.from_pretrained(evil)
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    torch.save({"state_dict": {}}, folder / "model.bin")
+    with pytest.raises(CheckpointError, match="refusing"):
+        GeoBridge.from_pretrained(folder)
+
+
+def test_bad_checkpoints_name_the_problem(tmp_path, tiny_model_config):
+    with pytest.raises(CheckpointError, match="not found"):
+        GeoBridge.from_pretrained(tmp_path / "missing")
+    model = GeoBridge(tiny_model_config)
+    model.save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        GeoBridge.from_pretrained(tmp_path / "m")
+    other = get_model_config("gb-tiny")
+    other.text.kind = "hashing"
+    other.embed_dim = 64
+    GeoBridge(other).save_pretrained(tmp_path / "n")
+    meta = json.loads((tmp_path / "n" / "config.json").read_text())
+    meta["model"]["embed_dim"] = 128
+    (tmp_path / "n" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="does not match|size"):
+        GeoBridge.from_pretrained(tmp_path / "n")
