@@ -1,0 +1,82 @@
+"""``geobridge synth``: generate a synthetic multi-view world (drone, satellite, street, text)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _codes(value: str) -> tuple[str, ...]:
+    return tuple(code.strip().upper() for code in value.split(",") if code.strip())
+
+
+def _views(value: str) -> tuple[str, ...]:
+    return tuple(view.strip() for view in value.split(",") if view.strip())
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "synth",
+        help="generate a synthetic multi-view world",
+        description="Generate a procedural world of places, each with oblique drone views, a north-up satellite "
+        "tile, a street-level 360° panorama and text descriptions, in the GeoLoc layout (docs/data-format.md) "
+        "or the University-1652 layout.",
+    )
+    parser.add_argument("--out", required=True, help="output directory (new, empty, or a previous world)")
+    parser.add_argument("--places", type=int, default=600, help="number of places (default 600)")
+    parser.add_argument("--seed", type=int, default=0, help="world seed (default 0)")
+    parser.add_argument("--image-size", type=int, default=128, help="side of drone/satellite images (default 128)")
+    parser.add_argument("--drone-views", type=int, default=4, help="drone headings per place (default 4)")
+    parser.add_argument("--texts-per-place", type=int, default=3, help="descriptions per place (default 3)")
+    parser.add_argument("--countries", type=_codes, default=None, help="country codes to use, e.g. DE,FR (all)")
+    parser.add_argument("--holdout", type=_codes, default=(), help="countries whose places all go to test, e.g. NO,EG")
+    split = parser.add_mutually_exclusive_group()
+    split.add_argument("--test-places", type=int, default=None, help="number of test places (holdout included)")
+    split.add_argument("--test-fraction", type=float, default=0.25, help="fraction of test places (default 0.25)")
+    parser.add_argument("--val-fraction", type=float, default=0.0, help="fraction of validation places (geoloc)")
+    parser.add_argument("--format", choices=("geoloc", "university1652"), default="geoloc", help="output layout")
+    parser.add_argument("--season", default="none", help="appearance shift: none, summer, autumn or winter")
+    parser.add_argument("--time-of-day", default="noon", help="appearance shift: noon, dusk or night")
+    parser.add_argument("--blur", type=float, default=0.0, help="appearance shift: Gaussian blur sigma in pixels")
+    parser.add_argument("--low-resolution", type=float, default=1.0, help="appearance shift: downscale factor")
+    parser.add_argument("--shift-views", type=_views, default=("drone", "satellite", "street"),
+                        help="views the appearance shift applies to (default all), e.g. satellite,street")
+    parser.add_argument("--workers", type=int, default=None, help="worker processes (default min(2, CPUs))")
+    parser.add_argument("--preview", action="store_true", help="also write <out>/preview.png, a contact sheet")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from geobridge.synth import WorldConfig, generate_world, write_preview
+
+    config = WorldConfig(
+        places=args.places,
+        image_size=args.image_size,
+        drone_views=args.drone_views,
+        texts_per_place=args.texts_per_place,
+        seed=args.seed,
+        countries=args.countries,
+        holdout_countries=args.holdout,
+        test_fraction=args.test_fraction,
+        test_places=args.test_places,
+        val_fraction=args.val_fraction,
+        format=args.format,
+        season=args.season,
+        time_of_day=args.time_of_day,
+        blur=args.blur,
+        low_resolution=args.low_resolution,
+        shift_views=args.shift_views,
+        workers=args.workers,
+    )
+    summary = generate_world(args.out, config, show_progress_bar=not args.quiet)
+    if args.preview:
+        write_preview(args.out, f"{args.out}/preview.png")
+    if not args.quiet:
+        splits = ", ".join(f"{k} {v}" for k, v in summary.splits.items())
+        print(
+            f"wrote {summary.places} places ({splits}), {summary.images} images to {summary.root} "
+            f"in {summary.seconds:.1f} s ({summary.places_per_second:.1f} places/s)"
+        )
+        if args.preview:
+            print(f"preview: {args.out}/preview.png")
+    return 0
