@@ -1,0 +1,86 @@
+"""Evaluation of embeddings: retrieval metrics, geodesic errors, an every-direction evaluator, plots and reports.
+
+Everything here works on embeddings (numpy arrays), so any model, or an embedding file, can be evaluated:
+
+>>> from geobridge.eval import EmbeddingSet, RetrievalEvaluator
+>>> metrics = RetrievalEvaluator()({"drone": drone_set, "satellite": sat_set})  # doctest: +SKIP
+>>> metrics["drone->satellite/R@1"]  # percent  # doctest: +SKIP
+
+Units: in metric dictionaries, rates (R@K, R@1%, AP, MRR, acc@<t>km) are percentages 0..100, distances are km and
+counts are floats; functions that return a single number (``recall_at_k``, ``mean_average_precision``...) return
+fractions 0..1. Ranks are 0-based, junk is removed before ranking and ties are broken pessimistically (see
+:mod:`geobridge.eval.metrics`). ``AP`` is University-1652's trapezoid variant unless ``ap_variant="standard"``.
+"""
+
+from __future__ import annotations
+
+from geobridge.eval.evaluator import (
+    EmbeddingSet,
+    RetrievalEvaluator,
+    all_directions,
+    direction_metrics,
+    errors_km,
+    evaluate_direction,
+    evaluate_groups,
+    mean_summaries,
+    place_labels,
+    retrieve,
+)
+from geobridge.eval.geo import (
+    DEFAULT_THRESHOLDS_KM,
+    EARTH_RADIUS_KM,
+    accuracy_within_km,
+    geodesic_metrics,
+    haversine_km,
+    top1_errors_km,
+)
+from geobridge.eval.metrics import (
+    average_precision,
+    average_precision_batch,
+    cmc_curve,
+    mean_average_precision,
+    mean_reciprocal_rank,
+    positive_ranks_from_scores,
+    recall_at_k,
+    recall_k_for_percent,
+    reciprocal_ranks,
+)
+from geobridge.eval.plots import plot_error_histogram, plot_error_map, plot_recall_curves, plot_retrieval_grid
+from geobridge.eval.report import write_report
+from geobridge.eval.retrieval import RetrievalResult, auto_chunk_size, compute_retrieval
+
+__all__ = [
+    "DEFAULT_THRESHOLDS_KM",
+    "EARTH_RADIUS_KM",
+    "EmbeddingSet",
+    "RetrievalEvaluator",
+    "RetrievalResult",
+    "accuracy_within_km",
+    "all_directions",
+    "auto_chunk_size",
+    "average_precision",
+    "average_precision_batch",
+    "cmc_curve",
+    "compute_retrieval",
+    "direction_metrics",
+    "errors_km",
+    "evaluate_direction",
+    "evaluate_groups",
+    "geodesic_metrics",
+    "haversine_km",
+    "mean_average_precision",
+    "mean_reciprocal_rank",
+    "mean_summaries",
+    "place_labels",
+    "plot_error_histogram",
+    "plot_error_map",
+    "plot_recall_curves",
+    "plot_retrieval_grid",
+    "positive_ranks_from_scores",
+    "recall_at_k",
+    "recall_k_for_percent",
+    "reciprocal_ranks",
+    "retrieve",
+    "top1_errors_km",
+    "write_report",
+]

@@ -105,8 +105,9 @@ class RetrievalResult:
         """mAP with this result's AP variant, or another one computed from the stored ranks."""
         if variant is None or variant == self.ap_variant:
             return mean_average_precision(self.average_precision)
-        return mean_average_precision(average_precision_batch(self.positive_ranks, self.positive_offsets,
-                                                              variant=variant))
+        return mean_average_precision(
+            average_precision_batch(self.positive_ranks, self.positive_offsets, variant=variant)
+        )
 
     def mean_reciprocal_rank(self) -> float:
         return mean_reciprocal_rank(self.first_positive_rank)
@@ -138,7 +139,8 @@ def compute_retrieval(
     place labels; equal labels are positives, negative labels mark junk (see the module docstring, also for
     ``query_groups``/``gallery_groups``/``junk_fn``). ``k`` is clipped to M. ``chunk_size``: queries scored per block,
     ``"auto"`` for about 256 MB per block, ``None`` for the dense reference path. ``ap_variant`` selects the AP
-    stored in the result (``"university1652"`` or ``"standard"``, see :func:`~geobridge.eval.metrics.average_precision`).
+    stored in the result (``"university1652"`` or ``"standard"``, see
+    :func:`geobridge.eval.metrics.average_precision`).
     """
     query = _as_matrix(query_embeddings, "query")
     gallery = _as_matrix(gallery_embeddings, "gallery")
@@ -170,7 +172,7 @@ def compute_retrieval(
     else:
         size = auto_chunk_size(n_gallery) if chunk_size == "auto" else int(chunk_size)
         parts = _chunked(context, size, show_progress_bar=bool(show_progress_bar))
-    return _assemble(parts, n_query=n_query, n_gallery=n_gallery, ap_variant=ap_variant)
+    return _assemble(parts, n_query=n_query, n_gallery=n_gallery, k=k_eff, ap_variant=ap_variant)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -205,6 +207,8 @@ def _as_matrix(x: np.ndarray, name: str) -> np.ndarray:
     if arr.ndim != 2:
         raise DataError(f"{name} embeddings must be a 2-D (items, dim) array, got shape {arr.shape}")
     arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if not arr.flags.writeable:  # e.g. a read-only memmap: torch.from_numpy wants a writable buffer
+        arr = arr.copy()
     if not np.isfinite(arr).all():
         raise DataError(f"{name} embeddings contain NaN or infinite values")
     return arr
@@ -238,7 +242,6 @@ def _junk_mask(ctx: _Context, rows: np.ndarray) -> np.ndarray | None:
 
 
 def _chunked(ctx: _Context, chunk_size: int, *, show_progress_bar: bool) -> list[_Part]:
-    import torch
     from tqdm.auto import tqdm
 
     n_query = ctx.query.shape[0]
@@ -269,14 +272,16 @@ def _chunked(ctx: _Context, chunk_size: int, *, show_progress_bar: bool) -> list
             keep &= ~junk[prow, pcol]
         block[prow[~keep], pcol[~keep]] = -np.inf
         prow, pcol = prow[keep], pcol[keep]
-        topk = _block_topk(ctx, block, rows, torch)
+        topk = _block_topk(ctx, block, rows)
         ranks, counts = _block_ranks(block, prow, pcol)
         parts.append(_Part(*topk, ranks=ranks, counts=counts))
     return parts
 
 
-def _block_topk(ctx: _Context, block: np.ndarray, rows: np.ndarray, torch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _block_topk(ctx: _Context, block: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Top-k of a (B, M) block whose junk is -inf, in the documented order (ties: negatives first, then index)."""
+    import torch
+
     k = ctx.k
     values, indices = torch.topk(torch.from_numpy(block), k, dim=1, largest=True, sorted=True)
     scores = values.numpy().copy()  # (B, k)
@@ -328,7 +333,7 @@ def _block_ranks(block: np.ndarray, prow: np.ndarray, pcol: np.ndarray) -> tuple
 
 def _dense(ctx: _Context) -> list[_Part]:
     """Reference path: full (N, M) score matrix and one explicit sort per query."""
-    n_query, n_gallery = ctx.query.shape[0], ctx.gallery.shape[0]
+    n_query = ctx.query.shape[0]
     scores = _scores(ctx.query, ctx.gallery)  # (N, M)
     all_rows = np.arange(n_query)
     junk = _junk_mask(ctx, all_rows)
@@ -354,13 +359,11 @@ def _dense(ctx: _Context) -> list[_Part]:
         topk_idx[q, : top.size] = top
         topk_scores[q, : top.size] = scores[q, top]
         topk_pos[q, : top.size] = positive[top]
-    del n_gallery
     flat = np.concatenate(ranks).astype(np.int64) if ranks else np.zeros(0, dtype=np.int64)
     return [_Part(topk_idx, topk_scores, topk_pos, ranks=flat, counts=counts)]
 
 
-def _assemble(parts: list[_Part], *, n_query: int, n_gallery: int, ap_variant: APVariant) -> RetrievalResult:
-    k = min(n_gallery, parts[0].topk_indices.shape[1]) if parts else 0
+def _assemble(parts: list[_Part], *, n_query: int, n_gallery: int, k: int, ap_variant: APVariant) -> RetrievalResult:
     if parts:
         topk_idx = np.concatenate([p.topk_indices for p in parts])
         topk_scores = np.concatenate([p.topk_scores for p in parts]).astype(np.float32, copy=False)
@@ -368,8 +371,8 @@ def _assemble(parts: list[_Part], *, n_query: int, n_gallery: int, ap_variant: A
         ranks = np.concatenate([p.ranks for p in parts])
         counts = np.concatenate([p.counts for p in parts])
     else:
-        topk_idx = np.zeros((n_query, k), dtype=np.int64)
-        topk_scores = np.zeros((n_query, k), dtype=np.float32)
+        topk_idx = np.full((n_query, k), -1, dtype=np.int64)
+        topk_scores = np.full((n_query, k), -np.inf, dtype=np.float32)
         topk_pos = np.zeros((n_query, k), dtype=bool)
         ranks = np.zeros(0, dtype=np.int64)
         counts = np.zeros(n_query, dtype=np.int64)

@@ -1,0 +1,174 @@
+"""Peak memory and time of the chunked retrieval evaluator, and of the dense reference at a smaller size.
+
+Each measurement runs in a fresh Python subprocess, which reports its own peak resident set size
+(``resource.getrusage(RUSAGE_SELF).ru_maxrss``; tracemalloc would miss numpy/torch buffers). The peak therefore
+includes the interpreter, numpy, torch and the embeddings themselves; ``rss_before_mb`` is the resident size just
+before the evaluation starts (data already in memory).
+
+Usage::
+
+    python benchmarks/bench_eval_memory.py --out bench_eval_memory.json
+    python benchmarks/bench_eval_memory.py --n-query 2000 --n-gallery 10000 --dim 64   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+LIMIT_BYTES = 4 * 1024**3
+METHOD = "resource.getrusage(RUSAGE_SELF).ru_maxrss of a fresh subprocess (Linux: KiB)"
+
+
+def _rss_now_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _peak_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024 if sys.platform != "darwin" else peak / 1024**2
+
+
+def _worker(spec: dict) -> dict:
+    """Runs in the subprocess: make the data, evaluate one direction, report time, peak memory and a checksum."""
+    import numpy as np
+
+    from geobridge.eval import EmbeddingSet, compute_retrieval, direction_metrics, place_labels
+
+    n_query, n_gallery, dim = spec["n_query"], spec["n_gallery"], spec["dim"]
+    rng = np.random.default_rng(spec["seed"])
+    gallery = rng.standard_normal((n_gallery, dim), dtype=np.float32)  # (M, D)
+    gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
+    labels = rng.integers(0, n_gallery, n_query)
+    query = gallery[labels] + 0.25 * rng.standard_normal((n_query, dim), dtype=np.float32)  # (N, D)
+    query /= np.linalg.norm(query, axis=1, keepdims=True)
+    coords = rng.uniform(-60, 60, (n_gallery, 2))
+    q_set = EmbeddingSet("drone", query, labels, lat=coords[labels, 0], lon=coords[labels, 1])
+    g_set = EmbeddingSet("satellite", gallery, np.arange(n_gallery), lat=coords[:, 0], lon=coords[:, 1])
+    import torch  # noqa: F401  (loaded before the baseline so that its import is not counted as evaluation)
+
+    rss_before = _rss_now_mb()
+    peak_before = _peak_mb()
+    start = time.perf_counter()
+    qlabels, glabels = place_labels(q_set, g_set)
+    result = compute_retrieval(
+        q_set.embeddings,
+        g_set.embeddings,
+        qlabels,
+        glabels,
+        k=10,
+        chunk_size=spec["chunk_size"],
+        show_progress_bar=False,
+    )
+    metrics = direction_metrics(q_set, g_set, result)
+    seconds = time.perf_counter() - start
+    digest = hashlib.sha256(result.first_positive_rank.tobytes() + result.topk_indices.tobytes()).hexdigest()[:16]
+    return {
+        "n_query": n_query,
+        "n_gallery": n_gallery,
+        "dim": dim,
+        "chunk_size": spec["chunk_size"],
+        "seconds": round(seconds, 3),
+        "peak_rss_mb": round(_peak_mb(), 1),
+        "peak_rss_before_eval_mb": round(peak_before, 1),
+        "rss_before_mb": round(rss_before, 1),
+        "data_mb": round((query.nbytes + gallery.nbytes) / 2**20, 1),
+        "R@1": round(metrics["drone->satellite/R@1"], 3),
+        "AP": round(metrics["drone->satellite/AP"], 3),
+        "checksum": digest,
+    }
+
+
+def _spawn(spec: dict) -> dict:
+    env = dict(os.environ)
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark worker failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run(
+    *,
+    n_query: int = 20000,
+    n_gallery: int = 100000,
+    dim: int = 256,
+    chunk_size: int | None = None,
+    dense_n_query: int = 2000,
+    dense_n_gallery: int = 20000,
+    seed: int = 0,
+) -> dict:
+    """Measure the chunked evaluation at full size (``chunk_size=None`` = the evaluator's automatic ~256 MB blocks),
+    and the dense reference against the chunked path at a smaller size (same data, results compared by checksum).
+    Returns a dict with the measurements and ``passed`` = full-size peak RSS < 4 GiB."""
+    chunk = "auto" if chunk_size is None else int(chunk_size)
+    chunked = _spawn({"n_query": n_query, "n_gallery": n_gallery, "dim": dim, "chunk_size": chunk, "seed": seed})
+    small = {"n_query": dense_n_query, "n_gallery": dense_n_gallery, "dim": dim, "seed": seed}
+    small_chunked = _spawn({**small, "chunk_size": chunk})
+    small_dense = _spawn({**small, "chunk_size": None})
+    from geobridge.eval.retrieval import auto_chunk_size
+
+    return {
+        "method": METHOD,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "auto_chunk_size": auto_chunk_size(n_gallery) if chunk == "auto" else chunk,
+        "chunked": chunked,
+        "small_chunked": small_chunked,
+        "small_dense": small_dense,
+        "small_dense_matches_chunked": small_dense["checksum"] == small_chunked["checksum"],
+        "limit_mb": LIMIT_BYTES / 2**20,
+        "passed": chunked["peak_rss_mb"] * 2**20 < LIMIT_BYTES,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--n-query", type=int, default=20000)
+    parser.add_argument("--n-gallery", type=int, default=100000)
+    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--chunk-size", type=int, default=None, help="queries per block (default: auto, ~256 MB)")
+    parser.add_argument("--dense-n-query", type=int, default=2000)
+    parser.add_argument("--dense-n-gallery", type=int, default=20000)
+    parser.add_argument("--out", help="also write the JSON here")
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(_worker(json.loads(args.worker))))
+        return 0
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    result = run(
+        n_query=args.n_query,
+        n_gallery=args.n_gallery,
+        dim=args.dim,
+        chunk_size=args.chunk_size,
+        dense_n_query=args.dense_n_query,
+        dense_n_gallery=args.dense_n_gallery,
+    )
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0 if result["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

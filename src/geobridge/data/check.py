@@ -1,0 +1,229 @@
+"""``check_dataset``: find every problem in a dataset folder, never stopping at the first."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from geobridge.data.io import IMAGE_SUFFIXES, list_images, load_image
+from geobridge.errors import DataError
+from geobridge.views import IMAGE_VIEWS, VIEWS
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str  # e.g. missing-file, bad-json, missing-view, unreadable-image, unknown-id, bad-coordinates
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.path}: {self.message}"
+
+
+@dataclass
+class CheckReport:
+    root: str
+    layout: str  # "geoloc", "university1652" or "unknown"
+    problems: list[Problem] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, kind: str, path: Path | str, message: str) -> None:
+        self.problems.append(Problem(kind, str(path), message))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "root": self.root,
+            "layout": self.layout,
+            "ok": self.ok,
+            "stats": self.stats,
+            "problems": [vars(p) for p in self.problems],
+        }
+
+
+def detect_layout(root: Path) -> str:
+    if (root / "manifest.json").is_file() or (root / "places.jsonl").is_file():
+        return "geoloc"
+    if (root / "train").is_dir() or (root / "test").is_dir():
+        return "university1652"
+    return "unknown"
+
+
+def check_dataset(root: str | Path, *, show_progress_bar: bool | None = None) -> CheckReport:
+    """Validate a GeoLoc-format or University-1652 folder; every problem found is listed in the report."""
+    root = Path(root)
+    report = CheckReport(root=str(root), layout="unknown")
+    if not root.exists():
+        report.add("missing-root", root, "no such folder")
+        return report
+    if not root.is_dir():
+        report.add("not-a-folder", root, "expected a dataset folder, got a file")
+        return report
+    report.layout = detect_layout(root)
+    if report.layout == "geoloc":
+        _check_geoloc(root, report, show_progress_bar)
+    elif report.layout == "university1652":
+        _check_university(root, report, show_progress_bar)
+    else:
+        report.add(
+            "unknown-layout",
+            root,
+            "neither a GeoLoc-format dataset (manifest.json, places.jsonl, texts.jsonl, <view>/<place_id>/) "
+            "nor University-1652 (train/<view>/<id>/, test/query_<view>/<id>/); see docs/data-format.md",
+        )
+    return report
+
+
+def _load_jsonl(path: Path, report: CheckReport) -> list[dict[str, Any]]:
+    rows = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            report.add("bad-json", f"{path}:{number}", exc.msg)
+            continue
+        if not isinstance(row, dict):
+            report.add("bad-json", f"{path}:{number}", "expected a JSON object")
+            continue
+        rows.append(row)
+    return rows
+
+
+def _check_geoloc(root: Path, report: CheckReport, show_progress_bar: bool | None) -> None:
+    manifest: dict[str, Any] = {}
+    manifest_path = root / "manifest.json"
+    if not manifest_path.is_file():
+        report.add("missing-file", manifest_path, "manifest.json is missing")
+    else:
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError as exc:
+            report.add("bad-json", manifest_path, exc.msg)
+        if manifest and manifest.get("format") != "geoloc":
+            report.add("wrong-format", manifest_path, f"format is {manifest.get('format')!r}, expected 'geoloc'")
+    views = [v for v in manifest.get("views", VIEWS) if v in VIEWS]
+    bboxes = {c.get("code"): c.get("bbox") for c in manifest.get("countries", []) if isinstance(c, dict)}
+
+    places_path = root / "places.jsonl"
+    rows = _load_jsonl(places_path, report) if places_path.is_file() else []
+    if not places_path.is_file():
+        report.add("missing-file", places_path, "places.jsonl is missing")
+    ids: set[str] = set()
+    for number, row in enumerate(rows, start=1):
+        where = f"{places_path}:{number}"
+        place_id = row.get("place_id")
+        if not isinstance(place_id, str) or not place_id:
+            report.add("bad-record", where, "missing place_id")
+            continue
+        if place_id in ids:
+            report.add("duplicate-id", where, f"place_id {place_id!r} appears twice")
+        ids.add(place_id)
+        _check_coordinates(row, where, bboxes, report)
+        if row.get("split") not in SPLITS:
+            report.add("bad-split", where, f"split {row.get('split')!r} is not one of {SPLITS}")
+
+    if "text" in views:
+        texts_path = root / "texts.jsonl"
+        if not texts_path.is_file():
+            report.add("missing-file", texts_path, "texts.jsonl is missing but the manifest lists the text view")
+        else:
+            with_text = set()
+            for number, row in enumerate(_load_jsonl(texts_path, report), start=1):
+                pid = row.get("place_id")
+                texts = row.get("texts")
+                if pid not in ids:
+                    report.add("unknown-id", f"{texts_path}:{number}", f"place_id {pid!r} is not in places.jsonl")
+                if not isinstance(texts, list) or not [t for t in texts if isinstance(t, str) and t.strip()]:
+                    report.add("empty-text", f"{texts_path}:{number}", f"no descriptions for {pid!r}")
+                else:
+                    with_text.add(pid)
+            for pid in sorted(ids - with_text):
+                report.add("missing-view", texts_path, f"place {pid!r} has no text description")
+
+    images: list[Path] = []
+    for view in (v for v in IMAGE_VIEWS if v in views):
+        folder = root / view
+        if not folder.is_dir():
+            report.add("missing-view", folder, f"the manifest lists {view!r} but the folder is missing")
+            continue
+        present = {p.name for p in folder.iterdir() if p.is_dir()}
+        for unknown in sorted(present - ids):
+            report.add("unknown-id", folder / unknown, f"folder for place {unknown!r}, which is not in places.jsonl")
+        for pid in sorted(ids):
+            files = list_images(folder / pid)
+            if not files:
+                report.add("missing-view", folder / pid, f"place {pid!r} has no {view} image")
+            images.extend(files)
+    _check_images(images, report, show_progress_bar)
+    report.stats.update({"places": len(ids), "images": len(images), "views": views})
+
+
+def _check_coordinates(row: dict[str, Any], where: str, bboxes: dict[str, Any], report: CheckReport) -> None:
+    try:
+        lat, lon = float(row["lat"]), float(row["lon"])
+    except (KeyError, TypeError, ValueError):
+        report.add("bad-coordinates", where, f"lat/lon missing or not numbers: {row.get('lat')!r}, {row.get('lon')!r}")
+        return
+    if not (math.isfinite(lat) and math.isfinite(lon)) or not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        report.add("bad-coordinates", where, f"lat {lat}, lon {lon} out of range ([-90, 90], [-180, 180])")
+        return
+    bbox = bboxes.get(row.get("country"))
+    if bbox and len(bbox) == 4:
+        lat_min, lat_max, lon_min, lon_max = bbox
+        if not (lat_min <= lat <= lat_max and lon_min <= lon <= lon_max):
+            report.add("bad-coordinates", where, f"({lat}, {lon}) lies outside the bbox of {row.get('country')}")
+
+
+def _check_images(images: list[Path], report: CheckReport, show_progress_bar: bool | None) -> None:
+    for path in tqdm(images, desc="decode images", unit="img", disable=show_progress_bar is False):
+        try:
+            load_image(path)
+        except DataError as exc:
+            report.add("unreadable-image", path, str(exc))
+
+
+def _check_university(root: Path, report: CheckReport, show_progress_bar: bool | None) -> None:
+    expected = {
+        "train": [root / "train" / v for v in IMAGE_VIEWS],
+        "test": [root / "test" / f"{r}_{v}" for r in ("query", "gallery") for v in IMAGE_VIEWS],
+    }
+    images: list[Path] = []
+    for split, folders in expected.items():
+        if not (root / split).is_dir():
+            continue
+        existing = [f for f in folders if f.is_dir()]
+        if not existing:
+            names = ", ".join(f.name for f in folders)
+            report.add("wrong-layout", root / split, f"none of the expected folders ({names})")
+        for folder in existing:
+            for place in sorted(p for p in folder.iterdir() if p.is_dir()):
+                files = list_images(place)
+                if not files:
+                    report.add("missing-view", place, "no images in this building folder")
+                images.extend(files)
+            stray = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+            for path in stray:
+                report.add("wrong-layout", path, "image directly under a view folder; expected <view>/<id>/<image>")
+    coords = root / "coords.csv"
+    if coords.is_file():
+        from geobridge.data.university1652 import _read_coords
+
+        try:
+            for building, (lat, lon) in _read_coords(coords).items():
+                _check_coordinates({"lat": lat, "lon": lon}, f"{coords}:{building}", {}, report)
+        except DataError as exc:
+            report.add("bad-coordinates", coords, str(exc))
+    _check_images(images, report, show_progress_bar)
+    report.stats.update({"images": len(images)})

@@ -1,0 +1,62 @@
+"""Reading images and JSON lines with errors that name the file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from geobridge.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+MAX_IMAGE_PIXELS = 64_000_000  # refuse decompression bombs
+
+
+def load_image(path: Path) -> Image.Image:
+    """Decode an image fully into RGB, or raise DataError naming the path."""
+    try:
+        with Image.open(path) as img:
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                raise DataError(f"image too large ({img.width}x{img.height} pixels): {path}")
+            img.load()
+            return img.convert("RGB")
+    except FileNotFoundError as exc:
+        raise DataError(f"image not found: {path}") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"unreadable or truncated image {path}: {exc}") from exc
+
+
+def list_images(folder: Path) -> tuple[Path, ...]:
+    """Image files directly inside ``folder``, sorted by name; () for a missing folder."""
+    if not folder.is_dir():
+        return ()
+    return tuple(sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()))
+
+
+def read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise DataError(f"missing file: {path}")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"invalid JSON in {path}: {exc}") from exc
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Objects of a JSON-lines file; blank lines are skipped, a bad line is an error naming its number."""
+    if not path.is_file():
+        raise DataError(f"missing file: {path}")
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{number}: invalid JSON: {exc.msg}") from exc
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+        rows.append(row)
+    return rows

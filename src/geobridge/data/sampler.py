@@ -1,0 +1,138 @@
+"""Batch sampling where a place never appears twice in a batch, with GPS or similarity hard negatives."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+STRATEGIES = ("random", "gps", "embedding")
+
+
+def unit_vectors(coords: np.ndarray) -> np.ndarray:
+    """(N, 2) lat/lon degrees -> (N, 3) points on the unit sphere (chord distance is monotone in haversine)."""
+    lat, lon = np.radians(coords[:, 0]), np.radians(coords[:, 1])
+    return np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=1)
+
+
+class PlaceBatchSampler:
+    """Yields lists of dataset indices; the samples of one batch always belong to distinct places.
+
+    ``place_keys[i]`` is the place of dataset item ``i`` (several items may share a place, e.g. one per drone
+    image). Each epoch every place contributes one of its items, so each place appears once per epoch
+    (leftovers dropped with ``drop_last``).
+
+    Strategies:
+      * ``random``: shuffled places.
+      * ``gps``: hard negatives by location (as in Sample4Geo): a random unused place seeds a batch, which is
+        filled with its nearest unused places on the sphere.
+      * ``embedding``: the same with neighbours from ``set_neighbours`` (e.g. nearest places in the
+        model's embedding space, refreshed every few epochs).
+
+    With ``num_replicas > 1`` each global batch is split into contiguous per-rank slices, so every rank sees a
+    disjoint part of the same global batch (for DDP with features gathered across ranks).
+    """
+
+    def __init__(
+        self,
+        place_keys: Sequence[str],
+        *,
+        batch_size: int,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        seed: int = 0,
+        strategy: str = "random",
+        coords: np.ndarray | None = None,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
+        if batch_size < 1 or batch_size % num_replicas:
+            raise ValueError(f"batch_size {batch_size} must be a positive multiple of num_replicas {num_replicas}")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} out of range for {num_replicas} replicas")
+        self.keys = list(place_keys)
+        groups: dict[str, list[int]] = {}
+        for item, key in enumerate(self.keys):
+            groups.setdefault(key, []).append(item)
+        self.items_of = [np.array(items) for items in groups.values()]  # places in order of first appearance
+        self.n_places = len(self.items_of)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = seed
+        self.strategy = strategy
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.epoch = 0
+        self.points: np.ndarray | None = None
+        if coords is not None:
+            coords = np.asarray(coords, dtype=np.float64)
+            if coords.shape != (len(self.keys), 2):
+                raise ValueError(f"coords must be (N, 2) for N={len(self.keys)} items, got {coords.shape}")
+            first_item = np.array([items[0] for items in self.items_of])
+            self.points = unit_vectors(coords[first_item])  # (P, 3), one point per place
+        elif strategy == "gps":
+            raise ValueError("strategy 'gps' needs coords")
+        self.neighbours: np.ndarray | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def set_neighbours(self, neighbours: np.ndarray) -> None:
+        """(P, k) indices of each place's most similar places (places in order of first appearance in place_keys)."""
+        neighbours = np.asarray(neighbours)
+        if neighbours.ndim != 2 or neighbours.shape[0] != self.n_places:
+            raise ValueError(f"neighbours must be (P, k) with P={self.n_places}, got {neighbours.shape}")
+        self.neighbours = neighbours
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.n_places, self.batch_size)
+        return full if self.drop_last or rest == 0 else full + 1
+
+    def _place_batches(self, rng: np.random.Generator) -> list[np.ndarray]:
+        order = rng.permutation(self.n_places) if self.shuffle else np.arange(self.n_places)
+        if self.strategy == "random" or (self.strategy == "embedding" and self.neighbours is None):
+            return [order[i : i + self.batch_size] for i in range(0, self.n_places, self.batch_size)]
+        used = np.zeros(self.n_places, dtype=bool)
+        batches = []
+        for seed_place in order:
+            if used[seed_place]:
+                continue
+            batch = [seed_place]
+            used[seed_place] = True
+            for candidate in self._candidates(seed_place):
+                if len(batch) == self.batch_size:
+                    break
+                if not used[candidate]:
+                    used[candidate] = True
+                    batch.append(candidate)
+            if len(batch) < self.batch_size:  # neighbours exhausted: top up from the shuffled order
+                for candidate in order:
+                    if len(batch) == self.batch_size:
+                        break
+                    if not used[candidate]:
+                        used[candidate] = True
+                        batch.append(candidate)
+            batches.append(np.array(batch))
+        return batches
+
+    def _candidates(self, place: int) -> np.ndarray:
+        if self.strategy == "embedding":
+            return self.neighbours[place]  # type: ignore[index]
+        distance = np.sum((self.points - self.points[place]) ** 2, axis=1)  # type: ignore[operator]
+        return np.argsort(distance, kind="stable")[1:]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng((self.seed, self.epoch))
+        batches = self._place_batches(rng)
+        batches = [b for b in batches if len(b) == self.batch_size or not self.drop_last]
+        if self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        per_rank = self.batch_size // self.num_replicas
+        for batch in batches:
+            items = [int(self.items_of[p][rng.integers(len(self.items_of[p]))]) for p in batch]
+            if self.num_replicas > 1:
+                items = items[self.rank * per_rank : (self.rank + 1) * per_rank]
+            yield items
