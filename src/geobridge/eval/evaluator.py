@@ -6,20 +6,18 @@ the drone images of an orbit, or several texts).
 
 Keys of one direction (e.g. ``drone->satellite``), with their units:
 
-=====================  ================================================================================
-``<dir>/R@1``, ``/R@5``, ``/R@10``   Recall@K in percent (0..100): a positive among the top K
-``<dir>/R@1%``          Recall@K with K = max(1, round-half-up(0.01 * gallery size)), percent
-``<dir>/AP``            mAP in percent, **University-1652's trapezoid AP** (comparable with published tables;
-                        ``ap_variant="standard"`` switches to the plain non-interpolated AP, same key)
-``<dir>/MRR``           mean reciprocal rank of the first positive, percent (100 = always first)
-``<dir>/median_km``     median great-circle distance (km) from the query's true location to its top-1 item's
-``<dir>/mean_km``       mean of the same distances (km)
-``<dir>/acc@<t>km``     percent of queries whose top-1 item lies within t km (t = 1, 25, 200, 750, 2500)
-``<dir>/n_queries``     queries in the ranking metrics (those with at least one positive)
-``<dir>/n_no_positive`` queries left out of the ranking metrics because the gallery holds no positive
-``<dir>/n_geo``         queries in the km metrics (query and top-1 coordinates known)
-``<dir>/n_gallery``     gallery size M
-=====================  ================================================================================
+* ``<dir>/R@1``, ``<dir>/R@5``, ``<dir>/R@10``: Recall@K in percent (0..100), a hit = any positive in the top K;
+* ``<dir>/R@1%``: Recall@K with K = max(1, round-half-up(0.01 * gallery size)), percent;
+* ``<dir>/AP``: mAP in percent, **University-1652's trapezoid AP** (comparable with published tables;
+  ``ap_variant="standard"`` switches to the plain non-interpolated AP under the same key);
+* ``<dir>/MRR``: mean reciprocal rank of the first positive, percent (100 = always first);
+* ``<dir>/median_km``, ``<dir>/mean_km``: median and mean great-circle distance (km) from the query's true
+  location to its top-1 gallery item's location;
+* ``<dir>/acc@<t>km``: percent of queries whose top-1 item lies within t km, inclusive (t = 1, 25, 200, 750, 2500);
+* ``<dir>/n_queries``: queries in the ranking metrics (those with at least one positive);
+* ``<dir>/n_no_positive``: queries left out of the ranking metrics because the gallery holds no positive;
+* ``<dir>/n_geo``: queries in the km metrics (query and top-1 coordinates known);
+* ``<dir>/n_gallery``: the gallery size M.
 
 Ranking metrics average over queries that have a positive; km metrics over queries whose true location and
 top-1 item location are known (a query needs no positive to have a km error). Keys whose value is undefined

@@ -68,10 +68,15 @@ class GeoBridge(nn.Module):
         return F.normalize(self.text(texts), dim=-1)
 
     def forward(self, images: dict[str, torch.Tensor], texts: list[str] | None = None) -> dict[str, torch.Tensor]:
-        """Embed a batch: ``images[view]`` is (B_v, 3, H, W); returns ``{view: (B_v, D)}``, plus ``text`` if given."""
+        """Embed a batch: ``images[view]`` is (B_v, 3, H, W).
+
+        Returns ``{view: (B_v, D)}`` unit vectors, plus ``text`` (T, D) if texts are given, plus the scalar
+        ``logit_scale`` (returned here so that, under DDP, every parameter is used inside ``forward``).
+        """
         out = {view: self.encode_image(batch, view=view) for view, batch in images.items()}
         if texts:
             out["text"] = self.encode_text(texts)
+        out["logit_scale"] = self.logit_scale * 1.0  # a fresh tensor: DDP must not see the Parameter as output
         return out
 
     # ------------------------------------------------------------------ user-facing encoding

@@ -182,11 +182,12 @@ class Trainer:
         images, labels = self._view_dropout(images, labels)
         texts = batch["text"] if "text" in self.views else None
         emb = self.ddp_model(images, texts or None)
+        logit_scale = emb.pop("logit_scale")
         if texts:
             labels["text"] = place_index[batch["text_index"].to(self.device)]
         if self.dist.enabled:
-            emb, labels = self._gather(emb, labels)
-        return self.loss_fn(emb, labels, logit_scale=self.model.logit_scale)
+            emb, labels = self._gather(emb, labels, anchor=logit_scale)
+        return self.loss_fn(emb, labels, logit_scale=logit_scale)
 
     def _view_dropout(
         self, images: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]
@@ -203,16 +204,19 @@ class Trainer:
         return kept_images, kept_labels
 
     def _gather(
-        self, emb: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]
+        self, emb: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], *, anchor: torch.Tensor
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """All ranks gather every training view (empty where a rank lacks one) in the same order."""
+        """All ranks gather every training view (empty where a rank lacks one) in the same order.
+
+        ``anchor`` is a forward output that an empty view's placeholder hangs from, so that it requires grad.
+        """
         views = [*self.image_views, *(["text"] if "text" in self.views else [])]
         dim = self.model.embed_dim
         out_emb, out_labels = {}, {}
         for view in views:
             local = emb.get(view)
             if local is None:  # keep the autograd graph identical across ranks
-                local = self.model.logit_scale.new_zeros((0, dim)) + 0.0 * self.model.logit_scale
+                local = anchor.new_zeros((0, dim)) + 0.0 * anchor
                 local_labels = torch.zeros(0, dtype=torch.long, device=self.device)
             else:
                 local_labels = labels[view]

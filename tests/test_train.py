@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from geobridge.errors import GeoBridgeError
+from geobridge.train import load_config
+from geobridge.train.state import optimizer_from_flat, optimizer_to_flat
+from geobridge.train.trainer import lr_at
+from test_data import make_geoloc
+
+TINY = ["model.text_kind=hashing", "optim.batch_size=8", "data.num_workers=0"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    return make_geoloc(tmp_path_factory.mktemp("world") / "w", n=32)
+
+
+def _cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "geobridge.cli.main", *args], env=env, capture_output=True,
+                          text=True, **kwargs)
+
+
+def test_config_layers_and_errors(tmp_path):
+    yaml = tmp_path / "c.yaml"
+    yaml.write_text("optim:\n  epochs: 7\n  lr: 0.5\nloss:\n  use_anchors: false\n")
+    config = load_config(yaml, ["optim.lr=0.25", "sampler.strategy=gps"])
+    assert config.optim.epochs == 7 and config.optim.lr == 0.25 and not config.loss.use_anchors
+    assert config.sampler.strategy == "gps" and config.optim.batch_size == 32  # default kept
+    with pytest.raises(GeoBridgeError, match="optim.lrr|lrr"):
+        load_config(yaml, ["optim.lrr=1"])
+    with pytest.raises(GeoBridgeError, match="strategy"):
+        load_config(None, ["sampler.strategy=nearest"])
+    with pytest.raises(GeoBridgeError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_lr_schedule_warmup_and_cosine():
+    kw = dict(total_steps=100, warmup_steps=10, base_lr=1.0, min_lr_ratio=0.1)
+    assert lr_at(0, **kw) == pytest.approx(0.1) and lr_at(9, **kw) == pytest.approx(1.0)
+    assert lr_at(10, **kw) == pytest.approx(1.0)
+    assert lr_at(55, **kw) == pytest.approx(0.1 + 0.9 * 0.5)  # half way through the cosine
+    assert lr_at(100, **kw) == pytest.approx(0.1)
+
+
+def test_optimizer_state_round_trip_without_pickle():
+    model = torch.nn.Linear(4, 3)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.randn(5, 4)).sum().backward()
+    opt.step()
+    tensors, meta = optimizer_to_flat(opt.state_dict())
+    json.dumps(meta)  # the metadata is plain JSON
+    restored = optimizer_from_flat(tensors, json.loads(json.dumps(meta)))
+    fresh = torch.optim.AdamW(model.parameters(), lr=0.1)
+    fresh.load_state_dict(restored)
+    for a, b in zip(opt.state_dict()["state"].values(), fresh.state_dict()["state"].values(), strict=True):
+        for key in a:
+            assert torch.equal(torch.as_tensor(a[key]), torch.as_tensor(b[key]))
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "model" / "model.safetensors"))
+
+
+def test_resume_after_kill_is_exact(world, tmp_path):
+    args = ["train", "--data", str(world), "--no-eval", "optim.epochs=4", *TINY]
+    ref = _cli([*args, "--out", str(tmp_path / "ref")], timeout=300)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    run = tmp_path / "killed"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "geobridge.cli.main", *args, "--out", str(run)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (run / "latest.json").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # kill -9 mid-training, after the first checkpoint
+    proc.wait()
+    assert not (run / "model").exists(), "training finished before it could be killed; make it longer"
+    resumed = _cli([*args, "--out", str(run), "--resume"], timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a, b = _weights(tmp_path / "ref"), _weights(run)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+    ref_log = [json.loads(x) for x in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
+    got_log = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert ref_log[-1]["loss"] == pytest.approx(got_log[-1]["loss"], abs=1e-6)
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
+                    reason="torchrun not installed")
+def test_ddp_two_processes_match_single_process(world, tmp_path):
+    """2-process gloo DDP on the CPU vs one process on the same global batch: the same losses and weights
+    (tolerance 1e-5: only the order of floating-point sums differs)."""
+    args = ["--data", str(world), "--no-eval", "optim.epochs=1", "train.max_steps=3", "data.augment=false", *TINY]
+    single = _cli(["train", "--out", str(tmp_path / "single"), *args], timeout=300)
+    assert single.returncode == 0, single.stderr[-2000:]
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    ddp = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node=2", "-m", "geobridge.cli.main", "train",
+         "--out", str(tmp_path / "ddp"), *args],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    log_single = json.loads((tmp_path / "single" / "metrics.jsonl").read_text().splitlines()[-1])
+    log_ddp = json.loads((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()[-1])
+    for key in [k for k in log_single if k.endswith("loss")]:
+        assert log_ddp[key] == pytest.approx(log_single[key], abs=1e-5), key
+    a, b = _weights(tmp_path / "single"), _weights(tmp_path / "ddp")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-5)
