@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "geobridge.cli.synth",
     "geobridge.cli.data",
     "geobridge.cli.train",
+    "geobridge.cli.eval",
 )
 
 

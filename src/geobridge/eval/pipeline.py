@@ -1,0 +1,134 @@
+"""The full evaluation of a model on a dataset split: metrics, cross-domain groups, robustness, plots, report."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geobridge.data import load_places
+from geobridge.eval.embed import Degrade, embed_places
+from geobridge.eval.evaluator import EmbeddingSet, RetrievalEvaluator, errors_km, evaluate_groups, retrieve
+from geobridge.eval.plots import plot_error_histogram, plot_error_map, plot_recall_curves, plot_retrieval_grid
+from geobridge.eval.report import write_report
+from geobridge.views import IMAGE_VIEWS, direction_key
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A robustness condition: one view degraded as a stale, low-resolution or badly lit capture would be."""
+
+    name: str
+    view: str
+    shift: str  # "low_resolution", "season", "time_of_day" or "blur"
+    value: Any
+
+
+DEFAULT_CONDITIONS: tuple[Condition, ...] = (
+    Condition("satellite-lowres-x4", "satellite", "low_resolution", 4.0),
+    Condition("satellite-winter", "satellite", "season", "winter"),
+    Condition("drone-blur-2px", "drone", "blur", 2.0),
+    Condition("street-night", "street", "time_of_day", "night"),
+)
+
+
+def _degrade_fn(condition: Condition) -> Degrade:
+    from geobridge.synth import appearance
+
+    return partial(getattr(appearance, condition.shift), **{_ARG[condition.shift]: condition.value})
+
+
+_ARG = {"low_resolution": "factor", "blur": "sigma", "season": "name", "time_of_day": "name"}
+
+
+def evaluate_run(
+    model: Any,
+    data: str | Path,
+    out_dir: str | Path,
+    *,
+    fmt: str = "geoloc",
+    split: str = "test",
+    holdout_countries: Sequence[str] | None = None,
+    conditions: Sequence[Condition] = DEFAULT_CONDITIONS,
+    batch_size: int = 64,
+    title: str = "GeoBridge evaluation",
+    sections: dict[str, str] | None = None,
+    show_progress_bar: bool | None = None,
+) -> dict[str, Any]:
+    """Evaluate every direction on ``split`` and write ``metrics.json``, ``report.md`` and plots into ``out_dir``.
+
+    Adds ``in_domain/`` and ``out_of_domain/`` keys when held-out countries exist (from the manifest unless
+    given), ``robust/<condition>/`` keys for each degraded-view condition (directions involving that view),
+    and ``missing/<view>/`` summaries: the mean R@1 over the directions left when a view is unavailable.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    places = load_places(data, fmt=fmt, split=split)
+    if holdout_countries is None and fmt == "geoloc":
+        manifest = json.loads((Path(data) / "manifest.json").read_text())
+        holdout_countries = tuple(manifest.get("holdout_countries", ()))
+    sets = embed_places(model, places, batch_size=batch_size, show_progress_bar=show_progress_bar)
+    evaluator = RetrievalEvaluator(show_progress_bar=False)
+    metrics: dict[str, Any] = dict(evaluator(sets))
+    if holdout_countries:
+        metrics.update(evaluate_groups(sets, holdout_countries=holdout_countries, evaluator=evaluator))
+    for view in IMAGE_VIEWS:
+        if view in sets:
+            left = [
+                k for k in metrics
+                if k.count("/") == 1 and k.endswith("/R@1") and "->" in k and view not in k.split("/")[0].split("->")
+            ]
+            if left:
+                metrics[f"missing/{view}/mean/R@1"] = float(np.mean([metrics[k] for k in left]))
+    for condition in conditions:
+        if condition.view not in sets:
+            continue
+        degraded = embed_places(
+            model, places, views=(condition.view,), degrade={condition.view: _degrade_fn(condition)},
+            batch_size=batch_size, show_progress_bar=show_progress_bar,
+        )
+        mixed = {**sets, **degraded}
+        directions = [d for d in evaluator.directions_for(set(mixed)) if condition.view in d.split("->")]
+        robust = RetrievalEvaluator(directions, show_progress_bar=False).evaluate(mixed, mixed)
+        metrics.update({f"robust/{condition.name}/{k}": v for k, v in robust.items() if not k.startswith("mean/")})
+    plots = write_plots(sets, out)
+    write_report(out, metrics, title=title, sections=sections, plots=plots)
+    return metrics
+
+
+def write_plots(sets: dict[str, EmbeddingSet], out: Path) -> dict[str, Path]:
+    """Recall curves of every direction, retrieval grids, and the km-error map and histogram of drone->satellite."""
+    results = {}
+    for q in sets:
+        for g in sets:
+            if q != g:
+                results[direction_key(q, g)] = retrieve(sets[q], sets[g], k=10, show_progress_bar=False)
+    plots: dict[str, Path] = {"recall@K": plot_recall_curves(results, out / "recall_curves.png")}
+    for direction in ("drone->satellite", "street->satellite", "text->satellite", "drone->street"):
+        if direction in results:
+            q, g = direction.split("->")
+            name = f"retrieval grid {direction}"
+            plots[name] = plot_retrieval_grid(
+                sets[q], sets[g], results[direction], out / f"grid_{q}_{g}.png", n_queries=6, top=5
+            )
+    main = "drone->satellite" if "drone->satellite" in results else next(iter(results))
+    q, g = main.split("->")
+    result = results[main]
+    top1 = result.topk_indices[:, 0]
+    ok = top1 >= 0
+    pred_lat = np.where(ok, sets[g].lat[np.maximum(top1, 0)], np.nan)
+    pred_lon = np.where(ok, sets[g].lon[np.maximum(top1, 0)], np.nan)
+    plots[f"predicted vs true locations ({main})"] = plot_error_map(
+        sets[q].lat, sets[q].lon, pred_lat, pred_lon, out / "error_map.png", title=f"{main}: top-1 vs truth"
+    )
+    errors = errors_km(sets[q], sets[g], result)
+    if np.isfinite(errors).any():
+        plots[f"error histogram ({main})"] = plot_error_histogram(
+            errors, out / "error_histogram.png", title=f"{main}: top-1 error (km)"
+        )
+    return plots
