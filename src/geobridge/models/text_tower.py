@@ -67,6 +67,17 @@ class MiniLMEncoder(nn.Module):
         return self.model(features)["sentence_embedding"]
 
     @torch.no_grad()
+    def warm_cache(self, texts: list[str], *, show_progress_bar: bool = False) -> None:
+        """Encode ``texts`` into the cache ahead of training (frozen mode), in large batches."""
+        if not self.freeze:
+            return
+        todo = sorted({t for t in texts if t not in self._cache})
+        if todo:
+            fresh = self.model.encode(todo, batch_size=64, convert_to_tensor=True, show_progress_bar=show_progress_bar)
+            for text, vector in zip(todo, fresh.cpu(), strict=True):
+                self._cache[text] = vector
+
+    @torch.no_grad()
     def _forward_cached(self, texts: list[str]) -> torch.Tensor:
         todo = sorted({t for t in texts if t not in self._cache})
         if todo:

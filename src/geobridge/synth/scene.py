@@ -753,8 +753,8 @@ def _draw_landmark(canvas: _Canvas, lm: Landmark, rgb: np.ndarray, rng: np.rando
             material: Material = Material.LANDMARK) -> None:
         H[mask] = np.broadcast_to(h, mask.shape)[mask] if isinstance(h, np.ndarray) else h
         M[mask] = material
-        A[mask] = top
-        W[mask] = side
+        A[mask] = top[mask] if top.ndim == 3 else top  # per-cell colours (h, w, 3) or one colour (3,)
+        W[mask] = side[mask] if side.ndim == 3 else side
 
     if lm.kind == "tower":
         half = lm.radius

@@ -148,8 +148,13 @@ class Trainer:
             batch_sampler=self.sampler,
             collate_fn=collate_places,
             num_workers=config.data.num_workers,
+            worker_init_fn=_single_thread_worker,
             persistent_workers=False,
         )
+        encoder = self.model.text.encoder
+        if "text" in self.views and hasattr(encoder, "warm_cache"):
+            # a frozen text encoder is run once per distinct sentence, up front
+            encoder.warm_cache([t for p in places for t in p.texts], show_progress_bar=self.show_progress_bar)
 
     def _set_epoch(self, epoch: int) -> None:
         sampler_cfg = self.config.sampler
@@ -366,6 +371,12 @@ def train(config: TrainConfig, *, resume: bool = False, evaluate: bool = True) -
         return result
     finally:
         trainer.close()
+
+
+def _single_thread_worker(worker_id: int) -> None:
+    # Loader workers decode and resize images; letting each also spawn a full OpenMP pool oversubscribes
+    # small machines badly (2 cores: the training step slows down several-fold).
+    torch.set_num_threads(1)
 
 
 def _resolve_device(name: str) -> torch.device:
