@@ -1,0 +1,57 @@
+"""``geobridge serve``: the HTTP service and map page over a built index."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("serve", help="serve POST /locate and the map page over an index")
+    parser.add_argument("--index", required=True, help="index written by `geobridge index build`")
+    parser.add_argument(
+        "--checkpoint", default=None, help="model folder or training run (default: the one the index records)"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--workers", type=int, default=2, help="decode/inference threads")
+    parser.add_argument("--max-upload-mb", type=float, default=8.0, help="per-file upload limit in MiB")
+    parser.add_argument("--max-pixels", type=int, default=40_000_000, help="per-image decoded pixel limit")
+    parser.add_argument(
+        "--thumbnails-root", default=None, help="folder that relative reference paths in the index are under"
+    )
+    parser.add_argument("--device", default="cpu", help="torch device for the model")
+    parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from geobridge.errors import GeoBridgeError
+
+    try:
+        import uvicorn
+    except ImportError as exc:
+        raise GeoBridgeError("the service needs the serve extra: pip install 'geobridge[serve]'") from exc
+    from geobridge.index import GeoIndex
+    from geobridge.models import GeoBridge
+    from geobridge.serve.app import checkpoint_from_index, create_app
+
+    if args.workers < 1:
+        raise GeoBridgeError(f"--workers must be >= 1, got {args.workers}")
+    if args.max_upload_mb <= 0:
+        raise GeoBridgeError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    index = GeoIndex.load(args.index)
+    checkpoint = args.checkpoint or checkpoint_from_index(index)
+    if not checkpoint:
+        raise GeoBridgeError(f"{args.index} does not record its checkpoint; pass --checkpoint")
+    model = GeoBridge.from_pretrained(checkpoint, device=args.device)
+    app = create_app(
+        model=model,
+        index=index,
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        max_pixels=args.max_pixels,
+        workers=args.workers,
+        thumbnails_root=args.thumbnails_root,
+    )
+    print(f"serving {len(index)} vectors with {checkpoint} on http://{args.host}:{args.port}/")
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
