@@ -127,7 +127,7 @@
     $("map").setAttribute("viewBox", `${x} ${y} ${w} ${h}`);
     drawGraticule();
     drawMarkers();
-    $("map-note").textContent = w >= 359 ? "World" : `${h.toFixed(1)}° × ${w.toFixed(1)}°`;
+    $("map-note").textContent = w >= 359 ? "World" : `${w.toFixed(0)}° lon × ${h.toFixed(0)}° lat`;
   }
 
   function fitResult() {
