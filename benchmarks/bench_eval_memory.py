@@ -140,6 +140,79 @@ def run(
     }
 
 
+TITLE = "Evaluation memory: chunked retrieval evaluation peak RSS"
+TARGET = "peak RSS < 4 GiB for 20k queries x 100k gallery x 256-d (chunked evaluator)"
+
+
+def bench(ctx) -> dict:  # ctx: benchmarks._common.Context
+    """The suite's entry point (``python -m benchmarks``): ``run()`` at full or --quick size as a suite record."""
+    from benchmarks._common import make_result, ratio, target_row
+
+    params = (
+        {"n_query": 500, "n_gallery": 2000, "dim": 32, "dense_n_query": 200, "dense_n_gallery": 1000}
+        if ctx.quick
+        else {"n_query": 20000, "n_gallery": 100000, "dim": 256, "dense_n_query": 2000, "dense_n_gallery": 20000}
+    )
+    ctx.log("eval_memory", f"run({params}) in fresh subprocesses")
+    raw = run(**params)
+    full, small_c, small_d = raw["chunked"], raw["small_chunked"], raw["small_dense"]
+    limit_mb = raw["limit_mb"]
+    label = f"{params['n_query'] // 1000}k x {params['n_gallery'] // 1000}k x {params['dim']}"
+    rows = [
+        target_row(
+            metric=f"{label} chunked evaluation: peak RSS vs 4 GiB limit",
+            value=full["peak_rss_mb"],
+            baseline=limit_mb,
+            unit="MiB",
+            ratio_value=ratio(full["peak_rss_mb"], limit_mb),
+            ratio_name="fraction of the limit",
+            op="<",
+            threshold=1.0,
+            note=f"{full['seconds']:.1f} s; embeddings alone {full['data_mb']:.0f} MiB; "
+            f"RSS before evaluation {full['rss_before_mb']:.0f} MiB",
+        ),
+        target_row(
+            metric=f"{params['dense_n_query']} x {params['dense_n_gallery']}: chunked vs dense peak RSS",
+            value=small_c["peak_rss_mb"],
+            baseline=small_d["peak_rss_mb"],
+            unit="MiB",
+            ratio_value=ratio(small_c["peak_rss_mb"], small_d["peak_rss_mb"]),
+            ratio_name="memory ratio (chunked / dense)",
+            note=f"results identical: {raw['small_dense_matches_chunked']}; "
+            f"time {small_c['seconds']:.2f} s vs {small_d['seconds']:.2f} s",
+        ),
+    ]
+    return make_result(
+        "eval_memory",
+        title=TITLE,
+        parameters={**params, "chunk_size": raw["auto_chunk_size"], "method": raw["method"]},
+        medians={
+            "peak_rss_mb": full["peak_rss_mb"],
+            "seconds": full["seconds"],
+            "small_chunked_peak_rss_mb": small_c["peak_rss_mb"],
+        },
+        baseline_medians={
+            "limit_mb": limit_mb,
+            "small_dense_peak_rss_mb": small_d["peak_rss_mb"],
+            "small_dense_seconds": small_d["seconds"],
+        },
+        ratios={
+            "peak_vs_limit": ratio(full["peak_rss_mb"], limit_mb),
+            "small_chunked_vs_dense_peak": ratio(small_c["peak_rss_mb"], small_d["peak_rss_mb"]),
+            "small_chunked_vs_dense_time": ratio(small_c["seconds"], small_d["seconds"]),
+        },
+        target=TARGET,
+        rows=rows,
+        notes=[
+            "One measurement per setting (peak RSS is deterministic up to allocator noise; each runs in a fresh "
+            "subprocess, so no repetition median).",
+            "The dense reference at the small size must give identical ranks (checksum): "
+            f"{raw['small_dense_matches_chunked']}.",
+        ],
+        details={"raw": raw},
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", help=argparse.SUPPRESS)

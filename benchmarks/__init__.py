@@ -1,0 +1,8 @@
+"""GeoBridge benchmark suite: ``python -m benchmarks`` runs every benchmark and writes results.json,
+results.md and the plots (see benchmarks/README.md)."""
+
+from __future__ import annotations
+
+BENCHMARKS = ("search", "scaling", "ann", "encode", "train", "synth", "eval_memory", "serve")
+
+__all__ = ["BENCHMARKS"]

@@ -1,0 +1,134 @@
+"""Run the GeoBridge benchmark suite.
+
+python -m benchmarks                      # everything, full size (<= 20 min on 2 cores)
+python -m benchmarks --quick --out /tmp/b # tiny sizes, seconds (the smoke test)
+python -m benchmarks --only search,ann    # a subset; merged into an existing results.json in --out
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks import BENCHMARKS
+from benchmarks._common import Context, machine_info, make_result
+
+RESULTS_JSON = "results.json"
+RESULTS_MD = "results.md"
+SCHEMA_VERSION = 1
+
+
+def _entry_point(name: str) -> tuple[Callable[[Context], dict[str, Any]], str]:
+    """The ``bench(ctx)`` function of a benchmark name, and its title (imported lazily)."""
+    module_name, function = {
+        "search": ("benchmarks.bench_search", "bench"),
+        "scaling": ("benchmarks.bench_search", "bench_scaling"),
+        "ann": ("benchmarks.bench_ann", "bench"),
+        "encode": ("benchmarks.bench_encode", "bench"),
+        "train": ("benchmarks.bench_train", "bench"),
+        "synth": ("benchmarks._external", "bench_synth"),
+        "eval_memory": ("benchmarks.bench_eval_memory", "bench"),
+        "serve": ("benchmarks._external", "bench_serve"),
+    }[name]
+    module = importlib.import_module(module_name)
+    return getattr(module, function), getattr(module, "TITLE", name)
+
+
+def parse_only(value: str | None) -> list[str]:
+    if not value:
+        return list(BENCHMARKS)
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(BENCHMARKS))
+    if unknown:
+        raise SystemExit(f"unknown benchmark(s) {unknown}; valid names are {list(BENCHMARKS)}")
+    return [n for n in BENCHMARKS if n in names]  # suite order
+
+
+def run_suite(*, names: list[str], quick: bool, out_dir: Path, verbose: bool = True) -> dict[str, Any]:
+    """Run ``names`` in order, writing results.json after each one; returns the full results dict."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results_path = out_dir / RESULTS_JSON
+    results: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "machine": {}, "benchmarks": {}}
+    if results_path.is_file() and set(names) != set(BENCHMARKS):
+        try:
+            previous = json.loads(results_path.read_text())
+            if previous.get("schema_version") == SCHEMA_VERSION:
+                results["benchmarks"] = previous.get("benchmarks", {})
+        except (OSError, ValueError):
+            pass
+    ctx = Context(quick=quick, out_dir=str(out_dir), verbose=verbose)
+    results["machine"] = machine_info()
+    results["mode"] = "quick" if quick else "full"
+    suite_start = time.perf_counter()
+    for position, name in enumerate(names, 1):
+        ctx.log(name, f"--- benchmark {position}/{len(names)} ---")
+        start = time.perf_counter()
+        try:
+            function, title = _entry_point(name)
+            entry = function(ctx)
+        except Exception as exc:  # noqa: BLE001 - one failing benchmark must not lose the others
+            entry = make_result(
+                name,
+                title=name,
+                status="error",
+                message=f"{type(exc).__name__}: {exc}",
+                details={"traceback": traceback.format_exc()[-4000:]},
+            )
+            ctx.log(name, f"FAILED: {type(exc).__name__}: {exc}")
+        entry["elapsed_s"] = round(time.perf_counter() - start, 2)
+        entry["mode"] = results["mode"]
+        entry["date"] = results["machine"]["date"]
+        results["benchmarks"][name] = entry
+        ctx.log(name, f"done in {entry['elapsed_s']:.1f} s (status {entry['status']}, met {entry['met']})")
+        _write_json(results_path, results)
+    results["machine"]["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    results["elapsed_s"] = round(time.perf_counter() - suite_start, 2)
+    _write_json(results_path, results)
+    from benchmarks._report import write_markdown
+
+    write_markdown(results, out_dir / RESULTS_MD)
+    return results
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_default) + "\n")
+    tmp.replace(path)
+
+
+def _default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description="Run the GeoBridge benchmark suite.")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds); used by the smoke test")
+    parser.add_argument("--only", metavar="NAME[,NAME]", help=f"run only these, from {', '.join(BENCHMARKS)}")
+    parser.add_argument(
+        "--out", default=str(Path(__file__).resolve().parent), help="output folder (default: benchmarks/)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    args = parser.parse_args(argv)
+    names = parse_only(args.only)
+    results = run_suite(names=names, quick=args.quick, out_dir=Path(args.out), verbose=not args.quiet)
+    ran = [results["benchmarks"][n] for n in names]
+    print(f"wrote {Path(args.out) / RESULTS_JSON} and {Path(args.out) / RESULTS_MD} in {results['elapsed_s']:.0f} s")
+    for entry in ran:
+        print(f"  {entry['name']:<12s} {entry['status']:<8s} met={entry['met']}  ({entry['elapsed_s']:.0f} s)")
+    return 1 if any(e["status"] == "error" for e in ran) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

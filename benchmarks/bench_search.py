@@ -1,0 +1,551 @@
+"""Exact top-k search: GeoIndex("Flat") against raw faiss IndexFlatIP, numpy and torch, plus the scaling curve.
+
+Exact search over a (N, 256) float32 gallery with 1,000 queries, top-10, on the clustered synthetic embeddings of
+``benchmarks/_data.py`` (exact search speed does not depend on the data; the ANN benchmark reuses the same
+vectors and this benchmark's exact top-10 as its ground truth).
+
+* ``geoindex``: ``GeoIndex(dim, factory="Flat")``, ``.search(queries, k=10)``.
+* ``faiss``: a bare ``faiss.IndexFlatIP`` (the reference for the wrapper's overhead).
+* ``numpy``: ``queries @ gallery.T`` per block of queries, ``argpartition`` for the top-k, then a sort of the k.
+* ``torch``: ``queries @ gallery.T`` per block of queries, then ``torch.topk`` (sorted).
+
+Besides the 1,000-query batch, one query at a time is timed: a single query streams the whole gallery from
+memory once, so ``gallery bytes / single-query time`` is compared with the memory bandwidth of a numpy copy
+measured in the same run. (The 1,000-query batch is compute-bound: it does 2,000 flops per gallery float.)
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks._common import Context, make_result, ratio, size_label, target_row, time_it
+from benchmarks._data import gallery_and_queries
+
+NAME = "search"
+TITLE = "Exact search (Flat), 256-d float32, top-10"
+TARGET = "GeoIndex Flat >= 1.0x raw faiss IndexFlatIP (5% timing tolerance) and >= 3x numpy matmul+argpartition"
+QUERY_BLOCK = 256  # numpy/torch score a block of queries at a time: (256, 1M) float32 = 1 GiB
+
+
+def sizes_for(*, quick: bool) -> dict[str, Any]:
+    if quick:
+        return {"main": [2_000, 10_000], "extra": [5_000], "n_queries": 100, "dim": 64, "k": 10}
+    return {"main": [10_000, 100_000, 1_000_000], "extra": [30_000, 300_000], "n_queries": 1000, "dim": 256, "k": 10}
+
+
+def repeats_for(n: int, *, quick: bool) -> int:
+    if quick:
+        return 2
+    return 5 if n <= 100_000 else 3
+
+
+# ---------------------------------------------------------------------- the searchers
+def numpy_search(queries: np.ndarray, gallery: np.ndarray, *, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k by inner product: matmul, argpartition, then a sort of the k survivors per row."""
+    scores_out = np.empty((queries.shape[0], k), dtype=np.float32)
+    ids_out = np.empty((queries.shape[0], k), dtype=np.int64)
+    for start in range(0, queries.shape[0], QUERY_BLOCK):
+        scores = queries[start : start + QUERY_BLOCK] @ gallery.T  # (B, N)
+        part = np.argpartition(scores, scores.shape[1] - k, axis=1)[:, -k:]  # (B, k) unordered
+        top = np.take_along_axis(scores, part, axis=1)
+        order = np.argsort(-top, axis=1)
+        ids_out[start : start + QUERY_BLOCK] = np.take_along_axis(part, order, axis=1)
+        scores_out[start : start + QUERY_BLOCK] = np.take_along_axis(top, order, axis=1)
+    return scores_out, ids_out
+
+
+def torch_search(queries: Any, gallery: Any, *, k: int) -> tuple[Any, Any]:
+    """Exact top-k with torch: matmul per block of queries, then ``topk`` (sorted)."""
+    import torch
+
+    values, indices = [], []
+    with torch.inference_mode():
+        for start in range(0, queries.shape[0], QUERY_BLOCK):
+            scores = queries[start : start + QUERY_BLOCK] @ gallery.T  # (B, N)
+            top = torch.topk(scores, k, dim=1)
+            values.append(top.values)
+            indices.append(top.indices)
+    return torch.cat(values), torch.cat(indices)
+
+
+def geoindex_class() -> Any:
+    """``geobridge.index.GeoIndex`` (or, while the package does not export it yet, ``geobridge.index.store``'s)."""
+    try:
+        from geobridge.index import GeoIndex
+    except ImportError:
+        from geobridge.index.store import GeoIndex
+    return GeoIndex
+
+
+def geoindex_available() -> tuple[bool, str]:
+    try:
+        geoindex_class()
+    except Exception as exc:  # noqa: BLE001 - another worker may still be writing it
+        return False, f"geobridge.index.GeoIndex is not importable ({type(exc).__name__}: {exc})"
+    return True, ""
+
+
+def build_geoindex(gallery: np.ndarray, *, factory: str = "Flat", train_on: np.ndarray | None = None) -> Any:
+    """A GeoIndex over ``gallery`` with minimal synthetic metadata (one record per vector); IVF/PQ factories are
+    trained on ``train_on`` (a subsample) first."""
+    index = geoindex_class()(gallery.shape[1], factory=factory)
+    if train_on is not None:
+        index.train(train_on)
+    index.add(gallery, synthetic_metadata(gallery.shape[0]))
+    return index
+
+
+def synthetic_metadata(n: int) -> list[dict[str, Any]]:
+    lat = np.linspace(-60.0, 60.0, n)
+    lon = np.linspace(-180.0, 180.0, n)
+    return [
+        {"place_id": f"p{i}", "lat": float(lat[i]), "lon": float(lon[i]), "view": "satellite", "path": ""}
+        for i in range(n)
+    ]
+
+
+def result_ids(result: Any) -> np.ndarray:
+    ids = getattr(result, "ids", None)
+    if ids is None and isinstance(result, dict):
+        ids = result.get("ids")
+    if ids is None and isinstance(result, tuple):
+        ids = result[1]
+    return np.asarray(ids)
+
+
+def memory_bandwidth(*, mb: int, repeat: int = 5) -> dict[str, float]:
+    """numpy copy of a ``mb`` MiB buffer: bytes copied / s (each byte is read once and written once)."""
+    src = np.ones(mb * 2**20 // 4, dtype=np.float32)
+    dst = np.empty_like(src)
+    timing = time_it(lambda: np.copyto(dst, src), repeat=repeat, warmup=1)
+    copy = src.nbytes / timing.median_s
+    return {"copy_bytes_per_s": copy, "read_write_bytes_per_s": 2 * copy, "buffer_mb": float(mb)}
+
+
+def serialized_bytes(index: Any) -> int:
+    import faiss
+
+    return int(faiss.serialize_index(index).size)
+
+
+def geoindex_saved_bytes(index: Any) -> int | None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "index"
+        try:
+            index.save(path)
+        except Exception:  # noqa: BLE001 - report rather than fail the benchmark
+            return None
+        if path.is_file():
+            return path.stat().st_size
+        return sum(p.stat().st_size for p in Path(tmp).rglob("*") if p.is_file())
+
+
+# ---------------------------------------------------------------------- one gallery size
+def measure_size(
+    ctx: Context,
+    *,
+    n: int,
+    n_queries: int,
+    dim: int,
+    k: int,
+    methods: tuple[str, ...],
+    repeat: int,
+    with_memory: bool,
+) -> dict[str, Any]:
+    """Time every method at gallery size ``n``; returns medians in seconds plus sanity and memory figures."""
+    import faiss
+    import torch
+
+    gallery, queries = gallery_and_queries(ctx.cache, n=n, n_queries=n_queries, dim=dim)
+    label = size_label(n)
+    warm_queries = queries[: max(1, min(100, n_queries // 10))]
+    out: dict[str, Any] = {"n": n, "gallery_bytes": int(gallery.nbytes), "repeat": repeat}
+    threads_before = faiss.omp_get_max_threads()
+
+    raw = faiss.IndexFlatIP(dim)
+    raw.add(gallery)
+    last: dict[str, Any] = {}  # the result of the last timed call of each method, for the agreement check
+
+    def run_faiss() -> None:
+        last["faiss"] = raw.search(queries, k)[1]
+
+    timing = time_it(run_faiss, repeat=repeat, warmup_fn=lambda: raw.search(warm_queries, k))
+    out["faiss_s"], out["faiss_times_s"] = timing.median_s, timing.times_s
+    ctx.cache[("exact_topk", n, n_queries, dim, k)] = last["faiss"]
+    single = time_it(lambda: raw.search(queries[:1], k), repeat=10 if n >= 300_000 else 20, warmup=2)
+    out["faiss_single_query_s"] = single.median_s
+    ctx.log(NAME, f"{label}: faiss IndexFlatIP {timing.median_s:.3f} s / {n_queries} queries")
+    if with_memory:
+        out["faiss_index_bytes"] = serialized_bytes(raw)
+    raw.reset()  # free the gallery copy before the next method
+
+    if "geoindex" in methods and n <= 100_000:
+        # diagnosis of the wrapper's overhead: the same faiss Flat index inside an IndexIDMap2, as GeoIndex holds it
+        inner = faiss.IndexFlatIP(dim)
+        idmap = faiss.IndexIDMap2(inner)
+        idmap.add_with_ids(gallery, np.arange(n, dtype=np.int64))
+        timing = time_it(
+            lambda: idmap.search(queries, k), repeat=repeat, warmup_fn=lambda: idmap.search(warm_queries, k)
+        )
+        out["faiss_idmap2_s"] = timing.median_s
+        idmap.reset()
+
+    if "geoindex" in methods:
+        import time as _time
+
+        start = _time.perf_counter()
+        index = build_geoindex(gallery)
+        out["geoindex_build_s"] = _time.perf_counter() - start
+        out["faiss_threads_after_geoindex"] = faiss.omp_get_max_threads()
+
+        def run_geoindex() -> None:
+            last["geoindex"] = result_ids(index.search(queries, k=k))
+
+        timing = time_it(run_geoindex, repeat=repeat, warmup_fn=lambda: index.search(warm_queries, k=k))
+        out["geoindex_s"], out["geoindex_times_s"] = timing.median_s, timing.times_s
+        single = time_it(lambda: index.search(queries[:1], k=k), repeat=10 if n >= 300_000 else 20, warmup=2)
+        out["geoindex_single_query_s"] = single.median_s
+        ctx.log(NAME, f"{label}: GeoIndex Flat {timing.median_s:.3f} s (build {out['geoindex_build_s']:.1f} s)")
+        if with_memory:
+            out["geoindex_saved_bytes"] = geoindex_saved_bytes(index)
+        del index
+        if faiss.omp_get_max_threads() != threads_before:
+            faiss.omp_set_num_threads(threads_before)  # keep the other measurements on the default
+
+    if "numpy" in methods:
+
+        def run_numpy() -> None:
+            last["numpy"] = numpy_search(queries, gallery, k=k)[1]
+
+        timing = time_it(run_numpy, repeat=repeat, warmup_fn=lambda: numpy_search(warm_queries, gallery, k=k))
+        out["numpy_s"], out["numpy_times_s"] = timing.median_s, timing.times_s
+        ctx.log(NAME, f"{label}: numpy matmul+argpartition {timing.median_s:.3f} s")
+
+    if "torch" in methods:
+        q_t, g_t = torch.from_numpy(queries), torch.from_numpy(gallery)
+
+        def run_torch() -> None:
+            last["torch"] = torch_search(q_t, g_t, k=k)[1].numpy()
+
+        timing = time_it(run_torch, repeat=repeat, warmup_fn=lambda: torch_search(q_t[:100], g_t, k=k))
+        out["torch_s"], out["torch_times_s"] = timing.median_s, timing.times_s
+        ctx.log(NAME, f"{label}: torch matmul+topk {timing.median_s:.3f} s")
+
+    # sanity: every method must return the same neighbours (up to ties), measured as recall@k against faiss
+    out["recall_at_k_vs_faiss"] = {
+        name: float(np.mean([len(set(a) & set(b)) / k for a, b in zip(ids, last["faiss"], strict=False)]))
+        for name, ids in last.items()
+        if name != "faiss"
+    }
+    return out
+
+
+# ---------------------------------------------------------------------- the benchmark
+def bench(ctx: Context) -> dict[str, Any]:
+    import faiss
+
+    sizes = sizes_for(quick=ctx.quick)
+    dim, k, n_queries = sizes["dim"], sizes["k"], sizes["n_queries"]
+    has_geoindex, why_not = geoindex_available()
+    methods = ("geoindex", "faiss", "numpy", "torch") if has_geoindex else ("faiss", "numpy", "torch")
+    bandwidth = memory_bandwidth(mb=64 if ctx.quick else 512)
+    ctx.log(NAME, f"numpy copy bandwidth {bandwidth['copy_bytes_per_s'] / 1e9:.2f} GB/s")
+    ctx.log(NAME, f"generating {max(sizes['main'])} clustered {dim}-d vectors")
+    gallery_and_queries(ctx.cache, n=max(sizes["main"]), n_queries=n_queries, dim=dim)
+
+    per_size: dict[int, dict[str, Any]] = {}
+    for n in sizes["main"]:
+        per_size[n] = measure_size(
+            ctx,
+            n=n,
+            n_queries=n_queries,
+            dim=dim,
+            k=k,
+            methods=methods,
+            repeat=repeats_for(n, quick=ctx.quick),
+            with_memory=True,
+        )
+    ctx.cache["search_per_size"] = per_size
+    ctx.cache["search_bandwidth"] = bandwidth
+
+    medians: dict[str, float] = {}
+    baselines: dict[str, float] = {}
+    ratios: dict[str, float | None] = {}
+    rows: list[dict[str, Any]] = []
+    for n, m in per_size.items():
+        label = size_label(n)
+        baselines[f"{label}/faiss_flat_s"] = m["faiss_s"]
+        baselines[f"{label}/numpy_s"] = m["numpy_s"]
+        baselines[f"{label}/torch_s"] = m["torch_s"]
+        baselines[f"{label}/faiss_flat_single_query_s"] = m["faiss_single_query_s"]
+        medians[f"{label}/faiss_flat_scan_bytes_per_s"] = m["gallery_bytes"] / m["faiss_s"]
+        medians[f"{label}/faiss_flat_single_query_scan_bytes_per_s"] = m["gallery_bytes"] / m["faiss_single_query_s"]
+        ratios[f"{label}/faiss_flat_single_query_scan_vs_copy_bandwidth"] = ratio(
+            m["gallery_bytes"] / m["faiss_single_query_s"], bandwidth["copy_bytes_per_s"]
+        )
+        ratios[f"{label}/faiss_speedup_vs_numpy"] = ratio(m["numpy_s"], m["faiss_s"])
+        ratios[f"{label}/torch_speedup_vs_numpy"] = ratio(m["numpy_s"], m["torch_s"])
+        if has_geoindex:
+            medians[f"{label}/geoindex_flat_s"] = m["geoindex_s"]
+            medians[f"{label}/geoindex_flat_single_query_s"] = m["geoindex_single_query_s"]
+            medians[f"{label}/geoindex_flat_qps"] = n_queries / m["geoindex_s"]
+            medians[f"{label}/geoindex_flat_scan_bytes_per_s"] = m["gallery_bytes"] / m["geoindex_s"]
+            medians[f"{label}/geoindex_single_query_scan_bytes_per_s"] = (
+                m["gallery_bytes"] / m["geoindex_single_query_s"]
+            )
+            ratios[f"{label}/geoindex_speedup_vs_faiss"] = ratio(m["faiss_s"], m["geoindex_s"])
+            ratios[f"{label}/geoindex_speedup_vs_numpy"] = ratio(m["numpy_s"], m["geoindex_s"])
+            ratios[f"{label}/geoindex_speedup_vs_torch"] = ratio(m["torch_s"], m["geoindex_s"])
+            ratios[f"{label}/geoindex_single_query_speedup_vs_faiss"] = ratio(
+                m["faiss_single_query_s"], m["geoindex_single_query_s"]
+            )
+            ratios[f"{label}/geoindex_single_query_scan_vs_copy_bandwidth"] = ratio(
+                m["gallery_bytes"] / m["geoindex_single_query_s"], bandwidth["copy_bytes_per_s"]
+            )
+            rows.append(
+                target_row(
+                    metric=f"{label}: GeoIndex Flat vs raw faiss IndexFlatIP ({n_queries} q)",
+                    value=m["geoindex_s"],
+                    baseline=m["faiss_s"],
+                    unit="s",
+                    ratio_value=ratios[f"{label}/geoindex_speedup_vs_faiss"],
+                    ratio_name="speed-up (baseline time / time)",
+                    op=">=",
+                    threshold=0.95,
+                )
+            )
+            rows.append(
+                target_row(
+                    metric=f"{label}: GeoIndex Flat vs numpy matmul+argpartition",
+                    value=m["geoindex_s"],
+                    baseline=m["numpy_s"],
+                    unit="s",
+                    ratio_value=ratios[f"{label}/geoindex_speedup_vs_numpy"],
+                    ratio_name="speed-up",
+                    op=">=",
+                    threshold=3.0,
+                )
+            )
+            rows.append(
+                target_row(
+                    metric=f"{label}: GeoIndex Flat vs torch matmul+topk",
+                    value=m["geoindex_s"],
+                    baseline=m["torch_s"],
+                    unit="s",
+                    ratio_value=ratios[f"{label}/geoindex_speedup_vs_torch"],
+                    ratio_name="speed-up",
+                )
+            )
+        else:
+            rows.append(
+                target_row(
+                    metric=f"{label}: raw faiss IndexFlatIP vs numpy (GeoIndex missing)",
+                    value=m["faiss_s"],
+                    baseline=m["numpy_s"],
+                    unit="s",
+                    ratio_value=ratios[f"{label}/faiss_speedup_vs_numpy"],
+                    ratio_name="speed-up",
+                )
+            )
+    largest = per_size[max(per_size)]
+    label = size_label(max(per_size))
+    single_key = "geoindex_single_query_s" if has_geoindex else "faiss_single_query_s"
+    rows.append(
+        target_row(
+            metric=f"{label}: single-query scan rate vs numpy copy bandwidth",
+            value=largest["gallery_bytes"] / largest[single_key],
+            baseline=bandwidth["copy_bytes_per_s"],
+            unit="B/s",
+            ratio_value=ratio(largest["gallery_bytes"] / largest[single_key], bandwidth["copy_bytes_per_s"]),
+            ratio_name="fraction of copy bandwidth",
+        )
+    )
+    notes = [
+        "Data: clustered Gaussian mixture on the unit sphere (1000 components, intrinsic dim 16), not iid noise.",
+        "GeoIndex vs faiss target is checked as >= 0.95 to allow for 5% timing noise between identical code paths.",
+        "The 1000-query batch is compute-bound (2000 flops per gallery float); the single-query row is the "
+        "memory-bound case and is compared with a numpy copy (bytes copied per second).",
+    ]
+    if not has_geoindex:
+        notes.append(why_not)
+    threads_after = [m.get("faiss_threads_after_geoindex") for m in per_size.values()]
+    return make_result(
+        NAME,
+        title=TITLE,
+        parameters={
+            "gallery_sizes": sizes["main"],
+            "n_queries": n_queries,
+            "dim": dim,
+            "k": k,
+            "dtype": "float32",
+            "data": "clustered mixture on the unit sphere (benchmarks/_data.py)",
+            "numpy_torch_query_block": QUERY_BLOCK,
+            "repeats": {size_label(n): repeats_for(n, quick=ctx.quick) for n in sizes["main"]},
+            "warmup": "1 untimed call with 100 queries (10% in --quick)",
+            "faiss_omp_threads": faiss.omp_get_max_threads(),
+            "faiss_threads_after_geoindex": threads_after,
+        },
+        medians=medians,
+        baseline_medians=baselines,
+        ratios=ratios,
+        target=TARGET,
+        rows=rows,
+        notes=notes,
+        details={
+            "memory_bandwidth": bandwidth,
+            "per_size": {size_label(n): _jsonable(m) for n, m in per_size.items()},
+        },
+    )
+
+
+def bench_scaling(ctx: Context) -> dict[str, Any]:
+    """Latency and index memory against gallery size; reuses the exact-search measurements where present."""
+    sizes = sizes_for(quick=ctx.quick)
+    dim, k, n_queries = sizes["dim"], sizes["k"], sizes["n_queries"]
+    has_geoindex, why_not = geoindex_available()
+    per_size: dict[int, dict[str, Any]] = dict(ctx.cache.get("search_per_size", {}))
+    all_sizes = sorted(set(sizes["main"]) | set(sizes["extra"]))
+    methods = ("geoindex", "faiss") if has_geoindex else ("faiss",)
+    reused = sorted(per_size)
+    for n in all_sizes:
+        if n in per_size:
+            continue
+        per_size[n] = measure_size(
+            ctx,
+            n=n,
+            n_queries=n_queries,
+            dim=dim,
+            k=k,
+            methods=methods,
+            repeat=repeats_for(n, quick=ctx.quick),
+            with_memory=True,
+        )
+    per_size = {n: per_size[n] for n in all_sizes}
+    ctx.cache["scaling_per_size"] = per_size
+    key = "geoindex" if has_geoindex else "faiss"
+    medians: dict[str, float] = {}
+    baselines: dict[str, float] = {}
+    ratios: dict[str, float | None] = {}
+    for n, m in per_size.items():
+        label = size_label(n)
+        medians[f"{label}/{key}_batch_latency_per_query_s"] = m[f"{key}_s"] / n_queries
+        medians[f"{label}/{key}_single_query_latency_s"] = m[f"{key}_single_query_s"]
+        baselines[f"{label}/faiss_flat_batch_latency_per_query_s"] = m["faiss_s"] / n_queries
+        medians[f"{label}/faiss_index_bytes"] = m.get("faiss_index_bytes")
+        if has_geoindex:
+            medians[f"{label}/geoindex_saved_bytes"] = m.get("geoindex_saved_bytes")
+            ratios[f"{label}/geoindex_saved_bytes_vs_raw_vectors"] = ratio(
+                m.get("geoindex_saved_bytes"), m["gallery_bytes"]
+            )
+        ratios[f"{label}/faiss_index_bytes_vs_raw_vectors"] = ratio(m.get("faiss_index_bytes"), m["gallery_bytes"])
+    # the slope of log(latency) against log(N) between the smallest and the largest gallery
+    first, last = all_sizes[0], all_sizes[-1]
+    slope = float(np.log(per_size[last][f"{key}_s"] / per_size[first][f"{key}_s"]) / np.log(last / first))
+    ratios["latency_log_log_slope"] = slope
+    rows = [
+        target_row(
+            metric=f"{size_label(n)}: {key} latency per query in a {n_queries}-query batch",
+            value=per_size[n][f"{key}_s"] / n_queries,
+            baseline=None,
+            unit="s",
+            ratio_value=None,
+            note=f"single query {per_size[n][f'{key}_single_query_s'] * 1e3:.2f} ms; "
+            f"index {_index_bytes(per_size[n]) / 2**20:.0f} MiB",
+        )
+        for n in all_sizes
+    ]
+    rows.append(
+        target_row(
+            metric="log-log slope of batch latency vs gallery size",
+            value=slope,
+            baseline=1.0,
+            unit="",
+            ratio_value=None,
+            note="1.0 = linear in N, as expected for exact search",
+        )
+    )
+    notes = [f"Sizes {', '.join(size_label(n) for n in reused)} reused from the 'search' benchmark of this run."]
+    if not has_geoindex:
+        notes.append(why_not)
+    plot_path = Path(ctx.out_dir) / "scaling.png"
+    try:
+        plot_scaling(per_size, n_queries=n_queries, path=plot_path)
+    except Exception as exc:  # noqa: BLE001
+        notes.append(f"scaling.png not written: {exc}")
+    return make_result(
+        "scaling",
+        title="Scaling: exact search latency and index memory vs gallery size",
+        parameters={"gallery_sizes": all_sizes, "n_queries": n_queries, "dim": dim, "k": k, "plot": "scaling.png"},
+        medians=medians,
+        baseline_medians=baselines,
+        ratios=ratios,
+        target=None,
+        rows=rows,
+        notes=notes,
+        details={"per_size": {size_label(n): _jsonable(m) for n, m in per_size.items()}},
+    )
+
+
+def _index_bytes(measured: dict[str, Any]) -> float:
+    return float(measured.get("geoindex_saved_bytes") or measured.get("faiss_index_bytes") or 0)
+
+
+def plot_scaling(per_size: dict[int, dict[str, Any]], *, n_queries: int, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted(per_size)
+    fig, (ax_lat, ax_mem) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for key, label, style in (
+        ("geoindex", "GeoIndex Flat", "o-"),
+        ("faiss", "faiss IndexFlatIP", "s--"),
+        ("numpy", "numpy matmul+argpartition", "^:"),
+        ("torch", "torch matmul+topk", "v:"),
+    ):
+        points = [(n, per_size[n][f"{key}_s"] / n_queries * 1e3) for n in sizes if f"{key}_s" in per_size[n]]
+        if points:
+            ax_lat.plot(*zip(*points, strict=False), style, label=f"{label} (batch of {n_queries})")
+        single = [
+            (n, per_size[n][f"{key}_single_query_s"] * 1e3) for n in sizes if f"{key}_single_query_s" in per_size[n]
+        ]
+        if single:
+            ax_lat.plot(*zip(*single, strict=False), style, alpha=0.5, label=f"{label} (1 query)")
+    ax_lat.set(xscale="log", yscale="log", xlabel="gallery size N", ylabel="latency per query (ms)")
+    ax_lat.set_title("Exact top-10 search latency")
+    ax_lat.grid(True, which="both", alpha=0.3)
+    ax_lat.legend(fontsize=7)
+    for key, label, style in (
+        ("geoindex_saved_bytes", "GeoIndex saved size", "o-"),
+        ("faiss_index_bytes", "faiss IndexFlatIP serialized", "s--"),
+        ("gallery_bytes", "raw float32 vectors", "k:"),
+    ):
+        points = [(n, per_size[n][key] / 2**20) for n in sizes if per_size[n].get(key)]
+        if points:
+            ax_mem.plot(*zip(*points, strict=False), style, label=label)
+    ax_mem.set(xscale="log", yscale="log", xlabel="gallery size N", ylabel="index memory (MiB)")
+    ax_mem.set_title("Index size")
+    ax_mem.grid(True, which="both", alpha=0.3)
+    ax_mem.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, (np.floating, np.integer)):
+            value = value.item()
+        if isinstance(value, float):
+            value = float(f"{value:.6g}")
+        if isinstance(value, list):
+            value = [float(f"{v:.6g}") if isinstance(v, float) else v for v in value]
+        out[key] = value
+    return out
