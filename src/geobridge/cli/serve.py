@@ -20,6 +20,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--thumbnails-root", default=None, help="folder that relative reference paths in the index are under"
     )
     parser.add_argument("--device", default="cpu", help="torch device for the model")
+    parser.add_argument(
+        "--torch-threads", type=int, default=1, help="intra-op threads per inference (1: the workers run in parallel)"
+    )
     parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     parser.set_defaults(func=run)
 
@@ -39,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
         raise GeoBridgeError(f"--workers must be >= 1, got {args.workers}")
     if args.max_upload_mb <= 0:
         raise GeoBridgeError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    if args.torch_threads >= 1:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     index = GeoIndex.load(args.index)
     checkpoint = args.checkpoint or checkpoint_from_index(index)
     if not checkpoint:
