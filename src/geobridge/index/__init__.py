@@ -1,0 +1,43 @@
+"""Geo-localisation index and ``locate``: reference embeddings in faiss with their places, and query fusion.
+
+``import geobridge`` does not import this package; importing ``geobridge.index`` loads faiss.
+
+>>> from geobridge.index import GeoIndex, build_index, locate  # doctest: +SKIP
+>>> index = build_index(model, places, views=("satellite",))  # doctest: +SKIP
+>>> index.save("runs/sat.gbx")  # doctest: +SKIP
+>>> index = GeoIndex.load("runs/sat.gbx")  # doctest: +SKIP
+>>> result = locate(model, index, images=[("drone", "q.png")], texts=["a church"])  # doctest: +SKIP
+>>> result.lat, result.lon, result.matches[0].place_id  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from geobridge.index.build import build_index, model_info_of, read_image_table
+from geobridge.index.locate import (
+    DEFAULT_COMBOS,
+    FUSIONS,
+    LocateResult,
+    Match,
+    evaluate_fusion,
+    fuse,
+    locate,
+    search_depth,
+)
+from geobridge.index.store import FORMAT_VERSION, GeoIndex, SearchResult
+
+__all__ = [
+    "DEFAULT_COMBOS",
+    "FORMAT_VERSION",
+    "FUSIONS",
+    "GeoIndex",
+    "LocateResult",
+    "Match",
+    "SearchResult",
+    "build_index",
+    "evaluate_fusion",
+    "fuse",
+    "locate",
+    "model_info_of",
+    "read_image_table",
+    "search_depth",
+]

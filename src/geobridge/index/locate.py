@@ -1,0 +1,339 @@
+"""Locate a place from one or more queries (images of any view, texts) against a ``GeoIndex``.
+
+Each query is embedded with its own view and searched in the index, by default among the items of the *other*
+views (cross-view localisation). ``fuse`` then aggregates the per-query hits per place:
+
+* ``score``: a place's score is the mean over queries of its best similarity in that query's hits; a place
+  missing from a query's hits gets that query's lowest returned (K-th) score as a floor. The estimate is the top
+  place. Confidence is the softmax probability of the top place among the candidates,
+  ``1 / sum_p exp((S_p - S_top) / T)`` with temperature ``T`` (default 0.05).
+* ``max``: a place's score is its best similarity over all queries (no floor). Estimate and confidence as above.
+* ``consensus``: geographic consensus. With the ``score`` fusion ``S`` and weights ``w_p = exp((S_p - max S) / T)``,
+  a place's consensus score is the share of the total weight lying within ``radius_km`` of it (itself included),
+  ``C_p = sum_{q: d(p, q) <= r} w_q / sum_q w_q`` in (0, 1]. The top place is the one with the largest ``C``;
+  the estimate is the ``w``-weighted spherical centroid of the places within ``radius_km`` of it, and the
+  confidence is its ``C``.
+
+One query goes through the same code path as many.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geobridge.errors import GeoBridgeError
+from geobridge.eval.geo import haversine_km
+from geobridge.index.store import GeoIndex
+from geobridge.views import IMAGE_VIEWS, VIEWS
+
+FUSIONS: tuple[str, ...] = ("score", "consensus", "max")
+DEFAULT_RADIUS_KM = 25.0
+DEFAULT_TEMPERATURE = 0.05
+DEFAULT_COMBOS: tuple[str, ...] = (
+    "drone", "street", "text", "satellite", "drone+street", "drone+text", "street+text", "drone+street+text",
+)
+
+
+@dataclass
+class Match:
+    """One candidate place. ``score`` is the fused score that ranks matches (a similarity for ``score`` and
+    ``max``, a weight share in (0, 1] for ``consensus``); ``similarity`` is the place's best raw cosine
+    similarity over all queries; ``view`` and ``path`` name the gallery item that gave it."""
+
+    rank: int
+    place_id: str
+    lat: float
+    lon: float
+    view: str | None
+    path: str | None
+    score: float
+    distance_km: float  # from the estimated location
+    similarity: float
+    country: str | None = None
+
+
+@dataclass
+class LocateResult:
+    """The estimated location (``lat``, ``lon``), a confidence in [0, 1], the ranked matches, the queries and
+    the fusion mode used."""
+
+    lat: float
+    lon: float
+    confidence: float
+    matches: list[Match]
+    queries: list[dict[str, Any]] = field(default_factory=list)
+    fusion: str = "score"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "lat": self.lat,
+            "lon": self.lon,
+            "confidence": self.confidence,
+            "fusion": self.fusion,
+            "queries": [dict(q) for q in self.queries],
+            "matches": [asdict(m) for m in self.matches],
+        }
+
+    def to_geojson(self) -> dict[str, Any]:
+        """A GeoJSON FeatureCollection: the estimate (``kind: estimate``) then one point per match."""
+        estimate = {
+            "type": "Feature",
+            "geometry": {"type": "Point", "coordinates": [self.lon, self.lat]},
+            "properties": {"kind": "estimate", "confidence": self.confidence, "fusion": self.fusion,
+                           "queries": [dict(q) for q in self.queries]},
+        }
+        matches = [
+            {
+                "type": "Feature",
+                "geometry": {"type": "Point", "coordinates": [m.lon, m.lat]},
+                "properties": {"kind": "match", **{k: v for k, v in asdict(m).items() if k not in ("lat", "lon")}},
+            }
+            for m in self.matches
+        ]
+        return {"type": "FeatureCollection", "features": [estimate, *matches]}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# fusion (pure)
+
+
+def fuse(
+    per_query: Sequence[Sequence[Mapping[str, Any]]],
+    *,
+    fusion: str = "score",
+    top_k: int = 10,
+    radius_km: float = DEFAULT_RADIUS_KM,
+    temperature: float = DEFAULT_TEMPERATURE,
+) -> LocateResult:
+    """Aggregate per-query hits into ranked places and one location estimate (see the module docstring).
+
+    ``per_query[q]`` is query q's hits, each a mapping with ``place_id``, ``lat``, ``lon`` and ``score`` (and
+    optionally ``view``, ``path``, ``country``), as returned by ``SearchResult.metadata(q)``. Queries with no
+    hits are ignored. Returns a ``LocateResult`` with empty ``queries``.
+    """
+    if fusion not in FUSIONS:
+        raise GeoBridgeError(f"unknown fusion {fusion!r}; expected one of {', '.join(FUSIONS)}")
+    if top_k < 1:
+        raise GeoBridgeError(f"top_k must be >= 1, got {top_k}")
+    if temperature <= 0 or radius_km < 0:
+        raise GeoBridgeError(f"temperature must be > 0 and radius_km >= 0, got {temperature} and {radius_km}")
+    active = [list(hits) for hits in per_query if len(hits)]
+    if not active:
+        raise GeoBridgeError("no gallery item matched any query (is the index empty, or are all its views excluded?)")
+    places: dict[str, dict[str, Any]] = {}  # place_id -> coordinates and its best item
+    for hits in active:
+        for hit in hits:
+            pid, score = str(hit["place_id"]), float(hit["score"])
+            entry = places.get(pid)
+            if entry is None or score > entry["similarity"]:
+                places[pid] = {"lat": float(hit["lat"]), "lon": float(hit["lon"]), "similarity": score,
+                               "view": hit.get("view"), "path": hit.get("path"), "country": hit.get("country")}
+    pids = list(places)
+    column = {pid: j for j, pid in enumerate(pids)}
+    best = np.full((len(active), len(pids)), np.nan)  # (Q, P) best similarity of place p in query q's hits
+    floors = np.empty(len(active))  # (Q,) the K-th (lowest returned) score of each query
+    for q, hits in enumerate(active):
+        floors[q] = min(float(h["score"]) for h in hits)
+        for hit in hits:
+            j = column[str(hit["place_id"])]
+            best[q, j] = np.fmax(best[q, j], float(hit["score"]))
+    mean_scores = np.where(np.isnan(best), floors[:, None], best).mean(axis=0)  # (P,)
+    lat = np.array([places[p]["lat"] for p in pids])
+    lon = np.array([places[p]["lon"] for p in pids])
+    if fusion == "consensus":
+        weights = np.exp((mean_scores - mean_scores.max()) / temperature)  # (P,)
+        near = haversine_km(lat[:, None], lon[:, None], lat[None, :], lon[None, :]) <= radius_km  # (P, P)
+        ranking = near.astype(np.float64) @ weights / weights.sum()  # (P,) share of weight within the radius
+        order = sorted(range(len(pids)), key=lambda j: (-ranking[j], -mean_scores[j], pids[j]))
+        top = order[0]
+        est_lat, est_lon = _spherical_centroid(lat[near[top]], lon[near[top]], weights[near[top]])
+        confidence = float(ranking[top])
+    else:
+        ranking = mean_scores if fusion == "score" else np.nanmax(best, axis=0)
+        order = sorted(range(len(pids)), key=lambda j: (-ranking[j], pids[j]))
+        top = order[0]
+        est_lat, est_lon = float(lat[top]), float(lon[top])
+        confidence = float(1.0 / np.exp((ranking - ranking[top]) / temperature).sum())
+    distances = haversine_km(est_lat, est_lon, lat, lon)  # (P,)
+    matches = [
+        Match(rank=rank, place_id=pids[j], lat=float(lat[j]), lon=float(lon[j]), view=places[pids[j]]["view"],
+              path=places[pids[j]]["path"], score=float(ranking[j]), distance_km=float(distances[j]),
+              similarity=float(places[pids[j]]["similarity"]), country=places[pids[j]]["country"])
+        for rank, j in enumerate(order[:top_k], start=1)
+    ]
+    return LocateResult(lat=est_lat, lon=est_lon, confidence=min(1.0, max(0.0, confidence)), matches=matches,
+                        fusion=fusion)
+
+
+def _spherical_centroid(lat: np.ndarray, lon: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
+    """The weighted mean direction of points on the sphere (safe across the antimeridian), in degrees."""
+    phi, lam = np.radians(lat), np.radians(lon)
+    xyz = np.stack([np.cos(phi) * np.cos(lam), np.cos(phi) * np.sin(lam), np.sin(phi)], axis=1)  # (P, 3)
+    mean = (weights[:, None] * xyz).sum(axis=0)
+    norm = float(np.linalg.norm(mean))
+    if norm < 1e-12:  # antipodal cancellation: fall back to the heaviest point
+        j = int(np.argmax(weights))
+        return float(lat[j]), float(lon[j])
+    x, y, z = mean / norm
+    return float(np.degrees(np.arcsin(np.clip(z, -1.0, 1.0)))), float(np.degrees(np.arctan2(y, x)))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# locate and evaluate with a model
+
+
+def search_depth(index: GeoIndex, top_k: int) -> int:
+    """How many gallery items to fetch per query so that about ``top_k`` distinct places come back."""
+    per_place = math.ceil(len(index) / max(1, index.n_places()))
+    return max(1, min(len(index), top_k * per_place))
+
+
+def locate(
+    model: Any,
+    index: GeoIndex,
+    *,
+    images: Sequence[tuple[str, Any]] = (),
+    texts: Sequence[str] = (),
+    top_k: int = 10,
+    fusion: str = "score",
+    exclude_views: Sequence[str] | None = None,
+    radius_km: float = DEFAULT_RADIUS_KM,
+    temperature: float = DEFAULT_TEMPERATURE,
+    batch_size: int = 64,
+    nprobe: int | None = None,
+    ef_search: int | None = None,
+    k_factor: float | None = None,
+) -> LocateResult:
+    """Estimate where ``images`` (``(view, PIL image or path)`` pairs) and ``texts`` were taken / describe.
+
+    ``exclude_views=None`` searches each query among the gallery items of the other views; pass a sequence
+    (``()`` for none) to exclude exactly those views for every query.
+    """
+    if fusion not in FUSIONS:
+        raise GeoBridgeError(f"unknown fusion {fusion!r}; expected one of {', '.join(FUSIONS)}")
+    if not images and not texts:
+        raise GeoBridgeError("nothing to locate: give at least one image or text")
+    if int(model.embed_dim) != index.dim:
+        raise GeoBridgeError(f"the model embeds into {model.embed_dim} dims; the index holds {index.dim}-dim vectors")
+    queries: list[tuple[str, Any, dict[str, Any]]] = []
+    for pair in images:
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise GeoBridgeError(f"images must be (view, image) pairs, got {pair!r}")
+        view, item = pair
+        if view not in IMAGE_VIEWS:
+            raise GeoBridgeError(f"unknown image view {view!r}; expected one of {', '.join(IMAGE_VIEWS)}")
+        queries.append((view, item, {"view": view, "image": _describe(item)}))
+    for text in texts:
+        if not isinstance(text, str) or not text.strip():
+            raise GeoBridgeError(f"texts must be non-empty strings, got {text!r}")
+        queries.append(("text", text, {"view": "text", "text": text}))
+    vectors: list[np.ndarray | None] = [None] * len(queries)
+    for view in VIEWS:
+        rows = [i for i, q in enumerate(queries) if q[0] == view]
+        if rows:
+            embedded = model.encode([queries[i][1] for i in rows], view=view, batch_size=batch_size,
+                                    show_progress_bar=False)  # (n, D)
+            for i, vector in zip(rows, embedded, strict=True):
+                vectors[i] = vector
+    depth = search_depth(index, top_k)
+    per_query, described = [], []
+    for (view, _, description), vector in zip(queries, vectors, strict=True):
+        excluded = (view,) if exclude_views is None else tuple(exclude_views)
+        result = index.search(vector, k=depth, exclude_views=excluded, nprobe=nprobe, ef_search=ef_search,
+                              k_factor=k_factor)
+        hits = result.metadata(0)
+        per_query.append(hits)
+        described.append({**description, "excluded_views": list(excluded), "hits": len(hits),
+                          "top_place_id": hits[0]["place_id"] if hits else None,
+                          "top_score": hits[0]["score"] if hits else None})
+    fused = fuse(per_query, fusion=fusion, top_k=top_k, radius_km=radius_km, temperature=temperature)
+    return replace(fused, queries=described)
+
+
+def evaluate_fusion(
+    model: Any,
+    index: GeoIndex,
+    places: Sequence[Any],
+    *,
+    combos: Sequence[str] = DEFAULT_COMBOS,
+    fusions: Sequence[str] = FUSIONS,
+    top_k: int = 10,
+    radius_km: float = DEFAULT_RADIUS_KM,
+    temperature: float = DEFAULT_TEMPERATURE,
+    exclude_same_view: bool = True,
+    batch_size: int = 64,
+    show_progress_bar: bool | None = None,
+) -> dict[str, float]:
+    """Localisation of held-out ``places`` against ``index`` from single queries and fused combinations.
+
+    Per place, the query of a view is its first image of that view (or its first text). A combination such as
+    ``"drone+street+text"`` is evaluated under each fusion in ``fusions``; a single view under ``score`` only.
+    Keys: ``<views>/R@1`` (percent of places whose own place_id is the top match), ``<views>/acc@25km``
+    (percent of estimates within 25 km), ``<views>/median_km`` and ``<views>/n`` (places evaluated) for single
+    views, and ``<views>/<fusion>/...`` for combinations. A place lacking one of a combination's views is left
+    out of it; a combination none of whose queries can reach the gallery (e.g. a satellite query against a
+    satellite-only index with ``exclude_same_view``) is left out of the result.
+    """
+    for mode in fusions:
+        if mode not in FUSIONS:
+            raise GeoBridgeError(f"unknown fusion {mode!r}; expected one of {', '.join(FUSIONS)}")
+    parsed: dict[str, tuple[str, ...]] = {}
+    for combo in combos:
+        views = tuple(v.strip() for v in combo.split("+"))
+        for view in views:
+            if view not in VIEWS:
+                raise GeoBridgeError(f"bad combination {combo!r}: unknown view {view!r}; expected views from {VIEWS}")
+        parsed[combo] = views
+    depth = search_depth(index, top_k)
+    hits: dict[str, list[list[dict[str, Any]] | None]] = {}
+    for view in sorted({v for views in parsed.values() for v in views}):
+        items, rows = [], []
+        for i, place in enumerate(places):
+            item = (place.texts[:1] if view == "text" else tuple(place.images.get(view, ()))[:1])
+            if item:
+                items.append(item[0])
+                rows.append(i)
+        per_place: list[list[dict[str, Any]] | None] = [None] * len(places)
+        if items:
+            vectors = model.encode(items, view=view, batch_size=batch_size, show_progress_bar=show_progress_bar)
+            result = index.search(vectors, k=depth, exclude_views=(view,) if exclude_same_view else None)
+            for q, i in enumerate(rows):
+                per_place[i] = result.metadata(q)
+        hits[view] = per_place
+    out: dict[str, float] = {}
+    for combo, views in parsed.items():
+        for mode in (("score",) if len(views) == 1 else tuple(fusions)):
+            correct, errors = [], []
+            for i, place in enumerate(places):
+                lists = [hits[v][i] for v in views]
+                if any(h is None for h in lists) or not any(lists):
+                    continue
+                located = fuse(lists, fusion=mode, top_k=top_k, radius_km=radius_km, temperature=temperature)
+                correct.append(located.matches[0].place_id == str(place.place_id))
+                if place.lat is not None and place.lon is not None:
+                    errors.append(float(haversine_km(place.lat, place.lon, located.lat, located.lon)))
+            if not correct:
+                continue
+            key = combo if len(views) == 1 else f"{combo}/{mode}"
+            out[f"{key}/R@1"] = 100.0 * float(np.mean(correct))
+            if errors:
+                out[f"{key}/acc@25km"] = 100.0 * float(np.mean(np.asarray(errors) <= 25.0))
+                out[f"{key}/median_km"] = float(np.median(errors))
+            out[f"{key}/n"] = float(len(correct))
+    return out
+
+
+def _describe(item: Any) -> str:
+    if isinstance(item, (str, Path)):
+        return str(item)
+    size = getattr(item, "size", None)
+    if isinstance(size, tuple) and len(size) == 2:
+        return f"<image {size[0]}x{size[1]}>"
+    shape = getattr(item, "shape", None)
+    return f"<array {tuple(shape)}>" if shape is not None else f"<{type(item).__name__}>"

@@ -1,0 +1,538 @@
+"""``GeoIndex``: a small wrapper around one faiss index with stable ids, per-vector metadata and safe files.
+
+Vectors are L2-normalised float32, so inner product is cosine similarity. The faiss index is built by
+``faiss.index_factory(dim, factory, METRIC_INNER_PRODUCT)`` and wrapped in an ``IndexIDMap2``: every vector gets
+a stable int64 id that survives removals, saves and loads.
+
+File format (one file, written atomically through a temporary file and ``os.replace``)::
+
+    GEOBRIDGE-INDEX\\n
+    {"format": "geobridge-index", "format_version": 1, "meta_bytes": M, "index_bytes": N, "sha256": "..."}\\n
+    <M bytes: metadata JSON (utf-8)><N bytes: faiss.serialize_index>
+
+``sha256`` is the hex digest of the payload (the M + N bytes after the header line). ``GeoIndex.load`` checks
+the magic line, the version, the lengths and the checksum before anything is parsed; nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from geobridge.errors import GeoBridgeError, IndexFormatError
+from geobridge.views import VIEWS
+
+FORMAT = "geobridge-index"
+FORMAT_VERSION = 1
+MAGIC = b"GEOBRIDGE-INDEX\n"
+MAX_HEADER_BYTES = 4096
+METRICS: tuple[str, ...] = ("ip",)
+REQUIRED_KEYS: tuple[str, ...] = ("place_id", "lat", "lon", "view", "path")
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The answer of ``GeoIndex.search``: ``scores`` (Q, k) float32 cosine similarities, best first, and ``ids``
+    (Q, k) int64 vector ids; rows with fewer than k hits are padded with id -1 and score -inf."""
+
+    scores: np.ndarray  # (Q, k) float32
+    ids: np.ndarray  # (Q, k) int64
+    records: tuple[tuple[dict[str, Any], ...], ...]  # per query, one metadata record per valid hit
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    def metadata(self, q: int) -> list[dict[str, Any]]:
+        """The metadata records of query ``q``'s hits, best first (copies with ``id`` and ``score`` added)."""
+        return [dict(record) for record in self.records[q]]
+
+
+class GeoIndex:
+    """Embeddings of reference images (or texts) with their place, coordinates, view and file path.
+
+    ``factory`` is a faiss factory string: ``"Flat"`` (exact), ``"HNSW32"``, ``"IVF1024,PQ32"`` or a re-ranked
+    variant such as ``"IVF1024,PQ32,RFlat"``. Indexes that need training (IVF, PQ) are trained by ``train`` or,
+    when still untrained, on the first ``add``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        factory: str = "Flat",
+        metric: str = "ip",
+        model_info: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim < 1:
+            raise GeoBridgeError(f"dim must be a positive integer, got {dim!r}")
+        if metric not in METRICS:
+            raise GeoBridgeError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
+        self.dim = int(dim)
+        self.factory = str(factory)
+        self.metric = metric
+        self.model_info: dict[str, Any] = dict(model_info or {})
+        try:
+            base = faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as exc:
+            raise GeoBridgeError(f"bad faiss factory string {factory!r} for dim {dim}: {_faiss_message(exc)}") from exc
+        self._index = faiss.IndexIDMap2(base)
+        self._base = base  # keep the Python proxy alive with the wrapper
+        self._records: dict[int, dict[str, Any]] = {}
+        self._next_id = 0
+        self._id_cache: dict[str, np.ndarray] = {}
+
+    # ------------------------------------------------------------------ size and state
+    def __len__(self) -> int:
+        return int(self._index.ntotal)
+
+    def __repr__(self) -> str:
+        return f"GeoIndex(dim={self.dim}, factory={self.factory!r}, count={len(self)})"
+
+    @property
+    def is_trained(self) -> bool:
+        return bool(self._index.is_trained)
+
+    @property
+    def ids(self) -> np.ndarray:
+        """(N,) int64 ids of the stored vectors, in storage order."""
+        return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+
+    def n_places(self) -> int:
+        """How many distinct place_ids the index holds."""
+        if "#places" not in self._id_cache:
+            self._id_cache["#places"] = np.asarray([len({r["place_id"] for r in self._records.values()})])
+        return int(self._id_cache["#places"][0])
+
+    def record(self, vector_id: int) -> dict[str, Any]:
+        """A copy of the metadata record of one vector id."""
+        try:
+            return dict(self._records[int(vector_id)])
+        except KeyError:
+            raise GeoBridgeError(f"no vector with id {vector_id} in the index") from None
+
+    def records(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """``(id, record copy)`` for every stored vector, in id order."""
+        for vector_id in sorted(self._records):
+            yield vector_id, dict(self._records[vector_id])
+
+    def reconstruct(self, ids: Iterable[int]) -> np.ndarray:
+        """(N, D) stored vectors of ``ids`` (exact for Flat/HNSW/refined indexes, approximate for plain PQ)."""
+        ids = [int(i) for i in ids]
+        out = np.zeros((len(ids), self.dim), dtype=np.float32)
+        for row, vector_id in enumerate(ids):
+            if vector_id not in self._records:
+                raise GeoBridgeError(f"no vector with id {vector_id} in the index")
+            out[row] = self._index.reconstruct(vector_id)
+        return out
+
+    # ------------------------------------------------------------------ adding and removing
+    def train(self, vectors: Any) -> None:
+        """Train an IVF/PQ index on (N, D) vectors (normalised here); a no-op for indexes that need no training."""
+        x = _as_matrix(vectors, self.dim, what="training vectors")
+        if self._index.is_trained:
+            return
+        if len(x) == 0:
+            raise GeoBridgeError(f"index {self.factory!r} needs training vectors; got none")
+        try:
+            self._index.train(x)
+        except RuntimeError as exc:
+            raise GeoBridgeError(
+                f"could not train index {self.factory!r} on {len(x)} vectors (IVF<n> needs at least n vectors, "
+                f"PQ needs at least 256 for 8-bit codes; use more vectors or a smaller index): {_faiss_message(exc)}"
+            ) from exc
+
+    def add(self, vectors: Any, metadata: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Add (N, D) vectors with one metadata record each; returns the (N,) int64 ids given to them.
+
+        A record holds at least ``place_id`` (str), ``lat`` and ``lon`` (float degrees), ``view`` and ``path``
+        (str or None); other JSON-compatible keys (e.g. ``country``) are kept. An untrained index is trained on
+        these vectors first.
+        """
+        x = _as_matrix(vectors, self.dim, what="vectors")
+        if isinstance(metadata, Mapping) or len(metadata) != len(x):
+            n_meta = "a mapping" if isinstance(metadata, Mapping) else len(metadata)
+            raise GeoBridgeError(f"got {len(x)} vectors but {n_meta} metadata records; pass one record per vector")
+        records = [_check_record(record, row) for row, record in enumerate(metadata)]
+        if len(x) == 0:
+            return np.zeros((0,), dtype=np.int64)
+        if not self._index.is_trained:
+            self.train(x)
+        ids = np.arange(self._next_id, self._next_id + len(x), dtype=np.int64)
+        self._index.add_with_ids(x, ids)
+        for vector_id, record in zip(ids.tolist(), records, strict=True):
+            self._records[vector_id] = record
+        self._next_id += len(x)
+        self._id_cache.clear()
+        return ids
+
+    def remove(self, ids: Iterable[int]) -> int:
+        """Remove vectors by id (unknown ids are ignored); returns how many were removed."""
+        wanted = np.unique(np.asarray([int(i) for i in ids], dtype=np.int64))
+        wanted = np.asarray([i for i in wanted.tolist() if i in self._records], dtype=np.int64)
+        if wanted.size == 0:
+            return 0
+        try:
+            removed = int(self._index.remove_ids(wanted))
+        except RuntimeError:  # HNSW and refine indexes cannot remove: rebuild from the kept vectors
+            removed = self._rebuild_without(wanted)
+        for vector_id in wanted.tolist():
+            self._records.pop(vector_id, None)
+        self._id_cache.clear()
+        return removed
+
+    def remove_places(self, place_ids: Iterable[str]) -> int:
+        """Remove every vector of the given places; returns how many vectors were removed."""
+        places = {str(p) for p in place_ids}
+        return self.remove([i for i, r in self._records.items() if r["place_id"] in places])
+
+    def _rebuild_without(self, wanted: np.ndarray) -> int:
+        all_ids = self.ids
+        keep = ~np.isin(all_ids, wanted)
+        vectors = self._base.reconstruct_n(0, self._base.ntotal)  # (N, D), storage order = id_map order
+        fresh = faiss.clone_index(self._index)  # keeps training (centroids, codebooks) and search settings
+        fresh.reset()
+        if keep.any():
+            fresh.add_with_ids(np.ascontiguousarray(vectors[keep]), np.ascontiguousarray(all_ids[keep]))
+        self._index = fresh  # clone_index returns an owning, already downcast proxy
+        self._base = faiss.downcast_index(self._index.index)
+        return int((~keep).sum())
+
+    # ------------------------------------------------------------------ search
+    def set_search_params(
+        self, *, nprobe: int | None = None, ef_search: int | None = None, k_factor: float | None = None
+    ) -> None:
+        """Set default search settings; they are saved with the index (faiss stores them)."""
+        self._apply_params(nprobe=nprobe, ef_search=ef_search, k_factor=k_factor)
+
+    def search(
+        self,
+        queries: Any,
+        *,
+        k: int = 10,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        k_factor: float | None = None,
+        view: str | Sequence[str] | None = None,
+        exclude_views: Sequence[str] | None = None,
+    ) -> SearchResult:
+        """The ``k`` most similar stored vectors of each of the (Q, D) queries.
+
+        ``view`` keeps only gallery items of that view (or views); ``exclude_views`` drops items of those views.
+        Filters are applied by over-fetching and filtering, doubling the fetch until every query has ``k`` hits
+        or the whole index was fetched (so a filtered Flat search stays exact). ``nprobe`` (IVF), ``ef_search``
+        (HNSW) and ``k_factor`` (refine indexes) override the index's settings for this call only.
+        """
+        x = _as_matrix(queries, self.dim, what="queries")
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise GeoBridgeError(f"k must be a positive integer, got {k!r}")
+        k = int(k)
+        n_queries, total = len(x), len(self)
+        scores = np.full((n_queries, k), -np.inf, dtype=np.float32)  # (Q, k)
+        ids = np.full((n_queries, k), -1, dtype=np.int64)  # (Q, k)
+        allowed = self._allowed_ids(view, exclude_views)  # None = every id
+        n_allowed = total if allowed is None else len(allowed)
+        if n_queries == 0 or total == 0 or n_allowed == 0:
+            return SearchResult(scores, ids, tuple(() for _ in range(n_queries)))
+        saved = self._apply_params(nprobe=nprobe, ef_search=ef_search, k_factor=k_factor)
+        try:
+            fetch = min(total, k if allowed is None else k * math.ceil(total / n_allowed) + k)
+            while True:
+                raw_scores, raw_ids = self._index.search(x, fetch)  # (Q, fetch)
+                keep = raw_ids >= 0
+                if allowed is not None:
+                    keep &= np.isin(raw_ids, allowed)
+                if fetch >= total or bool((keep.sum(axis=1) >= k).all()):
+                    break
+                fetch = min(total, fetch * 2)
+        finally:
+            self._apply_params(**saved)
+        records = []
+        for q in range(n_queries):
+            row_ids, row_scores = raw_ids[q][keep[q]][:k], raw_scores[q][keep[q]][:k]
+            ids[q, : len(row_ids)] = row_ids
+            scores[q, : len(row_ids)] = row_scores
+            records.append(
+                tuple(
+                    {**self._records[int(i)], "id": int(i), "score": float(s)}
+                    for i, s in zip(row_ids.tolist(), row_scores.tolist(), strict=True)
+                )
+            )
+        return SearchResult(scores, ids, tuple(records))
+
+    def _allowed_ids(self, view: str | Sequence[str] | None, exclude_views: Sequence[str] | None) -> np.ndarray | None:
+        if view is None and not exclude_views:
+            return None
+        include = set(VIEWS if view is None else ([view] if isinstance(view, str) else view))
+        exclude = set([exclude_views] if isinstance(exclude_views, str) else (exclude_views or ()))
+        for name in include | exclude:
+            if name not in VIEWS:
+                raise GeoBridgeError(f"unknown view {name!r}; expected one of {', '.join(VIEWS)}")
+        key = ",".join(sorted(include - exclude))
+        if key not in self._id_cache:
+            wanted = include - exclude
+            self._id_cache[key] = np.asarray(
+                sorted(i for i, r in self._records.items() if r["view"] in wanted), dtype=np.int64
+            )
+        return self._id_cache[key]
+
+    def _sub_indexes(self) -> Iterator[Any]:
+        stack = [self._base]
+        while stack:
+            index = faiss.downcast_index(stack.pop())
+            yield index
+            for attr in ("base_index", "index"):
+                child = getattr(index, attr, None)
+                if child is not None and isinstance(child, faiss.Index):
+                    stack.append(child)
+
+    def _apply_params(
+        self, *, nprobe: int | None = None, ef_search: int | None = None, k_factor: float | None = None
+    ) -> dict[str, Any]:
+        """Set the given search settings on the sub-indexes that have them; returns the previous values."""
+        previous: dict[str, Any] = {}
+        wanted = {"nprobe": nprobe, "ef_search": ef_search, "k_factor": k_factor}
+        kinds = {"nprobe": "IVF", "ef_search": "HNSW", "k_factor": "refine (e.g. ',RFlat')"}
+        found = dict.fromkeys(wanted, False)
+        for index in self._sub_indexes():
+            if isinstance(index, faiss.IndexIVF):
+                found["nprobe"] = True
+                if nprobe is not None:
+                    previous["nprobe"] = int(index.nprobe)
+                    index.nprobe = int(nprobe)
+            if isinstance(index, faiss.IndexHNSW):
+                found["ef_search"] = True
+                if ef_search is not None:
+                    previous["ef_search"] = int(index.hnsw.efSearch)
+                    index.hnsw.efSearch = int(ef_search)
+            if isinstance(index, faiss.IndexRefine):
+                found["k_factor"] = True
+                if k_factor is not None:
+                    previous["k_factor"] = float(index.k_factor)
+                    index.k_factor = float(k_factor)
+        for name, value in wanted.items():
+            if value is not None and not found[name]:
+                raise GeoBridgeError(f"{name} applies to {kinds[name]} indexes only; this index is {self.factory!r}")
+            if value is not None and value <= 0:
+                raise GeoBridgeError(f"{name} must be positive, got {value}")
+        return previous
+
+    # ------------------------------------------------------------------ summary
+    def info(self) -> dict[str, Any]:
+        """A JSON-compatible summary: counts per view, places, countries, the index type and the model info."""
+        views = Counter(r["view"] for r in self._records.values())
+        places: dict[str, Any] = {}
+        for record in self._records.values():
+            places.setdefault(record["place_id"], record.get("country"))
+        out: dict[str, Any] = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "count": len(self),
+            "dim": self.dim,
+            "factory": self.factory,
+            "metric": self.metric,
+            "is_trained": self.is_trained,
+            "views": dict(sorted(views.items())),
+            "places": len(places),
+        }
+        countries = Counter(c for c in places.values() if c)
+        if countries:
+            out["countries"] = dict(sorted(countries.items()))
+        out["model_info"] = dict(self.model_info)
+        return out
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Write the index to the single file ``path`` atomically; returns the path.
+
+        A save that is killed part-way leaves the previous file untouched (only a hidden ``.tmp`` file next to it
+        may remain).
+        """
+        path = Path(path)
+        if path.is_dir():
+            raise GeoBridgeError(f"{path} is a folder; an index is saved as a single file (e.g. {path}/index.gbx)")
+        meta = {
+            "dim": self.dim,
+            "factory": self.factory,
+            "metric": self.metric,
+            "model_info": self.model_info,
+            "next_id": self._next_id,
+            "records": [{"id": i, **r} for i, r in sorted(self._records.items())],
+        }
+        try:
+            meta_bytes = json.dumps(meta, sort_keys=True, allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:
+            raise GeoBridgeError(f"index metadata or model_info is not JSON-compatible: {exc}") from exc
+        index_bytes = faiss.serialize_index(self._index).tobytes()
+        payload = meta_bytes + index_bytes
+        header = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "meta_bytes": len(meta_bytes),
+            "index_bytes": len(index_bytes),
+            "sha256": hashlib.sha256(payload).hexdigest(),
+        }
+        atomic_write_chunks(path, [MAGIC, json.dumps(header, sort_keys=True).encode() + b"\n", payload])
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> GeoIndex:
+        """Read an index written by ``save``; raises IndexFormatError naming ``path`` on any problem."""
+        path = Path(path)
+        if not path.exists():
+            raise IndexFormatError(f"index file not found: {path}")
+        if path.is_dir():
+            raise IndexFormatError(f"{path} is a folder; pass the index file written by GeoIndex.save")
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise IndexFormatError(f"cannot read index file {path}: {exc}") from exc
+        if data[:1] == b"\x80" or data[:2] == b"PK" or path.suffix in (".pkl", ".pickle", ".pt", ".pth"):
+            raise IndexFormatError(
+                f"refusing to load {path}: it looks like a pickle, and unpickling can run arbitrary code; "
+                "GeoBridge indexes are written by GeoIndex.save"
+            )
+        if not data.startswith(MAGIC):
+            raise IndexFormatError(f"{path} is not a GeoBridge index file (missing {MAGIC.strip().decode()} header)")
+        end = data.find(b"\n", len(MAGIC), len(MAGIC) + MAX_HEADER_BYTES)
+        if end < 0:
+            raise IndexFormatError(f"{path}: truncated or corrupt header")
+        try:
+            header = json.loads(data[len(MAGIC) : end])
+            version = int(header["format_version"])
+            meta_len, index_len, digest = int(header["meta_bytes"]), int(header["index_bytes"]), str(header["sha256"])
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            raise IndexFormatError(f"{path}: corrupt header: {exc}") from exc
+        if header.get("format") != FORMAT:
+            raise IndexFormatError(f"{path}: format is {header.get('format')!r}, expected {FORMAT!r}")
+        if version != FORMAT_VERSION:
+            raise IndexFormatError(
+                f"{path}: unsupported index format_version {version} (this GeoBridge reads version {FORMAT_VERSION})"
+            )
+        payload = data[end + 1 :]
+        if len(payload) != meta_len + index_len:
+            raise IndexFormatError(
+                f"{path}: truncated or padded file: payload is {len(payload)} bytes, header says {meta_len + index_len}"
+            )
+        if hashlib.sha256(payload).hexdigest() != digest:
+            raise IndexFormatError(f"{path}: checksum mismatch (the file is corrupt)")
+        try:
+            meta = json.loads(payload[:meta_len])
+            index = faiss.deserialize_index(np.frombuffer(payload[meta_len:], dtype=np.uint8).copy())
+            return cls._from_parts(meta, index)
+        except (ValueError, KeyError, TypeError, RuntimeError, GeoBridgeError) as exc:
+            raise IndexFormatError(f"{path}: inconsistent index file: {exc}") from exc
+
+    @classmethod
+    def _from_parts(cls, meta: dict[str, Any], index: Any) -> GeoIndex:
+        out = cls(int(meta["dim"]), factory=str(meta["factory"]), metric=str(meta["metric"]),
+                  model_info=meta.get("model_info") or {})
+        if not isinstance(index, faiss.IndexIDMap2):
+            raise ValueError(f"stored faiss index is {type(index).__name__}, expected IndexIDMap2")
+        if index.d != out.dim:
+            raise ValueError(f"faiss index has dim {index.d}, metadata says {out.dim}")
+        out._index = index
+        out._base = faiss.downcast_index(index.index)
+        records = {}
+        for row in meta["records"]:
+            row = dict(row)
+            records[int(row.pop("id"))] = _check_record(row, len(records))
+        if set(records) != set(out.ids.tolist()):
+            raise ValueError(f"{len(records)} metadata records do not match the {len(out)} stored vector ids")
+        out._records = records
+        out._next_id = int(meta["next_id"])
+        return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _as_matrix(vectors: Any, dim: int, *, what: str) -> np.ndarray:
+    """Any (N, D) array-like (or one (D,) vector) -> C-contiguous float32 (N, D) with unit rows."""
+    try:
+        x = np.array(vectors, dtype=np.float32)  # a copy: faiss.normalize_L2 works in place
+    except (TypeError, ValueError) as exc:
+        raise GeoBridgeError(f"{what} must be a numeric (N, {dim}) array: {exc}") from exc
+    if x.ndim == 1 and x.shape[0] == dim:
+        x = x[None, :]
+    if x.ndim == 2 and x.shape[0] == 0:
+        x = x.reshape(0, dim)
+    if x.ndim != 2 or x.shape[1] != dim:
+        raise GeoBridgeError(f"{what} must have shape (N, {dim}), got {x.shape}")
+    if not np.isfinite(x).all():
+        bad = int(np.argwhere(~np.isfinite(x))[0, 0])
+        raise GeoBridgeError(f"{what} row {bad} holds NaN or inf")
+    norms = np.linalg.norm(x, axis=1)  # (N,)
+    if (norms == 0).any():
+        raise GeoBridgeError(f"{what} row {int(np.argmin(norms))} is all zeros and cannot be normalised")
+    x = np.ascontiguousarray(x)
+    faiss.normalize_L2(x)
+    return x
+
+
+def _check_record(record: Mapping[str, Any], row: int) -> dict[str, Any]:
+    if not isinstance(record, Mapping):
+        raise GeoBridgeError(f"metadata record {row} must be a mapping, got {type(record).__name__}")
+    missing = [key for key in REQUIRED_KEYS if key not in record]
+    if missing:
+        raise GeoBridgeError(f"metadata record {row} lacks {missing}; every record needs {list(REQUIRED_KEYS)}")
+    out = {str(k): (str(v) if isinstance(v, Path) else v) for k, v in record.items() if k not in ("id", "score")}
+    if not isinstance(out["place_id"], str) or not out["place_id"]:
+        raise GeoBridgeError(f"metadata record {row}: place_id must be a non-empty string, got {out['place_id']!r}")
+    for key, limit in (("lat", 90.0), ("lon", 180.0)):
+        value = out[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+            raise GeoBridgeError(f"metadata record {row} ({out['place_id']}): {key} must be a number, got {value!r}")
+        if not math.isfinite(float(value)) or abs(float(value)) > limit:
+            raise GeoBridgeError(
+                f"metadata record {row} ({out['place_id']}): {key}={value} is outside [-{limit:g}, {limit:g}]"
+            )
+        out[key] = float(value)
+    if out["view"] not in VIEWS:
+        raise GeoBridgeError(f"metadata record {row}: unknown view {out['view']!r}; expected one of {', '.join(VIEWS)}")
+    if out["path"] is not None and not isinstance(out["path"], str):
+        raise GeoBridgeError(f"metadata record {row}: path must be a string or None, got {out['path']!r}")
+    return out
+
+
+def atomic_write_chunks(path: Path, chunks: Sequence[bytes]) -> None:
+    """Write ``chunks`` to a temporary file beside ``path``, fsync it, then ``os.replace`` it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            for chunk in chunks:
+                fh.write(chunk)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def _faiss_message(exc: BaseException) -> str:
+    """The useful last line of a faiss C++ exception."""
+    text = str(exc).strip()
+    return text.split("Error: ")[-1].splitlines()[0] if "Error: " in text else text.splitlines()[-1] if text else ""

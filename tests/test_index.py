@@ -1,0 +1,239 @@
+"""GeoIndex: exact search vs brute force, filters, removal, save/load, durability, approximate recall."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from geobridge.errors import GeoBridgeError, IndexFormatError
+from geobridge.index import GeoIndex, SearchResult
+from geobridge.index import store as store_module
+
+VIEW_CYCLE = ("drone", "satellite", "street")
+
+
+def records(n: int, *, start: int = 0, per_place: int = 3) -> list[dict]:
+    return [
+        {"place_id": f"p{(start + i) // per_place:04d}", "lat": -60.0 + 0.001 * ((start + i) % 1000),
+         "lon": 170.0 - 0.002 * (i % 1000), "view": VIEW_CYCLE[(start + i) % 3],
+         "path": f"img/{start + i}.png", "country": "NO"}
+        for i in range(n)
+    ]
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def brute_force(queries: np.ndarray, gallery: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    sims = unit(queries) @ unit(gallery).T  # (Q, N)
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(sims, order, axis=1), ids[order]
+
+
+@pytest.fixture()
+def filled():
+    rng = np.random.default_rng(0)
+    gallery = rng.standard_normal((300, 16))  # float64 on purpose: converted and normalised by add
+    index = GeoIndex(16, model_info={"config": "test"})
+    ids = index.add(gallery, records(300))
+    return index, gallery, ids, rng
+
+
+def test_search_equals_brute_force(filled):
+    index, gallery, ids, rng = filled
+    assert len(index) == 300 and ids.dtype == np.int64 and list(ids) == list(range(300))
+    queries = rng.standard_normal((7, 16))
+    result = index.search(queries, k=10)
+    assert isinstance(result, SearchResult)
+    assert result.scores.shape == (7, 10) and result.scores.dtype == np.float32 and result.ids.dtype == np.int64
+    scores, expected = brute_force(queries, gallery, ids, 10)
+    np.testing.assert_allclose(result.scores, scores, atol=1e-5)
+    np.testing.assert_array_equal(result.ids, expected)
+    hits = result.metadata(2)
+    assert [h["id"] for h in hits] == result.ids[2].tolist()
+    assert hits[0]["place_id"] == f"p{result.ids[2, 0] // 3:04d}" and hits[0]["view"] in VIEW_CYCLE
+    assert hits[0]["score"] == pytest.approx(float(result.scores[2, 0]))
+    single = index.search(queries[0].tolist(), k=3)  # a list holding one (D,) vector
+    np.testing.assert_array_equal(single.ids[0], expected[0, :3])
+
+
+def test_padding_view_filter_and_exclusion(filled):
+    index, gallery, ids, rng = filled
+    queries = rng.standard_normal((4, 16))
+    padded = index.search(queries, k=400)
+    assert (padded.ids[:, 300:] == -1).all() and np.isneginf(padded.scores[:, 300:]).all()
+    assert len(padded.metadata(0)) == 300
+    drone = np.array([r["view"] == "drone" for r in records(300)])
+    result = index.search(queries, k=150, view="drone")  # exactly 100 drone items: padded after them
+    scores, expected = brute_force(queries, gallery[drone], ids[drone], 100)
+    np.testing.assert_array_equal(result.ids[:, :100], expected)
+    np.testing.assert_allclose(result.scores[:, :100], scores, atol=1e-5)
+    assert (result.ids[:, 100:] == -1).all()
+    assert all(h["view"] == "drone" for q in range(4) for h in result.metadata(q))
+    excluded = index.search(queries, k=20, exclude_views=["drone", "street"])
+    sat = np.array([r["view"] == "satellite" for r in records(300)])
+    np.testing.assert_array_equal(excluded.ids, brute_force(queries, gallery[sat], ids[sat], 20)[1])
+    assert (index.search(queries, k=5, view="drone", exclude_views=["drone"]).ids == -1).all()
+    with pytest.raises(GeoBridgeError, match="unknown view 'aerial'"):
+        index.search(queries, k=5, view="aerial")
+
+
+def test_validation_errors_name_the_problem(filled):
+    index, *_ = filled
+    with pytest.raises(GeoBridgeError, match=r"shape \(N, 16\)"):
+        index.search(np.ones((2, 15)))
+    with pytest.raises(GeoBridgeError, match="all zeros"):
+        index.add(np.zeros((1, 16)), records(1))
+    with pytest.raises(GeoBridgeError, match="NaN"):
+        index.search(np.full((1, 16), np.nan))
+    with pytest.raises(GeoBridgeError, match="2 vectors but 1 metadata"):
+        index.add(np.ones((2, 16)), records(1))
+    with pytest.raises(GeoBridgeError, match=r"lat=91.0 is outside"):
+        index.add(np.ones((1, 16)), [{**records(1)[0], "lat": 91.0}])
+    with pytest.raises(GeoBridgeError, match="lacks"):
+        index.add(np.ones((1, 16)), [{"place_id": "x", "lat": 0.0, "lon": 0.0}])
+    with pytest.raises(GeoBridgeError, match="unknown view"):
+        index.add(np.ones((1, 16)), [{**records(1)[0], "view": "aerial"}])
+    with pytest.raises(GeoBridgeError, match="k must be"):
+        index.search(np.ones(16), k=0)
+    with pytest.raises(GeoBridgeError, match="nprobe applies to IVF"):
+        index.search(np.ones(16), nprobe=4)
+    with pytest.raises(GeoBridgeError, match="factory"):
+        GeoIndex(16, factory="NotAnIndex")
+    assert len(index) == 300  # nothing was added by the failed calls
+
+
+@pytest.mark.parametrize("factory", ["Flat", "HNSW32"])
+def test_remove_incremental_add_and_round_trip(tmp_path, factory):
+    rng = np.random.default_rng(1)
+    gallery = unit(rng.standard_normal((120, 16)))
+    index = GeoIndex(16, factory=factory, model_info={"checkpoint": "/runs/x", "embed_dim": 16})
+    first = index.add(gallery[:60], records(60))
+    second = index.add(gallery[60:], records(60, start=60))  # incremental: ids continue
+    assert list(second) == list(range(60, 120))
+    queries = gallery[:10]  # each query is a stored vector
+    assert (index.search(queries, k=1).ids[:, 0] == first[:10]).all()
+    assert index.remove([0, 1, 2, 999]) == 3
+    assert index.remove_places(["p0005"]) == 3  # ids 15, 16, 17
+    gone = {0, 1, 2, 15, 16, 17}
+    assert len(index) == 114
+    result = index.search(gallery, k=120)
+    assert not gone & set(result.ids.ravel().tolist())
+    if factory == "Flat":  # exact: everything left comes back
+        assert set(result.ids[0].tolist()) - {-1} == set(range(120)) - gone
+    assert all(h["place_id"] != "p0005" for q in range(len(gallery)) for h in result.metadata(q))
+    third = index.add(gallery[:3], records(3))  # re-adding gets new ids, never reused ones
+    assert list(third) == [120, 121, 122]
+    path = index.save(tmp_path / "idx.gbx")
+    loaded = GeoIndex.load(path)
+    assert len(loaded) == len(index) and loaded.factory == factory and loaded.model_info == index.model_info
+    before, after = index.search(queries, k=8), loaded.search(queries, k=8)
+    np.testing.assert_array_equal(before.ids, after.ids)
+    np.testing.assert_array_equal(before.scores, after.scores)
+    assert [before.metadata(q) for q in range(10)] == [after.metadata(q) for q in range(10)]
+    assert loaded.record(120) == index.record(120)
+    assert list(loaded.add(gallery[3:4], records(1)).tolist()) == [123]
+    info = loaded.info()
+    assert info["count"] == 118 and info["dim"] == 16 and info["factory"] == factory
+    assert info["views"] == {"drone": 40, "satellite": 39, "street": 39} and info["countries"] == {"NO": 39}
+    assert info["places"] == 39 and info["model_info"]["checkpoint"] == "/runs/x"
+
+
+def test_durability_interrupted_save_keeps_previous(tmp_path, filled, monkeypatch):
+    index, gallery, ids, rng = filled
+    path = index.save(tmp_path / "idx.gbx")
+    original = path.read_bytes()
+    index.add(rng.standard_normal((5, 16)), records(5, start=300))
+
+    def killed(src, dst):  # the process "dies" after writing the temp file, before the rename
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(store_module.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        index.save(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == original
+    assert [p.name for p in tmp_path.iterdir()] == ["idx.gbx"]  # the temp file was cleaned up
+    # a harder kill leaves a truncated temp file behind: it must not affect loading
+    (tmp_path / ".idx.gbx.abc.tmp").write_bytes(original[: len(original) // 2])
+    assert len(GeoIndex.load(path)) == 300
+    index.save(path)
+    assert len(GeoIndex.load(path)) == 305
+
+
+def test_corrupt_truncated_pickle_and_version_are_refused(tmp_path, filled):
+    index, *_ = filled
+    path = index.save(tmp_path / "idx.gbx")
+    data = bytearray(path.read_bytes())
+    flipped = tmp_path / "flipped.gbx"
+    data[-100] ^= 0x01
+    flipped.write_bytes(bytes(data))
+    with pytest.raises(IndexFormatError, match=f"{flipped}.*checksum mismatch"):
+        GeoIndex.load(flipped)
+    truncated = tmp_path / "truncated.gbx"
+    truncated.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(IndexFormatError, match=f"{truncated}.*truncated"):
+        GeoIndex.load(truncated)
+    header_only = tmp_path / "header.gbx"
+    header_only.write_bytes(path.read_bytes()[:10])
+    with pytest.raises(IndexFormatError, match=str(header_only)):
+        GeoIndex.load(header_only)
+    newer = tmp_path / "newer.gbx"
+    newer.write_bytes(path.read_bytes().replace(b'"format_version": 1', b'"format_version": 9', 1))
+    with pytest.raises(IndexFormatError, match=f"{newer}.*format_version 9"):
+        GeoIndex.load(newer)
+    pickled = tmp_path / "index.gbx"
+    import pickle
+
+    pickled.write_bytes(pickle.dumps({"evil": True}))
+    with pytest.raises(IndexFormatError, match=f"refusing to load {pickled}.*pickle"):
+        GeoIndex.load(pickled)
+    with pytest.raises(IndexFormatError, match="not found"):
+        GeoIndex.load(tmp_path / "missing.gbx")
+    with pytest.raises(IndexFormatError, match="folder"):
+        GeoIndex.load(tmp_path)
+    with pytest.raises(GeoBridgeError, match="folder"):
+        index.save(tmp_path)
+
+
+def clustered(rng: np.random.Generator, n: int, dim: int, n_clusters: int) -> np.ndarray:
+    centres = rng.standard_normal((n_clusters, dim))
+    return unit(centres[rng.integers(0, n_clusters, n)] + 0.35 * rng.standard_normal((n, dim)))
+
+
+def test_approximate_refined_index_reaches_recall(tmp_path):
+    rng = np.random.default_rng(0)
+    dim, n = 32, 20_000
+    gallery = clustered(rng, n, dim, 200)
+    queries = unit(gallery[rng.integers(0, n, 200)] + 0.1 * rng.standard_normal((200, dim)))
+    meta = records(n)
+    exact = GeoIndex(dim)
+    exact.add(gallery, meta)
+    truth = exact.search(queries, k=10).ids
+    approx = GeoIndex(dim, factory="IVF64,PQ16x4,RFlat")  # 4-bit PQ: cheap to train, re-ranked exactly
+    with pytest.raises(GeoBridgeError, match="could not train"):
+        approx.train(gallery[:50])
+    approx.add(gallery, meta)  # trained on the first add
+    approx.set_search_params(nprobe=16)
+    ids = approx.search(queries, k=10, k_factor=8).ids
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids.tolist(), truth.tolist(), strict=True)])
+    assert recall >= 0.95, recall
+    loose = approx.search(queries, k=10, nprobe=1, k_factor=1).ids  # per-call override, then restored
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(loose.tolist(), truth.tolist(), strict=True)]) < recall
+    path = approx.save(tmp_path / "ivf.gbx")
+    np.testing.assert_array_equal(GeoIndex.load(path).search(queries, k=10, k_factor=8).ids, ids)  # nprobe saved
+    assert approx.remove(range(100)) == 100  # refine indexes are rebuilt without the removed vectors
+    assert len(approx) == n - 100 and not set(range(100)) & set(approx.search(queries, k=10).ids.ravel().tolist())
+
+
+def test_no_faiss_on_plain_import():
+    import subprocess
+    import sys
+
+    code = "import sys, geobridge; import geobridge.cli.main; assert 'faiss' not in sys.modules, 'faiss imported'"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
