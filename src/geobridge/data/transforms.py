@@ -19,13 +19,26 @@ def make_view_transform(
     mean: tuple[float, ...],
     std: tuple[float, ...],
     train: bool = False,
+    rotate: bool = True,
 ) -> Callable[[Image.Image], torch.Tensor]:
     """PIL image -> (3, H, W) tensor for one image view.
 
     Evaluation: timm's eval transform with ``crop_pct=1`` (the whole image, resized to exactly H x W).
-    Training adds label-safe augmentation only: light colour jitter for every view, and for drone images a
-    small random-resized crop. No flips or rotations: satellite tiles are north-up and panoramas start at
-    north, so both carry orientation that the matching relies on.
+
+    Training adds augmentation that keeps the place's identity, per view:
+
+    * drone: random-resized crop (60-100 % of the area) and a random horizontal flip. The orbit heading is
+      unknown at query time, so drone -> satellite matching has to be invariant to heading anyway;
+    * satellite: a random multiple of 90 degrees and a random flip, then a random-resized crop. This makes the
+      tile embedding orientation-free, which costs the absolute-orientation cue (north-up) and buys four to eight
+      times more distinct tiles per place: on the 600-place synthetic world it turned a 64 % train / 22 % test
+      drone->satellite R@1 gap into 38 % / 31 % at the same step count (docs/model.md);
+    * street: a random circular shift of the panorama (another heading) and a random horizontal flip;
+    * every view: light colour jitter (brightness, contrast, saturation; hue is kept because colours are named
+      in the descriptions).
+
+    ``rotate=False`` keeps satellite tiles north-up and panoramas north-first (for data where orientation is known,
+    e.g. CVUSA, where a consistent joint rotation would be needed instead).
     """
     check_view(view, allowed=IMAGE_VIEWS)
     _, height, width = input_size
@@ -36,6 +49,33 @@ def make_view_transform(
         return base
     steps: list[Callable] = []
     if view == "drone":
-        steps.append(T.RandomResizedCrop((height, width), scale=(0.8, 1.0), ratio=(0.9, 1.1)))
+        steps += [T.RandomResizedCrop((height, width), scale=(0.6, 1.0), ratio=(0.8, 1.25)), T.RandomHorizontalFlip()]
+    elif view == "satellite":
+        if rotate:
+            steps += [RandomRot90(), T.RandomHorizontalFlip()]
+        steps.append(T.RandomResizedCrop((height, width), scale=(0.6, 1.0), ratio=(0.8, 1.25)))
+    elif rotate:  # street panorama
+        steps += [RandomRoll(), T.RandomHorizontalFlip()]
     steps.append(T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.1))
     return T.Compose([*steps, base])
+
+
+class RandomRot90:
+    """Rotate a PIL image by 0, 90, 180 or 270 degrees, uniformly."""
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        k = int(torch.randint(0, 4, ()).item())
+        return image if k == 0 else image.rotate(90 * k, expand=True)
+
+
+class RandomRoll:
+    """Shift a 360-degree panorama circularly by a uniform random number of columns (a new heading)."""
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        shift = int(torch.randint(0, image.width, ()).item())
+        if shift == 0:
+            return image
+        out = Image.new(image.mode, image.size)
+        out.paste(image.crop((shift, 0, image.width, image.height)), (0, 0))
+        out.paste(image.crop((0, 0, shift, image.height)), (image.width - shift, 0))
+        return out

@@ -41,15 +41,15 @@ class DroneCamera:
     """Where a drone image is taken from: looking along ``heading`` (bearing, degrees) at the centre."""
 
     heading: float
-    distance: float = 100.0  # horizontal distance to the look-at point, metres
-    altitude: float = 62.0  # metres above the ground
+    distance: float = 75.0  # horizontal distance to the look-at point, metres
+    altitude: float = 80.0  # metres above the ground
     target: tuple[float, float] = (0.0, 0.0)
     vfov: float = 70.0  # degrees
     horizon_row: float = 0.55  # where the look-at point sits, as a fraction of the image height
 
 
-ORBIT_DISTANCE_M = 100.0
-ORBIT_ALTITUDE_M = 62.0
+ORBIT_DISTANCE_M = 75.0
+ORBIT_ALTITUDE_M = 80.0
 
 
 def light_scene(scene: Scene) -> Lighting:

@@ -234,7 +234,7 @@ def render_place(spec: PlaceSpec, config: WorldConfig) -> PlaceViews:
             distance=ORBIT_DISTANCE_M * float(rng.uniform(0.9, 1.1)),
             altitude=ORBIT_ALTITUDE_M * float(rng.uniform(0.88, 1.12)),
             target=(float(rng.normal(0, 4)), float(rng.normal(0, 4))),
-            vfov=float(rng.uniform(66, 74)),
+            vfov=float(rng.uniform(58, 66)),
         )
         drones.append(render_drone(scene, lighting, camera, size=size, rng=rng, supersample=supersample))
     street = render_street(scene, lighting, size=size, rng=rng)
