@@ -24,6 +24,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "geobridge.cli.data",
     "geobridge.cli.train",
     "geobridge.cli.eval",
+    "geobridge.cli.demo",
+    "geobridge.cli.index",
+    "geobridge.cli.locate",
     "geobridge.cli.serve",
 )
 

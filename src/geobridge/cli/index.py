@@ -1,0 +1,97 @@
+"""``geobridge index``: build a geo-localisation index from a checkpoint and reference images, or show one."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+IMAGES_HELP = (
+    "a folder of reference images described by a table: --coords CSV, or <DIR>/coords.csv, or <DIR>/index.jsonl. "
+    "CSV columns (header row required): path,lat,lon and optionally place_id,view (paths relative to DIR; "
+    "place_id defaults to the file name stem, view to the first of --views). index.jsonl holds one JSON object per "
+    "line with the same keys."
+)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("index", help="build or inspect a geo-localisation index (faiss)")
+    commands = parser.add_subparsers(dest="index_command", metavar="ACTION")
+
+    build = commands.add_parser(
+        "build",
+        help="embed reference images with a checkpoint and write an index file",
+        description="Embed reference images with a checkpoint and write a single-file GeoBridge index "
+        "(faiss index + metadata JSON + SHA-256 checksum, written atomically).",
+    )
+    build.add_argument("--checkpoint", required=True, help="model folder or training run folder")
+    source = build.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="a GeoLoc-format dataset root (see docs/data-format.md)")
+    source.add_argument("--images", metavar="DIR", help=IMAGES_HELP)
+    build.add_argument("--coords", metavar="CSV", help="the table for --images (CSV or .jsonl); see --images")
+    build.add_argument("--split", default="test", help="dataset split for --data ('all' for every split)")
+    build.add_argument("--format", default="geoloc", choices=("geoloc", "university1652"), help="layout of --data")
+    build.add_argument("--out", required=True, help="index file to write, e.g. runs/sat.gbx")
+    build.add_argument("--views", default="satellite", help="comma-separated image views to index (default satellite)")
+    build.add_argument("--factory", default="Flat", help="faiss factory string: Flat, HNSW32, IVF1024,PQ32,RFlat ...")
+    build.add_argument("--batch-size", type=int, default=64)
+    build.add_argument("--device", default="cpu", help="torch device for the model")
+    build.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    build.set_defaults(func=run_build)
+
+    info = commands.add_parser("info", help="print an index's summary as JSON")
+    info.add_argument("index", help="index file")
+    info.set_defaults(func=run_info)
+    parser.set_defaults(func=lambda args: _usage(parser))
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    return int(args.func(args))
+
+
+def run_build(args: argparse.Namespace) -> int:
+    import logging
+
+    from geobridge.errors import GeoBridgeError
+    from geobridge.index import build_index, model_info_of, read_image_table
+    from geobridge.models import GeoBridge
+    from geobridge.views import IMAGE_VIEWS
+
+    views = tuple(v.strip() for v in args.views.split(",") if v.strip())
+    for view in views:
+        if view not in IMAGE_VIEWS:
+            raise GeoBridgeError(f"unknown view {view!r} in --views; expected some of {', '.join(IMAGE_VIEWS)}")
+    if not views:
+        raise GeoBridgeError("--views is empty")
+    if args.coords and not args.images:
+        raise GeoBridgeError("--coords goes with --images")
+    if args.images:
+        places = read_image_table(args.images, coords=args.coords, default_view=views[0])
+    else:
+        from geobridge.data import load_places
+
+        try:
+            places = load_places(args.data, fmt=args.format, split=None if args.split == "all" else args.split)
+        except ValueError as exc:
+            raise GeoBridgeError(str(exc)) from exc
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    model = GeoBridge.from_pretrained(args.checkpoint, device=args.device)
+    info = model_info_of(model, checkpoint=args.checkpoint)
+    index = build_index(model, places, views=views, factory=args.factory, batch_size=args.batch_size,
+                        show_progress_bar=not args.no_progress, model_info=info)
+    index.save(args.out)
+    summary = index.info()
+    print(json.dumps({"out": str(args.out), "count": summary["count"], "places": summary["places"],
+                      "views": summary["views"], "factory": summary["factory"]}))
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from geobridge.index import GeoIndex
+
+    print(json.dumps(GeoIndex.load(args.index).info(), indent=2, sort_keys=True))
+    return 0

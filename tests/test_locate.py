@@ -1,0 +1,254 @@
+"""fuse() by hand, locate / evaluate_fusion with a tiny untrained model, and the index / locate CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from geobridge.cli.main import main
+from geobridge.errors import GeoBridgeError
+from geobridge.index import GeoIndex, LocateResult, build_index, evaluate_fusion, fuse, locate
+
+
+def hit(place_id: str, score: float, lat: float = 0.0, lon: float = 0.0, view: str = "satellite") -> dict:
+    return {"place_id": place_id, "score": score, "lat": lat, "lon": lon, "view": view, "path": f"{place_id}.png"}
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# fuse
+
+
+def two_queries() -> list[list[dict]]:
+    coords = {"A": (1.0, 1.0), "B": (2.0, 2.0), "C": (3.0, 3.0), "D": (4.0, 4.0), "E": (5.0, 5.0)}
+    q1 = [hit("A", 0.9, *coords["A"]), hit("B", 0.7, *coords["B"]), hit("A", 0.6, *coords["A"], view="drone"),
+          hit("C", 0.5, *coords["C"])]  # K-th score (floor) 0.5
+    q2 = [hit("B", 0.8, *coords["B"]), hit("D", 0.6, *coords["D"]), hit("E", 0.3, *coords["E"])]  # floor 0.3
+    return [q1, q2]
+
+
+def test_fuse_score_uses_the_kth_score_as_floor():
+    result = fuse(two_queries(), fusion="score", top_k=10, temperature=0.05)
+    # A: (0.9 + 0.3) / 2, B: (0.7 + 0.8) / 2, C: (0.5 + 0.3) / 2, D: (0.5 + 0.6) / 2, E: (0.5 + 0.3) / 2
+    expected = {"B": 0.75, "A": 0.6, "D": 0.55, "C": 0.4, "E": 0.4}
+    assert [m.place_id for m in result.matches] == ["B", "A", "D", "C", "E"]  # the C/E tie goes by place_id
+    for match in result.matches:
+        assert match.score == pytest.approx(expected[match.place_id])
+    assert [m.rank for m in result.matches] == [1, 2, 3, 4, 5]
+    assert (result.lat, result.lon) == (2.0, 2.0) and result.matches[0].distance_km == 0.0
+    assert result.matches[1].similarity == pytest.approx(0.9) and result.matches[1].view == "satellite"
+    softmax = 1.0 / sum(math.exp((s - 0.75) / 0.05) for s in expected.values())
+    assert result.confidence == pytest.approx(softmax)
+    assert [m.place_id for m in fuse(two_queries(), fusion="score", top_k=2).matches] == ["B", "A"]
+
+
+def test_fuse_max_and_single_query():
+    result = fuse(two_queries(), fusion="max")
+    assert [(m.place_id, round(m.score, 6)) for m in result.matches] == [
+        ("A", 0.9), ("B", 0.8), ("D", 0.6), ("C", 0.5), ("E", 0.3)
+    ]
+    assert (result.lat, result.lon) == (1.0, 1.0)
+    single = fuse(two_queries()[:1], fusion="score")  # one query: plain ranking by best similarity
+    assert [m.place_id for m in single.matches] == ["A", "B", "C"]
+    assert [m.score for m in single.matches] == pytest.approx([0.9, 0.7, 0.5])
+    assert fuse([[], *two_queries()[:1]], fusion="score").matches[0].place_id == "A"  # a query with no hits is ignored
+
+
+def test_fuse_consensus_radius():
+    # A and B lie 11.1 km apart; C, the single best match, is far from everything
+    hits = [[hit("C", 0.92, -30.0, 100.0), hit("A", 0.90, 10.0, 20.0), hit("B", 0.88, 10.1, 20.0),
+             hit("D", 0.50, 50.0, 0.0)]]
+    assert fuse(hits, fusion="score").matches[0].place_id == "C"
+    result = fuse(hits, fusion="consensus", radius_km=25.0, temperature=0.05)
+    w = {p: math.exp((s - 0.92) / 0.05) for p, s in {"C": 0.92, "A": 0.90, "B": 0.88, "D": 0.50}.items()}
+    total = sum(w.values())
+    assert [m.place_id for m in result.matches] == ["A", "B", "C", "D"]  # A, B tie on the share: A scores higher
+    assert result.matches[0].score == pytest.approx((w["A"] + w["B"]) / total)
+    assert result.matches[2].score == pytest.approx(w["C"] / total)
+    assert result.confidence == pytest.approx((w["A"] + w["B"]) / total)
+    assert result.lat == pytest.approx((10.0 * w["A"] + 10.1 * w["B"]) / (w["A"] + w["B"]), abs=1e-4)
+    assert result.lon == pytest.approx(20.0, abs=1e-6)
+    assert 0 < result.matches[0].distance_km < 11.2 and result.fusion == "consensus"
+    narrow = fuse(hits, fusion="consensus", radius_km=5.0)  # A and B no longer support each other
+    assert narrow.matches[0].place_id == "C" and (narrow.lat, narrow.lon) == pytest.approx((-30.0, 100.0))
+
+
+def test_fuse_errors_and_serialisation():
+    with pytest.raises(GeoBridgeError, match="unknown fusion 'mean'"):
+        fuse(two_queries(), fusion="mean")
+    with pytest.raises(GeoBridgeError, match="no gallery item matched"):
+        fuse([[], []])
+    result = fuse(two_queries(), fusion="score", top_k=3)
+    data = json.loads(json.dumps(result.to_dict()))
+    assert set(data) == {"lat", "lon", "confidence", "fusion", "queries", "matches"}
+    assert data["matches"][0]["place_id"] == "B" and "distance_km" in data["matches"][0]
+    geo = json.loads(json.dumps(result.to_geojson()))
+    assert geo["type"] == "FeatureCollection" and len(geo["features"]) == 4
+    assert geo["features"][0]["properties"]["kind"] == "estimate"
+    assert geo["features"][0]["geometry"] == {"type": "Point", "coordinates": [2.0, 2.0]}
+    assert [f["properties"]["rank"] for f in geo["features"][1:]] == [1, 2, 3]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# with a tiny model
+
+
+def _png(path: Path, size: tuple[int, int], seed: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def make_world(root: Path, n: int = 8) -> Path:
+    places, texts = [], []
+    for i in range(n):
+        pid = f"p{i:03d}"
+        places.append({"place_id": pid, "country": "NO" if i % 2 else "DE", "lat": 50.0 + i, "lon": 5.0 + 0.5 * i,
+                       "split": "train" if i < 2 else "test", "terrain": "urban", "landmark": None})
+        texts.append({"place_id": pid, "texts": [f"a {['red', 'blue', 'green', 'grey'][i % 4]} tower, place {i}"]})
+        _png(root / "drone" / pid / "00.png", (32, 32), seed=i)
+        _png(root / "satellite" / pid / "0.png", (32, 32), seed=100 + i)
+        _png(root / "street" / pid / "0.png", (64, 32), seed=200 + i)
+    (root / "places.jsonl").write_text("".join(json.dumps(p) + "\n" for p in places))
+    (root / "texts.jsonl").write_text("".join(json.dumps(t) + "\n" for t in texts))
+    manifest = {"format": "geoloc", "format_version": 1, "name": "tiny", "image_size": 32, "drone_views": 1,
+                "views": ["drone", "satellite", "street", "text"], "holdout_countries": [], "countries": [],
+                "seed": 0, "generator": "test", "appearance": {}}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, tiny_model_config):
+    import torch
+
+    from geobridge.data import load_places
+    from geobridge.models import GeoBridge
+
+    root = tmp_path_factory.mktemp("locate")
+    torch.manual_seed(0)
+    model = GeoBridge(tiny_model_config).eval()
+    model.save_pretrained(root / "run" / "model")
+    data = make_world(root / "world")
+    return {"root": root, "model": model, "run": root / "run", "data": data,
+            "places": load_places(data, split="test")}
+
+
+def test_cli_build_info_and_locate(world, capsys):
+    root, data = world["root"], world["data"]
+    out = root / "sat.gbx"
+    assert main(["index", "build", "--checkpoint", str(world["run"]), "--data", str(data), "--split", "test",
+                 "--out", str(out), "--views", "satellite,drone", "--no-progress"]) == 0
+    built = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert built["count"] == 12 and built["places"] == 6 and built["views"] == {"drone": 6, "satellite": 6}
+    assert main(["index", "info", str(out)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["count"] == 12 and info["countries"] == {"DE": 3, "NO": 3} and info["dim"] == 128
+    assert info["model_info"]["checkpoint"] == str(world["run"].resolve())
+
+    street = data / "street" / "p004" / "0.png"
+    args = ["locate", "--index", str(out), "--image", str(street), "--image-view", "street",
+            "--text", "a red tower", "--top-k", "4", "--fusion", "score"]  # --checkpoint from the index
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["matches"]) == 4 and 0.0 <= result["confidence"] <= 1.0
+    scores = [m["score"] for m in result["matches"]]
+    assert scores == sorted(scores, reverse=True)
+    assert len({m["place_id"] for m in result["matches"]}) == 4
+    top = result["matches"][0]
+    assert (top["lat"], top["lon"]) == (result["lat"], result["lon"]) and top["distance_km"] == 0.0
+    assert all(m["distance_km"] >= 0 for m in result["matches"])
+    assert [q["view"] for q in result["queries"]] == ["street", "text"]
+
+    geo_out = root / "out.geojson"
+    assert main(["locate", "--index", str(out), "--checkpoint", str(world["run"]), "--image", str(street),
+                 "--view", "street", "--fusion", "consensus", "--top-k", "3", "--format", "geojson",
+                 "--out", str(geo_out)]) == 0
+    geo = json.loads(geo_out.read_text())
+    assert geo["type"] == "FeatureCollection" and len(geo["features"]) == 4
+    assert geo["features"][0]["properties"]["kind"] == "estimate"
+    for feature in geo["features"]:
+        lon, lat = feature["geometry"]["coordinates"]
+        assert -90 <= lat <= 90 and -180 <= lon <= 180
+
+    assert main(["locate", "--index", str(out), "--image", str(root / "missing.png")]) == 2
+    assert "query image not found" in capsys.readouterr().err
+    assert main(["index", "info", str(root / "nope.gbx")]) == 2
+    assert "nope.gbx" in capsys.readouterr().err
+
+
+def test_cli_build_from_image_folder(world, capsys):
+    root, data = world["root"], world["data"]
+    folder = root / "refs"
+    folder.mkdir()
+    rows = ["path,lat,lon,place_id,view"]
+    for i in range(3):
+        target = folder / f"tile{i}.png"
+        target.write_bytes((data / "satellite" / f"p00{i}" / "0.png").read_bytes())
+        rows.append(f"tile{i}.png,{40 + i},{-3 - i},site{i},satellite")
+    (folder / "coords.csv").write_text("\n".join(rows) + "\n")
+    out = root / "folder.gbx"
+    assert main(["index", "build", "--checkpoint", str(world["run"]), "--images", str(folder), "--out", str(out),
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    index = GeoIndex.load(out)
+    assert len(index) == 3 and sorted(r["place_id"] for _, r in index.records()) == ["site0", "site1", "site2"]
+    (folder / "tile1.png").write_bytes(b"not a png at all")
+    assert main(["index", "build", "--checkpoint", str(world["run"]), "--images", str(folder), "--out",
+                 str(root / "broken.gbx"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "tile1.png" in err and "unreadable" in err
+    assert not (root / "broken.gbx").exists()
+    (folder / "coords.csv").write_text("path,lat,lon\ntile0.png,95,0\n")
+    assert main(["index", "build", "--checkpoint", str(world["run"]), "--images", str(folder), "--out",
+                 str(root / "broken.gbx"), "--no-progress"]) == 2
+    assert "coords.csv:2" in capsys.readouterr().err
+
+
+def test_locate_self_match_and_default_view_exclusion(world):
+    model, places = world["model"], world["places"]
+    index = build_index(model, places, views=("satellite", "drone"), show_progress_bar=False)
+    assert index.model_info["embed_dim"] == 128 and len(index) == 12
+    target = places[3]
+    image = target.images["satellite"][0]
+    own = locate(model, index, images=[("satellite", Image.open(image))], exclude_views=(), top_k=5)
+    assert isinstance(own, LocateResult)
+    assert own.matches[0].place_id == target.place_id and own.matches[0].similarity == pytest.approx(1.0, abs=1e-4)
+    assert own.matches[0].path == str(image) and own.queries[0]["image"] == "<image 32x32>"
+    cross = locate(model, index, images=[("satellite", image)], top_k=5)  # default: only the other views
+    assert {m.view for m in cross.matches} == {"drone"} and cross.queries[0]["excluded_views"] == ["satellite"]
+    fused = locate(model, index, images=[("drone", target.images["drone"][0]), ("street", target.images["street"][0])],
+                   texts=[target.texts[0]], fusion="consensus", top_k=3)
+    assert len(fused.matches) == 3 and len(fused.queries) == 3
+    with pytest.raises(GeoBridgeError, match="nothing to locate"):
+        locate(model, index)
+    with pytest.raises(GeoBridgeError, match="unknown image view"):
+        locate(model, index, images=[("aerial", image)])
+
+
+def test_evaluate_fusion_keys_and_ranges(world):
+    model, places = world["model"], world["places"]
+    index = build_index(model, places, views=("satellite",), show_progress_bar=False)
+    metrics = evaluate_fusion(model, index, places, top_k=5, show_progress_bar=False)
+    for single in ("drone", "street", "text"):
+        assert f"{single}/R@1" in metrics and metrics[f"{single}/n"] == 6.0
+    assert "satellite/R@1" not in metrics  # a satellite query cannot reach a satellite-only gallery
+    for combo in ("drone+street", "drone+street+text"):
+        for mode in ("score", "consensus", "max"):
+            assert f"{combo}/{mode}/R@1" in metrics and f"{combo}/{mode}/median_km" in metrics
+    for key, value in metrics.items():
+        assert math.isfinite(value)
+        if key.endswith(("/R@1", "/acc@25km")):
+            assert 0.0 <= value <= 100.0
+        if key.endswith("/median_km"):
+            assert value >= 0.0
+    same = evaluate_fusion(model, index, places, combos=("satellite",), exclude_same_view=False)
+    assert same == {"satellite/R@1": 100.0, "satellite/acc@25km": 100.0, "satellite/median_km": 0.0,
+                    "satellite/n": 6.0}
+    with pytest.raises(GeoBridgeError, match="unknown view 'aerial'"):
+        evaluate_fusion(model, index, places, combos=("drone+aerial",))
