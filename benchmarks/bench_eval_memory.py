@@ -146,7 +146,7 @@ TARGET = "peak RSS < 4 GiB for 20k queries x 100k gallery x 256-d (chunked evalu
 
 def bench(ctx) -> dict:  # ctx: benchmarks._common.Context
     """The suite's entry point (``python -m benchmarks``): ``run()`` at full or --quick size as a suite record."""
-    from benchmarks._common import make_result, ratio, target_row
+    from benchmarks._common import make_result, ratio, size_label, target_row
 
     params = (
         {"n_query": 500, "n_gallery": 2000, "dim": 32, "dense_n_query": 200, "dense_n_gallery": 1000}
@@ -157,7 +157,7 @@ def bench(ctx) -> dict:  # ctx: benchmarks._common.Context
     raw = run(**params)
     full, small_c, small_d = raw["chunked"], raw["small_chunked"], raw["small_dense"]
     limit_mb = raw["limit_mb"]
-    label = f"{params['n_query'] // 1000}k x {params['n_gallery'] // 1000}k x {params['dim']}"
+    label = f"{size_label(params['n_query'])} x {size_label(params['n_gallery'])} x {params['dim']}"
     rows = [
         target_row(
             metric=f"{label} chunked evaluation: peak RSS vs 4 GiB limit",

@@ -1,0 +1,91 @@
+"""Smoke test of the benchmark suite: ``--quick`` sizes, results.json structure, positive ratios, the report."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # ``benchmarks`` is a top-level folder of the repository, not an installed package
+
+pytest.importorskip("faiss")
+
+# eval_memory, synth and serve start subprocesses (seconds of imports each); they have their own tests.
+SMOKE = ["search", "scaling", "ann", "encode", "train"]
+ENTRY_KEYS = {"name", "title", "status", "parameters", "medians", "baseline_medians", "ratios", "target", "met", "rows"}
+
+
+def test_quick_suite_writes_results(tmp_path):
+    from benchmarks.__main__ import main
+
+    code = main(["--quick", "--quiet", "--only", ",".join(SMOKE), "--out", str(tmp_path)])
+    assert code == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    machine = results["machine"]
+    for key in ("cpu_count", "torch", "faiss", "numpy", "date"):
+        assert machine[key], key
+    assert list(results["benchmarks"]) == SMOKE
+    for name, entry in results["benchmarks"].items():
+        assert ENTRY_KEYS <= set(entry), name
+        assert entry["status"] == "ok", (name, entry.get("message"), entry.get("details", {}).get("traceback"))
+        assert entry["met"] in (True, False, None)
+        assert entry["medians"], name
+        assert entry["rows"], name
+        for key, value in entry["ratios"].items():
+            if value is not None:
+                assert isinstance(value, (int, float)) and math.isfinite(value) and value > 0, (name, key, value)
+        for key, value in {**entry["medians"], **entry["baseline_medians"]}.items():
+            if isinstance(value, (int, float)):
+                assert math.isfinite(value), (name, key)
+        for row in entry["rows"]:
+            assert row["met"] in (True, False, None)
+            if row["target"] is not None:
+                assert row["met"] is not None or row["ratio"] is None
+    search = results["benchmarks"]["search"]
+    assert any(key.endswith("/numpy_s") for key in search["baseline_medians"])
+    assert all(v > 0.99 for m in search["details"]["per_size"].values() for v in m["recall_at_k_vs_faiss"].values())
+    markdown = (tmp_path / "results.md").read_text()
+    assert "| Benchmark | Measurement |" in markdown
+    for name in SMOKE:
+        assert f"| {name} |" in markdown
+    assert (tmp_path / "scaling.png").stat().st_size > 0
+    assert (tmp_path / "ann_tradeoff.png").stat().st_size > 0
+
+
+def test_only_rejects_unknown_names():
+    from benchmarks.__main__ import parse_only
+
+    assert parse_only("ann,search") == ["search", "ann"]  # suite order
+    with pytest.raises(SystemExit, match="unknown benchmark"):
+        parse_only("search,nope")
+
+
+def test_report_renders_skipped_and_failed_entries():
+    from benchmarks._common import make_result, skipped, target_row
+    from benchmarks._report import render_markdown
+
+    ok = make_result(
+        "demo",
+        title="Demo",
+        medians={"a_s": 1.0},
+        baseline_medians={"b_s": 2.0},
+        ratios={"speedup": 2.0},
+        rows=[target_row(metric="a vs b", value=1.0, baseline=2.0, unit="s", ratio_value=2.0, op=">=", threshold=3.0)],
+    )
+    assert ok["met"] is False
+    results = {
+        "machine": {"date": "today"},
+        "benchmarks": {
+            "demo": ok,
+            "synth": skipped("synth", title="Synth", message="benchmarks/bench_synth.py is not there yet"),
+            "boom": make_result("boom", title="Boom", status="error", message="RuntimeError: x"),
+        },
+    }
+    text = render_markdown(results)
+    assert "| demo | a vs b | 1.00 s | 2.00 s | 2x | >= 3 | **no** |" in text
+    assert "not there yet" in text and "RuntimeError: x" in text
