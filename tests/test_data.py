@@ -255,3 +255,23 @@ def test_check_university_layout(tmp_path):
     _png(root / "train" / "drone" / "stray.jpg")
     report = check_dataset(root, show_progress_bar=False)
     assert [p.kind for p in report.problems] == ["wrong-layout"]
+
+
+def test_train_augmentations_keep_content():
+    from geobridge.data.transforms import RandomRoll, RandomRot90
+
+    rng = np.random.default_rng(0)
+    pano = Image.fromarray(rng.integers(0, 255, (8, 16, 3), dtype=np.uint8))
+    torch.manual_seed(0)
+    rolled = [np.asarray(RandomRoll()(pano)) for _ in range(8)]
+    original = np.asarray(pano)
+    for r in rolled:  # a circular shift of columns: some shift reproduces the original exactly
+        assert r.shape == original.shape
+        assert any(np.array_equal(np.roll(r, s, axis=1), original) for s in range(16))
+    assert any(not np.array_equal(r, original) for r in rolled)
+    tile = Image.fromarray(rng.integers(0, 255, (6, 6, 3), dtype=np.uint8))
+    rotated = [np.asarray(RandomRot90()(tile)) for _ in range(16)]
+    tile_np = np.asarray(tile)
+    for r in rotated:
+        assert any(np.array_equal(np.rot90(r, k), tile_np) for k in range(4))
+    assert len({r.tobytes() for r in rotated}) > 1

@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "geobridge.cli.data",
     "geobridge.cli.train",
     "geobridge.cli.eval",
+    "geobridge.cli.demo",
     "geobridge.cli.index",
     "geobridge.cli.locate",
     "geobridge.cli.serve",
