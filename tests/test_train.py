@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_data import make_geoloc
 
 from geobridge.errors import GeoBridgeError
 from geobridge.train import load_config
 from geobridge.train.state import optimizer_from_flat, optimizer_to_flat
 from geobridge.train.trainer import lr_at
-from test_data import make_geoloc
 
 TINY = ["model.text_kind=hashing", "optim.batch_size=8", "data.num_workers=0"]
 

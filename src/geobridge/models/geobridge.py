@@ -14,7 +14,7 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
-from geobridge.errors import CheckpointError, DataError
+from geobridge.errors import CheckpointError
 from geobridge.models.checkpoint import atomic_write_json, load_tensors, read_json, refuse_pickle, save_tensors
 from geobridge.models.config import GeoBridgeConfig, get_model_config
 from geobridge.models.image_tower import ImageTower
@@ -146,7 +146,9 @@ class GeoBridge(nn.Module):
         path = Path(path)
         if path.is_file():
             refuse_pickle(path)
-            raise CheckpointError(f"{path} is a file; pass the checkpoint folder holding {CONFIG_NAME} and {WEIGHTS_NAME}")
+            raise CheckpointError(
+                f"{path} is a file; pass the checkpoint folder holding {CONFIG_NAME} and {WEIGHTS_NAME}"
+            )
         if not path.exists():
             raise CheckpointError(f"checkpoint not found: {path}")
         if not (path / CONFIG_NAME).is_file() and (path / "model" / CONFIG_NAME).is_file():
@@ -156,7 +158,9 @@ class GeoBridge(nn.Module):
                 refuse_pickle(pickled)
         meta = read_json(path / CONFIG_NAME)
         if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"{path / CONFIG_NAME} is not a GeoBridge model config (format != {CHECKPOINT_FORMAT!r})")
+            raise CheckpointError(
+                f"{path / CONFIG_NAME} is not a GeoBridge model config (format != {CHECKPOINT_FORMAT!r})"
+            )
         if int(meta.get("format_version", -1)) > CHECKPOINT_VERSION:
             raise CheckpointError(
                 f"{path} was written by a newer GeoBridge (format_version {meta['format_version']}); please upgrade"

@@ -105,7 +105,7 @@ class HashingEncoder(nn.Module):
         for text in texts:
             offsets.append(len(ids))
             words = _WORD.findall(text.lower()) or ["<empty>"]
-            grams = words + [f"{a} {b}" for a, b in zip(words, words[1:])]
+            grams = words + [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]
             ids.extend(zlib.crc32(g.encode()) % self.vocab_size for g in grams)
         device = self.bag.weight.device
         return self.bag(torch.tensor(ids, device=device), torch.tensor(offsets, device=device))

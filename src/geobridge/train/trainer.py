@@ -21,7 +21,7 @@ from geobridge.losses import GeoBridgeLoss
 from geobridge.models import GeoBridge, get_model_config
 from geobridge.models.checkpoint import atomic_write_bytes
 from geobridge.train.config import TrainConfig, to_yaml
-from geobridge.train.distributed import DistInfo, all_reduce_mean, barrier, cleanup, gather_rows, init_distributed
+from geobridge.train.distributed import all_reduce_mean, barrier, cleanup, gather_rows, init_distributed
 from geobridge.train.state import latest_checkpoint, load_train_state, save_checkpoint
 from geobridge.views import IMAGE_VIEWS
 
@@ -333,7 +333,8 @@ class Trainer:
                     extra={"loss": last.get("loss")},
                 )
                 if self.show_progress_bar:
-                    tqdm.write(f"epoch {epoch + 1}: loss {last.get('loss', float('nan')):.4f}  ({record['elapsed_s']} s)")
+                    epoch_loss = last.get("loss", float("nan"))
+                    tqdm.write(f"epoch {epoch + 1}: loss {epoch_loss:.4f}  ({record['elapsed_s']} s)")
             barrier(self.dist)
         if self.dist.is_main:
             self.model.save_pretrained(self.run_dir / "model")
