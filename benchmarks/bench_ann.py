@@ -426,7 +426,7 @@ def plot_tradeoff(results: list[dict[str, Any]], *, path: Path) -> None:
         )
     ax.axvline(RECALL_TARGET, color="grey", linestyle="--", linewidth=1)
     ax.set(yscale="log", xlabel="recall@10 vs exact", ylabel="queries per second", xlim=(0, 1.01))
-    ax.set_title("ANN trade-off (clustered synthetic 256-d embeddings)")
+    ax.set_title("ANN trade-off (clustered synthetic embeddings, top-10)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=6, loc="lower left")
     fig.tight_layout()

@@ -28,7 +28,7 @@ from benchmarks._data import gallery_and_queries
 NAME = "search"
 TITLE = "Exact search (Flat), 256-d float32, top-10"
 TARGET = "GeoIndex Flat >= 1.0x raw faiss IndexFlatIP (5% timing tolerance) and >= 3x numpy matmul+argpartition"
-QUERY_BLOCK = 256  # numpy/torch score a block of queries at a time: (256, 1M) float32 = 1 GiB
+QUERY_BLOCK = 128  # numpy/torch score a block of queries at a time: (128, 1M) float32 = 512 MiB
 
 
 def sizes_for(*, quick: bool) -> dict[str, Any]:
