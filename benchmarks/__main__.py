@@ -52,7 +52,9 @@ def parse_only(value: str | None) -> list[str]:
     return [n for n in BENCHMARKS if n in names]  # suite order
 
 
-def run_suite(*, names: list[str], quick: bool, out_dir: Path, verbose: bool = True) -> dict[str, Any]:
+def run_suite(
+    *, names: list[str], quick: bool, out_dir: Path, verbose: bool = True, notes: list[str] | None = None
+) -> dict[str, Any]:
     """Run ``names`` in order, writing results.json after each one; returns the full results dict."""
     out_dir.mkdir(parents=True, exist_ok=True)
     results_path = out_dir / RESULTS_JSON
@@ -67,6 +69,7 @@ def run_suite(*, names: list[str], quick: bool, out_dir: Path, verbose: bool = T
     ctx = Context(quick=quick, out_dir=str(out_dir), verbose=verbose)
     results["machine"] = machine_info()
     results["mode"] = "quick" if quick else "full"
+    results["notes"] = list(notes or [])
     suite_start = time.perf_counter()
     for position, name in enumerate(names, 1):
         ctx.log(name, f"--- benchmark {position}/{len(names)} ---")
@@ -90,12 +93,26 @@ def run_suite(*, names: list[str], quick: bool, out_dir: Path, verbose: bool = T
         ctx.log(name, f"done in {entry['elapsed_s']:.1f} s (status {entry['status']}, met {entry['met']})")
         _write_json(results_path, results)
     results["machine"]["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    results["notes"] += _load_notes(results["machine"])
     results["elapsed_s"] = round(time.perf_counter() - suite_start, 2)
     _write_json(results_path, results)
     from benchmarks._report import write_markdown
 
     write_markdown(results, out_dir / RESULTS_MD)
     return results
+
+
+def _load_notes(machine: dict[str, Any]) -> list[str]:
+    """A warning when other jobs competed for the CPUs (1-minute load average above half the CPU count)."""
+    cpus = machine.get("cpu_count") or 1
+    loads = [machine.get("load_average_at_start"), machine.get("load_average_at_end")]
+    worst = max((load[0] for load in loads if load), default=0.0)
+    if worst <= cpus / 2:
+        return []
+    return [
+        f"The machine was busy: 1-minute load average up to {worst:.1f} on {cpus} CPUs (this run counts for about "
+        "1); other jobs competed for the cores, so absolute timings are pessimistic and ratios noisier."
+    ]
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -120,9 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         "--out", default=str(Path(__file__).resolve().parent), help="output folder (default: benchmarks/)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--note", action="append", default=[], help="a note for results.md (e.g. machine state)")
     args = parser.parse_args(argv)
     names = parse_only(args.only)
-    results = run_suite(names=names, quick=args.quick, out_dir=Path(args.out), verbose=not args.quiet)
+    results = run_suite(names=names, quick=args.quick, out_dir=Path(args.out), verbose=not args.quiet, notes=args.note)
     ran = [results["benchmarks"][n] for n in names]
     print(f"wrote {Path(args.out) / RESULTS_JSON} and {Path(args.out) / RESULTS_MD} in {results['elapsed_s']:.0f} s")
     for entry in ran:

@@ -38,6 +38,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"Load average at start {_load(machine.get('load_average_at_start'))}, at end "
         f"{_load(machine.get('load_average_at_end'))}; niceness {machine.get('niceness')}.",
         "",
+        *[f"**Note:** {note}\n" for note in results.get("notes", [])],
         "Ratios are speed-ups (baseline time / time, or throughput / baseline throughput: > 1 = faster than the "
         "baseline) unless the row says otherwise; every baseline was measured in the same run.",
         "",
