@@ -40,8 +40,9 @@ def test_forward_shapes_and_unit_norm(tiny_model_config):
     images = {"drone": torch.randn(3, 3, 64, 64), "street": torch.randn(2, 3, 64, 128)}
     out = model(images, ["a red tower by a river", "grey blocks"])
     assert out["drone"].shape == (3, 128) and out["street"].shape == (2, 128) and out["text"].shape == (2, 128)
-    for value in out.values():
-        assert torch.allclose(value.norm(dim=-1), torch.ones(value.shape[0]), atol=1e-5)
+    for view in ("drone", "street", "text"):
+        assert torch.allclose(out[view].norm(dim=-1), torch.ones(out[view].shape[0]), atol=1e-5)
+    assert out["logit_scale"].shape == () and out["logit_scale"].item() == pytest.approx(model.logit_scale.item())
 
 
 def test_encode_returns_normalised_numpy(tiny_model_config):
