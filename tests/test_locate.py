@@ -252,3 +252,17 @@ def test_evaluate_fusion_keys_and_ranges(world):
                     "satellite/n": 6.0}
     with pytest.raises(GeoBridgeError, match="unknown view 'aerial'"):
         evaluate_fusion(model, index, places, combos=("drone+aerial",))
+
+
+def test_combinations_with_several_items_of_one_view(world):
+    from geobridge.index.locate import _parse_combo
+
+    assert _parse_combo("drone*2+text") == (("drone", 0), ("drone", 1), ("text", 0))
+    assert _parse_combo("drone+drone") == (("drone", 0), ("drone", 1))
+    with pytest.raises(GeoBridgeError, match="positive count"):
+        _parse_combo("drone*0")
+    model, places = world["model"], world["places"]
+    index = build_index(model, places, views=("satellite",), show_progress_bar=False)
+    metrics = evaluate_fusion(model, index, places, combos=("drone", "text*1", "drone*2"), show_progress_bar=False)
+    assert "text*1/R@1" in metrics and metrics["text*1/n"] == 6.0
+    assert not any(k.startswith("drone*2") for k in metrics)  # one drone photo per place: nothing to fuse

@@ -37,6 +37,7 @@ DEFAULT_RADIUS_KM = 25.0
 DEFAULT_TEMPERATURE = 0.05
 DEFAULT_COMBOS: tuple[str, ...] = (
     "drone", "street", "text", "satellite", "drone+street", "drone+text", "street+text", "drone+street+text",
+    "drone*4",
 )
 
 
@@ -272,8 +273,10 @@ def evaluate_fusion(
 ) -> dict[str, float]:
     """Localisation of held-out ``places`` against ``index`` from single queries and fused combinations.
 
-    Per place, the query of a view is its first image of that view (or its first text). A combination such as
-    ``"drone+street+text"`` is evaluated under each fusion in ``fusions``; a single view under ``score`` only.
+    Per place, the query of a view is its first image of that view (or its first text); ``view*N`` stands for
+    its first N items of that view as N separate queries (``"drone*4"``: four drone photos of one place). A
+    combination such as ``"drone+street+text"`` is evaluated under each fusion in ``fusions``; a single query
+    under ``score`` only.
     Keys: ``<views>/R@1`` (percent of places whose own place_id is the top match), ``<views>/acc@25km``
     (percent of estimates within 25 km), ``<views>/median_km`` and ``<views>/n`` (places evaluated) for single
     views, and ``<views>/<fusion>/...`` for combinations. A place lacking one of a combination's views is left
@@ -283,21 +286,15 @@ def evaluate_fusion(
     for mode in fusions:
         if mode not in FUSIONS:
             raise GeoBridgeError(f"unknown fusion {mode!r}; expected one of {', '.join(FUSIONS)}")
-    parsed: dict[str, tuple[str, ...]] = {}
-    for combo in combos:
-        views = tuple(v.strip() for v in combo.split("+"))
-        for view in views:
-            if view not in VIEWS:
-                raise GeoBridgeError(f"bad combination {combo!r}: unknown view {view!r}; expected views from {VIEWS}")
-        parsed[combo] = views
+    parsed = {combo: _parse_combo(combo) for combo in combos}
     depth = search_depth(index, top_k)
-    hits: dict[str, list[list[dict[str, Any]] | None]] = {}
-    for view in sorted({v for views in parsed.values() for v in views}):
+    hits: dict[tuple[str, int], list[list[dict[str, Any]] | None]] = {}  # (view, n-th item) -> hits per place
+    for view, nth in sorted({q for queries in parsed.values() for q in queries}):
         items, rows = [], []
         for i, place in enumerate(places):
-            item = (place.texts[:1] if view == "text" else tuple(place.images.get(view, ()))[:1])
-            if item:
-                items.append(item[0])
+            entries = place.texts if view == "text" else tuple(place.images.get(view, ()))
+            if nth < len(entries):
+                items.append(entries[nth])
                 rows.append(i)
         per_place: list[list[dict[str, Any]] | None] = [None] * len(places)
         if items:
@@ -305,13 +302,13 @@ def evaluate_fusion(
             result = index.search(vectors, k=depth, exclude_views=(view,) if exclude_same_view else None)
             for q, i in enumerate(rows):
                 per_place[i] = result.metadata(q)
-        hits[view] = per_place
+        hits[(view, nth)] = per_place
     out: dict[str, float] = {}
-    for combo, views in parsed.items():
-        for mode in (("score",) if len(views) == 1 else tuple(fusions)):
+    for combo, queries in parsed.items():
+        for mode in (("score",) if len(queries) == 1 else tuple(fusions)):
             correct, errors = [], []
             for i, place in enumerate(places):
-                lists = [hits[v][i] for v in views]
+                lists = [hits[q][i] for q in queries]
                 if any(h is None for h in lists) or not any(lists):
                     continue
                 located = fuse(lists, fusion=mode, top_k=top_k, radius_km=radius_km, temperature=temperature)
@@ -320,13 +317,27 @@ def evaluate_fusion(
                     errors.append(float(haversine_km(place.lat, place.lon, located.lat, located.lon)))
             if not correct:
                 continue
-            key = combo if len(views) == 1 else f"{combo}/{mode}"
+            key = combo if len(queries) == 1 else f"{combo}/{mode}"
             out[f"{key}/R@1"] = 100.0 * float(np.mean(correct))
             if errors:
                 out[f"{key}/acc@25km"] = 100.0 * float(np.mean(np.asarray(errors) <= 25.0))
                 out[f"{key}/median_km"] = float(np.median(errors))
             out[f"{key}/n"] = float(len(correct))
     return out
+
+
+def _parse_combo(combo: str) -> tuple[tuple[str, int], ...]:
+    """``"drone*2+text"`` -> ``(("drone", 0), ("drone", 1), ("text", 0))``: (view, n-th item of that view)."""
+    queries: list[tuple[str, int]] = []
+    for part in (p.strip() for p in combo.split("+")):
+        view, _, count = part.partition("*")
+        if view not in VIEWS:
+            raise GeoBridgeError(f"bad combination {combo!r}: unknown view {view!r}; expected views from {VIEWS}")
+        if count and (not count.isdigit() or int(count) < 1):
+            raise GeoBridgeError(f"bad combination {combo!r}: {part!r} needs a positive count after '*'")
+        start = sum(1 for v, _ in queries if v == view)
+        queries += [(view, start + k) for k in range(int(count or 1))]
+    return tuple(queries)
 
 
 def _describe(item: Any) -> str:
