@@ -9,7 +9,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 python -m pip install --quiet --upgrade pip
-# torch + torchvision first: these exact builds lie on this machine's disk (see docs/install.md).
+# torch + torchvision first: these exact builds lie on this machine's disk, so pip never fetches another torch.
 python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
 python -m pip install --quiet -e ".[serve,dev]"
 # Headless Chromium + chromedriver for the browser tests (tests/test_browser.py); best effort, never fatal.
