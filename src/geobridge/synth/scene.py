@@ -1014,7 +1014,7 @@ def build_scene(style: CountryStyle, rng: np.random.Generator, *, terrain: str |
     north = style.bbox[0] + style.bbox[1] >= 0
     sun_az = float(rng.uniform(120, 240) if north else rng.uniform(-60, 60) % 360)
     far = base_rgb if terrain != "urban" else 0.5 * pal.pavement + 0.5 * pal.grass
-    palette = {name: float(w) for name, w in zip(pal.roof_names, pal.roof_weights)}
+    palette = {name: float(w) for name, w in zip(pal.roof_names, pal.roof_weights, strict=True)}
     return Scene(
         country=style.code,
         terrain=terrain,

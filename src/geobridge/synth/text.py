@@ -88,10 +88,19 @@ def _count_phrase(n: int, rng: np.random.Generator) -> str:
     if n <= 15:
         return _pick(rng, ["a small cluster of buildings", "about a dozen buildings", "a dozen or so buildings"])
     if n <= 40:
-        return _pick(rng, ["a few dozen buildings", "some thirty buildings", "a neighbourhood of a few dozen buildings"])
+        return _pick(
+            rng, ["a few dozen buildings", "some thirty buildings", "a neighbourhood of a few dozen buildings"]
+        )
     if n <= 80:
         return _pick(rng, ["many buildings", "dozens of buildings", "around sixty buildings"])
-    return _pick(rng, ["a dense mass of buildings", "closely packed buildings, well over eighty", "hundreds of tightly packed buildings"])
+    return _pick(
+        rng,
+        [
+            "a dense mass of buildings",
+            "closely packed buildings, well over eighty",
+            "hundreds of tightly packed buildings",
+        ],
+    )
 
 
 def _height_word(facts: SceneFacts, rng: np.random.Generator) -> str:
@@ -205,7 +214,9 @@ def _water_clause(scene: Scene, rng: np.random.Generator) -> str | None:
     if w.kind == "river":
         course = f"from {compass(w.bearing + 180)} to {compass(w.bearing)}"
         kind = _pick(rng, ["a winding river", "a meandering river", "a river with a bend"]) if w.winding else (
-            _pick(rng, ["a river", "a straight river", "a broad river"] if w.width > 20 else ["a river", "a narrow river"])
+            _pick(
+                rng, ["a river", "a straight river", "a broad river"] if w.width > 20 else ["a river", "a narrow river"]
+            )
         )
         dist = math.hypot(w.x, w.y)
         place = _pick(rng, ["through the centre", "right through the middle"]) if dist < 25 else (
@@ -244,7 +255,9 @@ def _roads_clause(scene: Scene, rng: np.random.Generator) -> str:
     adj = "winding " if r.curvy else ""
     if r.pattern == "crossing":
         return _pick(rng, [f"two {adj}{road}s crossing", f"a crossroads of {adj}{road}s"])
-    return _pick(rng, [f"a single {adj}{road} running {axis_name(r.bearing)}", f"one {adj}{road}, {axis_name(r.bearing)}"])
+    return _pick(
+        rng, [f"a single {adj}{road} running {axis_name(r.bearing)}", f"one {adj}{road}, {axis_name(r.bearing)}"]
+    )
 
 
 def _trees_clause(facts: SceneFacts, rng: np.random.Generator) -> str:
@@ -274,7 +287,9 @@ def _extras_clause(facts: SceneFacts, rng: np.random.Generator) -> str | None:
 def _opener(facts: SceneFacts, rng: np.random.Generator) -> str:
     t = facts.terrain
     if t == "urban":
-        return _pick(rng, ["a dense city district", "an urban neighbourhood", "a city block area", "a busy town centre"])
+        return _pick(
+            rng, ["a dense city district", "an urban neighbourhood", "a city block area", "a busy town centre"]
+        )
     if t == "suburban":
         return _pick(rng, ["a suburban neighbourhood", "a residential suburb", "a quiet residential area"])
     if t == "rural":

@@ -273,7 +273,7 @@ def _write_place(job: tuple[PlaceSpec, WorldConfig, str]) -> dict[str, object]:
     count = 0
     for view in IMAGE_VIEWS:
         imgs = views.images[view]
-        for img, paths in zip(imgs, _image_paths(Path(root), spec, view, len(imgs), config.format)):
+        for img, paths in zip(imgs, _image_paths(Path(root), spec, view, len(imgs), config.format), strict=True):
             _save_png(img, paths[0])
             for extra in paths[1:]:
                 extra.parent.mkdir(parents=True, exist_ok=True)
