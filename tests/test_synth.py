@@ -310,6 +310,8 @@ def test_check_reports_damage_in_a_generated_world(world, tmp_path, capsys):
     missing.unlink()
     truncated = root / "street" / ids[1] / "0.png"
     truncated.write_bytes(truncated.read_bytes()[:100])
+    drones = sorted((root / "drone" / ids[4]).glob("*.png"))
+    drones[-1].unlink()  # one of a place's drone photos
     lines = (root / "places.jsonl").read_text().splitlines()
     rows = [json.loads(line) for line in lines]
     rows[2]["lat"] = 95.5  # not a latitude at all
@@ -329,7 +331,8 @@ def test_check_reports_damage_in_a_generated_world(world, tmp_path, capsys):
     line_for("unreadable-image", str(truncated))
     assert "95.5" in line_for("bad-coordinates", f"{root / 'places.jsonl'}:3")
     assert "outside the bbox" in line_for("bad-coordinates", f"{root / 'places.jsonl'}:4")
-    assert len(out) == 4  # exactly these four problems
+    assert f"{len(drones) - 1} drone images" in line_for("missing-image", str(drones[-1].parent))
+    assert len(out) == 5  # exactly these five problems
 
 
 def test_preview_contact_sheet(world):

@@ -19,7 +19,7 @@ SPLITS = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # e.g. missing-file, bad-json, missing-view, unreadable-image, unknown-id, bad-coordinates
+    kind: str  # e.g. missing-file, bad-json, missing-view, missing-image, unreadable-image, unknown-id, bad-coordinates
     path: str
     message: str
 
@@ -153,6 +153,7 @@ def _check_geoloc(root: Path, report: CheckReport, show_progress_bar: bool | Non
                 report.add("missing-view", texts_path, f"place {pid!r} has no text description")
 
     images: list[Path] = []
+    expected_drone = int(manifest.get("drone_views", 0) or 0)  # optional; written by geobridge synth
     for view in (v for v in IMAGE_VIEWS if v in views):
         folder = root / view
         if not folder.is_dir():
@@ -165,6 +166,11 @@ def _check_geoloc(root: Path, report: CheckReport, show_progress_bar: bool | Non
             files = list_images(folder / pid)
             if not files:
                 report.add("missing-view", folder / pid, f"place {pid!r} has no {view} image")
+            elif view == "drone" and len(files) < expected_drone:
+                report.add(
+                    "missing-image", folder / pid,
+                    f"place {pid!r} has {len(files)} drone images, the manifest says drone_views={expected_drone}",
+                )
             images.extend(files)
     _check_images(images, report, show_progress_bar)
     report.stats.update({"places": len(ids), "images": len(images), "views": views})
