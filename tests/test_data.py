@@ -45,7 +45,8 @@ def make_geoloc(root: Path, n: int = 6, *, drone_views: int = 2, skip_street: tu
             _png(root / "street" / pid / "0.png", size=(64, 32), seed=200 + i)
     (root / "places.jsonl").write_text("".join(json.dumps(p) + "\n" for p in places))
     (root / "texts.jsonl").write_text("".join(json.dumps(t) + "\n" for t in texts))
-    manifest = {"format": "geoloc", "format_version": 1, "name": "fixture", "image_size": 32, "drone_views": drone_views,
+    manifest = {"format": "geoloc", "format_version": 1, "name": "fixture", "image_size": 32,
+                "drone_views": drone_views,
                 "views": ["drone", "satellite", "street", "text"], "holdout_countries": [],
                 "countries": [{"code": "NO", "name": "Norway", "bbox": [58.0, 71.0, 4.0, 31.0]}],
                 "seed": 0, "generator": "test", "appearance": {}}
