@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from geobridge import _atomic as atomic_module
 from geobridge.errors import GeoBridgeError, IndexFormatError
 from geobridge.index import GeoIndex, SearchResult
-from geobridge.index import store as store_module
 
 VIEW_CYCLE = ("drone", "satellite", "street")
 
@@ -152,7 +152,7 @@ def test_durability_interrupted_save_keeps_previous(tmp_path, filled, monkeypatc
     def killed(src, dst):  # the process "dies" after writing the temp file, before the rename
         raise KeyboardInterrupt("killed")
 
-    monkeypatch.setattr(store_module.os, "replace", killed)
+    monkeypatch.setattr(atomic_module.os, "replace", killed)
     with pytest.raises(KeyboardInterrupt):
         index.save(path)
     monkeypatch.undo()

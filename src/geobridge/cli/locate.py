@@ -37,9 +37,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from geobridge._atomic import atomic_write_chunks
     from geobridge.errors import GeoBridgeError
     from geobridge.index import GeoIndex, locate
-    from geobridge.index.store import atomic_write_chunks
     from geobridge.models import GeoBridge
 
     if not args.image and not args.text:

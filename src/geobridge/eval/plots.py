@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from geobridge.eval._io import atomic_write_bytes
+from geobridge._atomic import atomic_write_bytes
 from geobridge.eval.geo import DEFAULT_THRESHOLDS_KM
 from geobridge.eval.retrieval import RetrievalResult
 

@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from geobridge.eval._io import atomic_write_text
+from geobridge._atomic import atomic_write_text
 from geobridge.views import VIEWS
 
 RATE_COLUMNS: tuple[tuple[str, str], ...] = (

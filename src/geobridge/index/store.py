@@ -19,8 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from geobridge._atomic import atomic_write_chunks
 from geobridge.errors import GeoBridgeError, IndexFormatError
 from geobridge.views import VIEWS
 
@@ -504,32 +503,6 @@ def _check_record(record: Mapping[str, Any], row: int) -> dict[str, Any]:
     if out["path"] is not None and not isinstance(out["path"], str):
         raise GeoBridgeError(f"metadata record {row}: path must be a string or None, got {out['path']!r}")
     return out
-
-
-def atomic_write_chunks(path: Path, chunks: Sequence[bytes]) -> None:
-    """Write ``chunks`` to a temporary file beside ``path``, fsync it, then ``os.replace`` it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            for chunk in chunks:
-                fh.write(chunk)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
 
 
 def _faiss_message(exc: BaseException) -> str:

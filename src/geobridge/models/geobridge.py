@@ -14,8 +14,9 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
+from geobridge._atomic import atomic_write_json
 from geobridge.errors import CheckpointError
-from geobridge.models.checkpoint import atomic_write_json, load_tensors, read_json, refuse_pickle, save_tensors
+from geobridge.models.checkpoint import load_tensors, read_json, refuse_pickle, save_tensors
 from geobridge.models.config import GeoBridgeConfig, get_model_config
 from geobridge.models.image_tower import ImageTower
 from geobridge.models.text_tower import TextTower

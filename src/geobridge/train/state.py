@@ -14,8 +14,9 @@ from typing import Any
 
 import torch
 
+from geobridge._atomic import atomic_write_json
 from geobridge.errors import CheckpointError
-from geobridge.models.checkpoint import atomic_write_json, load_tensors, read_json, save_tensors
+from geobridge.models.checkpoint import load_tensors, read_json, save_tensors
 
 LATEST = "latest.json"
 

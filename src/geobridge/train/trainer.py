@@ -16,10 +16,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from geobridge._atomic import atomic_write_bytes
 from geobridge.errors import GeoBridgeError
 from geobridge.losses import GeoBridgeLoss
 from geobridge.models import GeoBridge, get_model_config
-from geobridge.models.checkpoint import atomic_write_bytes
 from geobridge.train.config import TrainConfig, to_yaml
 from geobridge.train.distributed import all_reduce_mean, barrier, cleanup, gather_rows, init_distributed
 from geobridge.train.state import latest_checkpoint, load_train_state, save_checkpoint
