@@ -386,6 +386,7 @@ def test_report_tables_json_and_links(tmp_path):
     metrics["robust/night/drone->satellite/R@1"] = 7.25
     metrics["robust/night/satellite->drone/R@1"] = 3.0
     metrics["extra/nan_value"] = float("nan")
+    metrics["missing/satellite/mean/R@1"] = 4.5
     plot = plot_error_histogram(np.array([1.0, 10.0]), tmp_path / "out" / "plots" / "hist.png")
     report = write_report(
         tmp_path / "out", metrics, title="Test run", plots={"km errors": plot}, sections={"Setup": "model: tiny\n"}
@@ -414,6 +415,7 @@ def test_report_tables_json_and_links(tmp_path):
     assert any(line.startswith("| `drone->satellite` | out-of-domain |") for line in lines)
     assert "## Robustness" in text
     assert "| clean | " + f"{r1:.2f}" in text and "| night | 7.25 | 3.00 |" in text and "| blur | 12.50 | - |" in text
+    assert "## Missing views" in text and "| satellite | 4.50 |" in text
     assert "## Setup\n\nmodel: tiny" in text
     assert "![km errors](plots/hist.png)" in text
     # rewriting replaces both files

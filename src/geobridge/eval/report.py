@@ -4,6 +4,7 @@
 
 * ``<q>-><g>/<metric>`` and ``mean/<metric>`` -> the results table (one row per direction, then the mean);
 * ``in_domain/...`` and ``out_of_domain/...`` -> a cross-domain table (each direction twice);
+* ``missing/<view>/mean/R@1`` -> a missing-view table;
 * ``robust/<condition>/<q>-><g>/<metric>`` -> a robustness table (rows = conditions, columns = directions, cells =
   ``robust_metric``, R@1 by default), with the un-prefixed value as the ``clean`` row when it exists.
 """
@@ -78,6 +79,16 @@ def write_report(
     robust = _robust_table(metrics, robust_metric)
     if robust:
         lines += ["## Robustness", "", f"{robust_metric} per direction under each condition.", "", *robust, ""]
+    missing = _missing_table(metrics)
+    if missing:
+        lines += [
+            "## Missing views",
+            "",
+            "Mean R@1 over the directions that remain when one view is unavailable (e.g. no satellite tile).",
+            "",
+            *missing,
+            "",
+        ]
     for heading, body in (sections or {}).items():
         lines += [f"## {heading}", "", body.rstrip(), ""]
     if plots:
@@ -86,6 +97,17 @@ def write_report(
             rel = Path(os.path.relpath(Path(plot_path).resolve(), out.resolve())).as_posix()
             lines += [f"### {name}", "", f"![{name}]({rel})", ""]
     return atomic_write_text(out / "report.md", "\n".join(lines).rstrip() + "\n")
+
+
+def _missing_table(metrics: Mapping[str, float | str]) -> list[str]:
+    rows = []
+    for view in VIEWS:
+        value = metrics.get(f"missing/{view}/mean/R@1")
+        if isinstance(value, (int, float)):
+            rows.append(f"| {view} | {_fmt('R@1', float(value))} |")
+    if not rows:
+        return []
+    return ["| missing view | mean R@1 of the other directions |", "|---|---:|", *rows]
 
 
 def _json_value(value: object) -> object:
