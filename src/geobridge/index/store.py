@@ -43,18 +43,31 @@ REQUIRED_KEYS: tuple[str, ...] = ("place_id", "lat", "lon", "view", "path")
 @dataclass(frozen=True)
 class SearchResult:
     """The answer of ``GeoIndex.search``: ``scores`` (Q, k) float32 cosine similarities, best first, and ``ids``
-    (Q, k) int64 vector ids; rows with fewer than k hits are padded with id -1 and score -inf."""
+    (Q, k) int64 vector ids; rows with fewer than k hits are padded with id -1 and score -inf.
+
+    Metadata records are built only when asked for (``metadata(q)``, ``records``), so a large batch of searches
+    that only needs ids and scores costs no Python work per hit.
+    """
 
     scores: np.ndarray  # (Q, k) float32
     ids: np.ndarray  # (Q, k) int64
-    records: tuple[tuple[dict[str, Any], ...], ...]  # per query, one metadata record per valid hit
+    lookup: Mapping[int, Mapping[str, Any]]  # vector id -> metadata record, for every hit (a snapshot)
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
 
     def metadata(self, q: int) -> list[dict[str, Any]]:
         """The metadata records of query ``q``'s hits, best first (copies with ``id`` and ``score`` added)."""
-        return [dict(record) for record in self.records[q]]
+        return [
+            {**self.lookup[i], "id": i, "score": s}
+            for i, s in zip(self.ids[q].tolist(), self.scores[q].tolist(), strict=True)
+            if i >= 0
+        ]
+
+    @property
+    def records(self) -> tuple[tuple[dict[str, Any], ...], ...]:
+        """Every query's ``metadata``, as nested tuples."""
+        return tuple(tuple(self.metadata(q)) for q in range(len(self)))
 
 
 class GeoIndex:
@@ -242,7 +255,7 @@ class GeoIndex:
         allowed = self._allowed_ids(view, exclude_views)  # None = every id
         n_allowed = total if allowed is None else len(allowed)
         if n_queries == 0 or total == 0 or n_allowed == 0:
-            return SearchResult(scores, ids, tuple(() for _ in range(n_queries)))
+            return SearchResult(scores, ids, {})
         saved = self._apply_params(nprobe=nprobe, ef_search=ef_search, k_factor=k_factor)
         try:
             fetch = min(total, k if allowed is None else k * math.ceil(total / n_allowed) + k)
@@ -256,18 +269,16 @@ class GeoIndex:
                 fetch = min(total, fetch * 2)
         finally:
             self._apply_params(**saved)
-        records = []
-        for q in range(n_queries):
-            row_ids, row_scores = raw_ids[q][keep[q]][:k], raw_scores[q][keep[q]][:k]
-            ids[q, : len(row_ids)] = row_ids
-            scores[q, : len(row_ids)] = row_scores
-            records.append(
-                tuple(
-                    {**self._records[int(i)], "id": int(i), "score": float(s)}
-                    for i, s in zip(row_ids.tolist(), row_scores.tolist(), strict=True)
-                )
-            )
-        return SearchResult(scores, ids, tuple(records))
+        if allowed is None and fetch == k:  # the common case: faiss's answer is the answer
+            ids = raw_ids.astype(np.int64, copy=False)
+            scores = np.where(keep, raw_scores, -np.inf).astype(np.float32, copy=False)
+        else:
+            for q in range(n_queries):
+                row_ids, row_scores = raw_ids[q][keep[q]][:k], raw_scores[q][keep[q]][:k]
+                ids[q, : len(row_ids)] = row_ids
+                scores[q, : len(row_ids)] = row_scores
+        hits = np.unique(ids[ids >= 0]).tolist()
+        return SearchResult(scores, ids, {i: self._records[i] for i in hits})
 
     def _allowed_ids(self, view: str | Sequence[str] | None, exclude_views: Sequence[str] | None) -> np.ndarray | None:
         if view is None and not exclude_views:

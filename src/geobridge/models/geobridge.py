@@ -111,6 +111,7 @@ class GeoBridge(nn.Module):
         was_training = self.training
         self.eval()
         chunks: list[np.ndarray] = []
+        transform = None if view == "text" else self.transform(view)  # built once, not per image
         try:
             starts = range(0, len(items), batch_size)
             for start in tqdm(starts, desc=f"encode {view}", disable=not show_progress_bar, unit="batch"):
@@ -118,7 +119,7 @@ class GeoBridge(nn.Module):
                 if view == "text":
                     embeddings = self.encode_text([_as_text(t) for t in batch])
                 else:
-                    tensor = torch.stack([self.transform(view)(_as_image(x)) for x in batch]).to(self.device)
+                    tensor = torch.stack([transform(_as_image(x)) for x in batch]).to(self.device)
                     embeddings = self.encode_image(tensor, view=view)
                 chunks.append(embeddings.float().cpu().numpy())
         finally:
