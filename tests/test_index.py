@@ -61,6 +61,29 @@ def test_search_equals_brute_force(filled):
     np.testing.assert_array_equal(single.ids[0], expected[0, :3])
 
 
+def test_batched_exact_path_matches_faiss_and_brute_force(filled, tmp_path, monkeypatch):
+    from geobridge.index import store
+
+    index, gallery, ids, rng = filled
+    queries = rng.standard_normal((40, 16))  # a batch: the torch matmul + topk path
+    monkeypatch.setattr(store, "EXACT_TORCH_BLOCK_FLOATS", 40 * 64)  # 64 gallery rows per block: merging is tested
+    batched = index.search(queries, k=10)
+    scores, expected = brute_force(queries, gallery, ids, 10)
+    np.testing.assert_allclose(batched.scores, scores, atol=1e-5)
+    np.testing.assert_array_equal(batched.ids, expected)
+    monkeypatch.setattr(store, "EXACT_TORCH_MIN_QUERIES", 10**9)  # force faiss for the same batch
+    np.testing.assert_array_equal(index.search(queries, k=10).ids, batched.ids)
+    monkeypatch.undo()
+    index.remove(expected[:, 0])  # storage rows shift; ids must still map right
+    kept = ~np.isin(ids, expected[:, 0])
+    _, after = brute_force(queries, gallery[kept], ids[kept], 10)
+    np.testing.assert_array_equal(index.search(queries, k=10).ids, after)
+    loaded = GeoIndex.load(index.save(tmp_path / "i.gbx"))
+    np.testing.assert_array_equal(loaded.search(queries, k=10).ids, after)
+    wide = loaded.search(queries, k=500)  # k beyond the gallery: padded like faiss
+    assert (wide.ids[:, len(loaded):] == -1).all() and np.isneginf(wide.scores[:, len(loaded):]).all()
+
+
 def test_padding_view_filter_and_exclusion(filled):
     index, gallery, ids, rng = filled
     queries = rng.standard_normal((4, 16))

@@ -38,6 +38,8 @@ MAGIC = b"GEOBRIDGE-INDEX\n"
 MAX_HEADER_BYTES = 4096
 METRICS: tuple[str, ...] = ("ip",)
 REQUIRED_KEYS: tuple[str, ...] = ("place_id", "lat", "lon", "view", "path")
+EXACT_TORCH_MIN_QUERIES = 16  # batches at least this large are searched by torch matmul + topk on Flat indexes
+EXACT_TORCH_BLOCK_FLOATS = 1 << 25  # similarity-block size (Q x rows) of that path: 128 MiB of float32
 
 
 @dataclass(frozen=True)
@@ -256,6 +258,11 @@ class GeoIndex:
         n_allowed = total if allowed is None else len(allowed)
         if n_queries == 0 or total == 0 or n_allowed == 0:
             return SearchResult(scores, ids, {})
+        exact = self._exact_search(x, k) if allowed is None else None
+        if exact is not None:
+            scores, ids = exact
+            hits = np.unique(ids[ids >= 0]).tolist()
+            return SearchResult(scores, ids, {i: self._records[i] for i in hits})
         saved = self._apply_params(nprobe=nprobe, ef_search=ef_search, k_factor=k_factor)
         try:
             fetch = min(total, k if allowed is None else k * math.ceil(total / n_allowed) + k)
@@ -279,6 +286,46 @@ class GeoIndex:
                 scores[q, : len(row_ids)] = row_scores
         hits = np.unique(ids[ids >= 0]).tolist()
         return SearchResult(scores, ids, {i: self._records[i] for i in hits})
+
+    def _exact_search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Exact top-k of a batch against a ``Flat`` index by blocked torch matmul + topk, or None to use faiss.
+
+        On CPUs like the 2-core machines this project is built on, torch's sgemm + topk is about twice as fast as
+        faiss's exact search for batches (benchmarks/results.json, ``search``); a single query or a few are
+        memory-bound scans, where faiss is as fast, so they stay with faiss. Reads faiss's storage without a copy.
+        """
+        base = faiss.downcast_index(self._base)
+        if not isinstance(base, faiss.IndexFlat) or len(x) < EXACT_TORCH_MIN_QUERIES:
+            return None
+        import torch
+
+        n = int(base.ntotal)
+        gallery = torch.from_numpy(faiss.rev_swig_ptr(base.get_xb(), n * self.dim).reshape(n, self.dim))  # (N, D)
+        queries = torch.from_numpy(x)  # (Q, D)
+        k_eff = min(k, n)
+        block = max(k_eff, EXACT_TORCH_BLOCK_FLOATS // max(1, len(x)))  # gallery rows per matmul
+        best_scores, best_rows = [], []
+        with torch.inference_mode():
+            for start in range(0, n, block):
+                sims = queries @ gallery[start : start + block].T  # (Q, B)
+                top = torch.topk(sims, min(k_eff, sims.shape[1]), dim=1)
+                best_scores.append(top.values)
+                best_rows.append(top.indices + start)
+            cand_scores, cand_rows = torch.cat(best_scores, dim=1), torch.cat(best_rows, dim=1)  # (Q, k * blocks)
+            top = torch.topk(cand_scores, k_eff, dim=1)
+            rows = torch.gather(cand_rows, 1, top.indices)  # (Q, k) storage rows
+        storage_ids = self._storage_ids()
+        scores = np.full((len(x), k), -np.inf, dtype=np.float32)
+        ids = np.full((len(x), k), -1, dtype=np.int64)
+        scores[:, :k_eff] = top.values.numpy()
+        ids[:, :k_eff] = storage_ids[rows.numpy()]
+        return scores, ids
+
+    def _storage_ids(self) -> np.ndarray:
+        """(N,) vector id of each storage row (cached until the next add or remove)."""
+        if "#storage" not in self._id_cache:
+            self._id_cache["#storage"] = self.ids
+        return self._id_cache["#storage"]
 
     def _allowed_ids(self, view: str | Sequence[str] | None, exclude_views: Sequence[str] | None) -> np.ndarray | None:
         if view is None and not exclude_views:
