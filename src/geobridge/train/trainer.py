@@ -306,7 +306,7 @@ class Trainer:
                     self.model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
                 self.step += 1
                 bar.update(1)
-                bar.set_postfix(loss=f"{float(total):.3f}", lr=f"{lr:.2e}")
+                bar.set_postfix(loss=f"{float(total.detach()):.3f}", lr=f"{lr:.2e}")
                 if self.step >= self.total_steps:
                     break
             bar.close()
