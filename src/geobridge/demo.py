@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from geobridge._atomic import atomic_write_json
 from geobridge.errors import GeoBridgeError
 
 
@@ -34,7 +35,6 @@ class DemoConfig:
     overrides: tuple[str, ...] = ()  # dot-list overrides of the training recipe
     index_views: tuple[str, ...] = ("satellite",)
     robustness: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def recipe_path(name_or_path: str) -> Path:
@@ -124,7 +124,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None) -> dict[str, Any
         "index": str(index_path),
         "model": str(run_dir / "model"),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(out / "summary.json", summary)
     return summary
 
 
@@ -160,7 +160,7 @@ def _index_and_fusion(
     if fusion_file.is_file():
         return json.loads(fusion_file.read_text())
     fusion = evaluate_fusion(model, index, places)
-    fusion_file.write_text(json.dumps(fusion, indent=2, sort_keys=True) + "\n")
+    atomic_write_json(fusion_file, fusion)  # its presence marks the stage as done, so never half-written
     return fusion
 
 

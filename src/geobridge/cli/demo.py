@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-
-def _codes(value: str) -> tuple[str, ...]:
-    return tuple(code.strip().upper() for code in value.split(",") if code.strip())
+from geobridge.cli.synth import country_codes
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +20,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--test-places", type=int, default=200, help="held-out test places (default 200)")
     parser.add_argument("--image-size", type=int, default=64, help="image side in pixels (default 64)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--holdout", type=_codes, default=("NO", "EG"), help="held-out countries (default NO,EG)")
+    parser.add_argument(
+        "--holdout", type=country_codes, default=("NO", "EG"), help="held-out countries (default NO,EG)"
+    )
     parser.add_argument("--recipe", default="tiny", help="training recipe name or YAML path (default tiny)")
     parser.add_argument("--no-robustness", action="store_true", help="skip the degraded-view evaluation")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="training config overrides")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 
-def _codes(value: str) -> tuple[str, ...]:
+def country_codes(value: str) -> tuple[str, ...]:
+    """Argparse type: "de, fr" -> ("DE", "FR")."""
     return tuple(code.strip().upper() for code in value.split(",") if code.strip())
 
 
@@ -27,8 +28,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--image-size", type=int, default=128, help="side of drone/satellite images (default 128)")
     parser.add_argument("--drone-views", type=int, default=4, help="drone headings per place (default 4)")
     parser.add_argument("--texts-per-place", type=int, default=3, help="descriptions per place (default 3)")
-    parser.add_argument("--countries", type=_codes, default=None, help="country codes to use, e.g. DE,FR (all)")
-    parser.add_argument("--holdout", type=_codes, default=(), help="countries whose places all go to test, e.g. NO,EG")
+    parser.add_argument("--countries", type=country_codes, default=None, help="country codes to use, e.g. DE,FR (all)")
+    parser.add_argument(
+        "--holdout", type=country_codes, default=(), help="countries whose places all go to test, e.g. NO,EG"
+    )
     split = parser.add_mutually_exclusive_group()
     split.add_argument("--test-places", type=int, default=None, help="number of test places (holdout included)")
     split.add_argument("--test-fraction", type=float, default=0.25, help="fraction of test places (default 0.25)")

@@ -48,15 +48,20 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Objects of a JSON-lines file; blank lines are skipped, a bad line is an error naming its number."""
     if not path.is_file():
         raise DataError(f"missing file: {path}")
+    return [row for _, row in parse_jsonl(path.read_text(), source=path)]
+
+
+def parse_jsonl(text: str, *, source: Path | str) -> list[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` of each non-blank line; a bad line is a DataError naming ``source:line``."""
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{number}: invalid JSON: {exc.msg}") from exc
+            raise DataError(f"{source}:{number}: invalid JSON: {exc.msg}") from exc
         if not isinstance(row, dict):
-            raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-        rows.append(row)
+            raise DataError(f"{source}:{number}: expected a JSON object, got {type(row).__name__}")
+        rows.append((number, row))
     return rows

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -146,18 +145,9 @@ def _read_rows(table: Path) -> list[tuple[int, dict[str, Any]]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read {table}: {exc}") from exc
     if table.suffix == ".jsonl":
-        rows = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{table}:{number}: invalid JSON: {exc.msg}") from exc
-            if not isinstance(row, dict):
-                raise DataError(f"{table}:{number}: expected a JSON object")
-            rows.append((number, row))
-        return rows
+        from geobridge.data.io import parse_jsonl  # runtime import: geobridge.data loads torch
+
+        return parse_jsonl(text, source=table)
     reader = csv.DictReader(text.splitlines())
     fields = [f.strip() for f in reader.fieldnames or []]
     if not {"path", "lat", "lon"} <= set(fields):

@@ -260,9 +260,7 @@ class GeoIndex:
             return SearchResult(scores, ids, {})
         exact = self._exact_search(x, k) if allowed is None else None
         if exact is not None:
-            scores, ids = exact
-            hits = np.unique(ids[ids >= 0]).tolist()
-            return SearchResult(scores, ids, {i: self._records[i] for i in hits})
+            return self._result(*exact)
         saved = self._apply_params(nprobe=nprobe, ef_search=ef_search, k_factor=k_factor)
         try:
             fetch = min(total, k if allowed is None else k * math.ceil(total / n_allowed) + k)
@@ -284,6 +282,10 @@ class GeoIndex:
                 row_ids, row_scores = raw_ids[q][keep[q]][:k], raw_scores[q][keep[q]][:k]
                 ids[q, : len(row_ids)] = row_ids
                 scores[q, : len(row_ids)] = row_scores
+        return self._result(scores, ids)
+
+    def _result(self, scores: np.ndarray, ids: np.ndarray) -> SearchResult:
+        """Wrap (Q, k) scores and ids with a snapshot of the hits' metadata records."""
         hits = np.unique(ids[ids >= 0]).tolist()
         return SearchResult(scores, ids, {i: self._records[i] for i in hits})
 
@@ -294,7 +296,7 @@ class GeoIndex:
         faiss's exact search for batches (benchmarks/results.json, ``search``); a single query or a few are
         memory-bound scans, where faiss is as fast, so they stay with faiss. Reads faiss's storage without a copy.
         """
-        base = faiss.downcast_index(self._base)
+        base = self._base  # already downcast (constructor, load and rebuild)
         if not isinstance(base, faiss.IndexFlat) or len(x) < EXACT_TORCH_MIN_QUERIES:
             return None
         import torch
