@@ -76,6 +76,13 @@ def test_geobridge_loss_terms_and_ablation():
     weighted = GeoBridgeLoss(anchor_weight=0.5, bridge_weight=2.0, label_smoothing=0.0)(emb, labels, logit_scale=scale)
     assert weighted["street_text_loss"].item() == pytest.approx(0.5 * full["street_text_loss"].item())
     assert weighted["bridge_loss"].item() == pytest.approx(2.0 * full["bridge_loss"].item())
+    per_pair = GeoBridgeLoss(pair_weight=2.0, pair_weights={"drone_street": 0.3}, label_smoothing=0.0)(
+        emb, labels, logit_scale=scale
+    )
+    assert per_pair["drone_street_loss"].item() == pytest.approx(0.3 * full["drone_street_loss"].item())
+    assert per_pair["satellite_street_loss"].item() == pytest.approx(2.0 * full["satellite_street_loss"].item())
+    with pytest.raises(ValueError, match="street_drone"):
+        GeoBridgeLoss(pair_weights={"street_drone": 1.0})
 
 
 def test_bridge_loss_is_symmetric_kl_of_anchor_distributions():

@@ -56,6 +56,26 @@ def test_encode_returns_normalised_numpy(tiny_model_config):
         model.encode(["x"], view="aerial")
 
 
+def test_test_time_augment_makes_embeddings_invariant(tiny_model_config):
+    tiny_model_config.image.test_time_augment = ["drone", "satellite", "street"]
+    torch.manual_seed(0)
+    model = GeoBridge(tiny_model_config).eval()
+    tile = _images(1, 64, 64, seed=3)[0]
+    rotated = [np.rot90(tile, k).copy() for k in range(4)] + [tile[:, ::-1].copy(), np.rot90(tile[::-1], 1).copy()]
+    emb = model.encode([tile, *rotated], view="satellite")
+    np.testing.assert_allclose(emb[1:], np.repeat(emb[:1], len(rotated), axis=0), atol=1e-5)
+    plain = model.encode([tile, *rotated], view="satellite", test_time_augment=False)
+    assert np.abs(plain[1:] - plain[:1]).max() > 1e-3  # without it, a rotated tile embeds differently
+    pano = _images(1, 64, 128, seed=4)[0]
+    turned = [np.roll(pano, 32, axis=1), np.roll(pano[:, ::-1], 96, axis=1).copy()]
+    emb = model.encode([pano, *turned], view="street")
+    np.testing.assert_allclose(emb[1:], np.repeat(emb[:1], 2, axis=0), atol=1e-5)
+    photo = _images(1, 64, 64, seed=5)[0]
+    emb = model.encode([photo, photo[:, ::-1].copy()], view="drone")
+    np.testing.assert_allclose(emb[1], emb[0], atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+
+
 def test_save_load_round_trip_is_exact(tmp_path, tiny_model_config):
     torch.manual_seed(1)
     model = GeoBridge(tiny_model_config)

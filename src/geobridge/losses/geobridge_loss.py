@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +25,8 @@ class GeoBridgeLoss(nn.Module):
 
     * ``{a}_{b}_loss`` for every pair of image views present (drone-satellite, drone-street,
       satellite-street), weight ``pair_weight``: symmetric InfoNCE, CE(s * cos(a_i, b_.), i) averaged over
-      both directions. This alone is the Sample4Geo-style baseline (``use_anchors=False``).
+      both directions. This alone is the Sample4Geo-style baseline (``use_anchors=False``). ``pair_weights``
+      overrides the weight of named pairs, e.g. ``{"drone_street": 0.3}``.
     * ``{v}_text_loss`` for every image view v, weight ``anchor_weight``: symmetric InfoNCE between the view
       and the place's text description (the semantic anchor). This is the cross-modal consistency term that
       aligns text and visual features and makes language a query.
@@ -47,6 +49,7 @@ class GeoBridgeLoss(nn.Module):
         *,
         use_anchors: bool = True,
         pair_weight: float = 1.0,
+        pair_weights: Mapping[str, float] | None = None,
         anchor_weight: float = 1.0,
         bridge_weight: float = 1.0,
         label_smoothing: float = 0.1,
@@ -54,6 +57,11 @@ class GeoBridgeLoss(nn.Module):
         super().__init__()
         self.use_anchors = use_anchors
         self.pair_weight = pair_weight
+        pairs = {f"{a}_{b}" for a, b in itertools.combinations(IMAGE_VIEWS, 2)}
+        unknown = sorted(set(pair_weights or {}) - pairs)
+        if unknown:
+            raise ValueError(f"unknown view pairs {unknown} in pair_weights; expected some of {sorted(pairs)}")
+        self.pair_weights = {pair: float((pair_weights or {}).get(pair, pair_weight)) for pair in pairs}
         self.anchor_weight = anchor_weight
         self.bridge_weight = bridge_weight
         self.label_smoothing = label_smoothing
@@ -68,7 +76,7 @@ class GeoBridgeLoss(nn.Module):
         image_views = [v for v in IMAGE_VIEWS if v in emb and emb[v].shape[0] > 0]
         losses: dict[str, torch.Tensor] = {}
         for a, b in itertools.combinations(image_views, 2):
-            losses[f"{a}_{b}_loss"] = self.pair_weight * symmetric_info_nce(
+            losses[f"{a}_{b}_loss"] = self.pair_weights[f"{a}_{b}"] * symmetric_info_nce(
                 emb[a], emb[b], labels[a], labels[b], logit_scale=logit_scale, label_smoothing=self.label_smoothing
             )
         has_text = "text" in emb and emb["text"].shape[0] > 0

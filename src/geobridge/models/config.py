@@ -30,6 +30,9 @@ class ImageTowerConfig:
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     adapter: str = "residual"  # "residual" (per-view residual MLP) or "none"
     view_embedding: bool = True  # a learned per-view vector added to the pooled features
+    # image views whose embeddings average over the view's symmetries at inference (models/symmetries.py);
+    # only for views trained with those augmentations (not satellite/street on north-aligned data such as CVUSA)
+    test_time_augment: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -69,6 +72,9 @@ class GeoBridgeConfig:
         missing = [v for v in IMAGE_VIEWS if v not in self.image.input_size]
         if missing:
             raise ValueError(f"image.input_size lacks views {missing}; it needs one (H, W) for each of {IMAGE_VIEWS}")
+        unknown_tta = sorted(set(self.image.test_time_augment) - set(IMAGE_VIEWS))
+        if unknown_tta:
+            raise ValueError(f"image.test_time_augment has unknown views {unknown_tta}; expected some of {IMAGE_VIEWS}")
         if self.image.adapter not in ("residual", "none"):
             raise ValueError(f"image.adapter must be 'residual' or 'none', got {self.image.adapter!r}")
         if self.text.kind not in ("minilm", "hashing"):

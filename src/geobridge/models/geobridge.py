@@ -19,6 +19,7 @@ from geobridge.errors import CheckpointError
 from geobridge.models.checkpoint import load_tensors, read_json, refuse_pickle, save_tensors
 from geobridge.models.config import GeoBridgeConfig, get_model_config
 from geobridge.models.image_tower import ImageTower
+from geobridge.models.symmetries import view_symmetries
 from geobridge.models.text_tower import TextTower
 from geobridge.views import IMAGE_VIEWS, check_view
 
@@ -60,9 +61,20 @@ class GeoBridge(nn.Module):
     def device(self) -> torch.device:
         return self.logit_scale.device
 
-    def encode_image(self, images: torch.Tensor, *, view: str) -> torch.Tensor:
-        """(B, 3, H, W) normalised image tensors of one view -> (B, D) unit vectors."""
-        return F.normalize(self.image(images, view=view), dim=-1)
+    def encode_image(self, images: torch.Tensor, *, view: str, test_time_augment: bool = False) -> torch.Tensor:
+        """(B, 3, H, W) normalised image tensors of one view -> (B, D) unit vectors.
+
+        ``test_time_augment=True`` averages the unit embeddings of the view's symmetric copies (rotations and
+        mirrors of a tile, mirrors of a drone photo, headings of a panorama; ``models/symmetries.py``) and
+        renormalises, which makes the embedding exactly invariant to them.
+        """
+        if not test_time_augment:
+            return F.normalize(self.image(images, view=view), dim=-1)
+        batch, _, height, width = images.shape
+        group = view_symmetries(view, height=height, width=width)
+        copies = torch.cat([g(images) for g in group])  # (G * B, 3, H, W)
+        emb = F.normalize(self.image(copies, view=view), dim=-1)  # (G * B, D)
+        return F.normalize(emb.view(len(group), batch, -1).mean(dim=0), dim=-1)  # (B, D)
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """N strings -> (N, D) unit vectors."""
@@ -103,8 +115,13 @@ class GeoBridge(nn.Module):
         view: str,
         batch_size: int = 64,
         show_progress_bar: bool | None = None,
+        test_time_augment: bool = True,
     ) -> np.ndarray:
-        """Embed images of one view, or texts (``view="text"``), into an (N, D) float32 array of unit vectors."""
+        """Embed images of one view, or texts (``view="text"``), into an (N, D) float32 array of unit vectors.
+
+        Images of a view listed in the config's ``image.test_time_augment`` are embedded with test-time
+        augmentation (see ``encode_image``) unless ``test_time_augment=False``.
+        """
         check_view(view)
         if show_progress_bar is None:
             show_progress_bar = logger.getEffectiveLevel() <= logging.INFO and len(items) > batch_size
@@ -112,6 +129,7 @@ class GeoBridge(nn.Module):
         self.eval()
         chunks: list[np.ndarray] = []
         transform = None if view == "text" else self.transform(view)  # built once, not per image
+        tta = test_time_augment and view in self.config.image.test_time_augment
         try:
             starts = range(0, len(items), batch_size)
             for start in tqdm(starts, desc=f"encode {view}", disable=not show_progress_bar, unit="batch"):
@@ -120,7 +138,7 @@ class GeoBridge(nn.Module):
                     embeddings = self.encode_text([_as_text(t) for t in batch])
                 else:
                     tensor = torch.stack([transform(_as_image(x)) for x in batch]).to(self.device)
-                    embeddings = self.encode_image(tensor, view=view)
+                    embeddings = self.encode_image(tensor, view=view, test_time_augment=tta)
                 chunks.append(embeddings.float().cpu().numpy())
         finally:
             self.train(was_training)

@@ -36,6 +36,7 @@ class DataSection:
 class LossSection:
     use_anchors: bool = True
     pair_weight: float = 1.0
+    pair_weights: dict[str, float] = field(default_factory=dict)  # per image-view pair, e.g. drone_street: 0.3
     anchor_weight: float = 1.0
     bridge_weight: float = 1.0
     label_smoothing: float = 0.1

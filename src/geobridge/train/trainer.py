@@ -79,6 +79,7 @@ class Trainer:
         self.loss_fn = GeoBridgeLoss(
             use_anchors=config.loss.use_anchors,
             pair_weight=config.loss.pair_weight,
+            pair_weights=dict(config.loss.pair_weights),
             anchor_weight=config.loss.anchor_weight,
             bridge_weight=config.loss.bridge_weight,
             label_smoothing=config.loss.label_smoothing,
@@ -315,7 +316,7 @@ class Trainer:
                 "epoch": epoch,
                 "step": self.step,
                 "lr": lr,
-                "logit_scale": float(self.model.logit_scale.exp()),
+                "logit_scale": float(self.model.logit_scale.detach().exp()),
                 "elapsed_s": round(time.time() - started, 2),
                 **last,
             }
