@@ -45,6 +45,21 @@ def test_config_layers_and_errors(tmp_path):
         load_config(None, ["sampler.strategy=nearest"])
     with pytest.raises(GeoBridgeError, match="not found"):
         load_config(tmp_path / "missing.yaml")
+    with pytest.raises(GeoBridgeError, match="street_drone"):
+        load_config(None, ["loss.pair_weights.street_drone=0.5"])
+
+
+@pytest.mark.parametrize("name", ["tiny", "geoloc-pretrain", "university1652-finetune"])
+def test_shipped_recipes_load(name):
+    from geobridge.losses import GeoBridgeLoss
+    from geobridge.models import get_model_config
+
+    config = load_config(Path(__file__).parents[1] / "configs" / f"{name}.yaml")
+    assert get_model_config(config.model.name).embed_dim > 0
+    loss = GeoBridgeLoss(pair_weight=config.loss.pair_weight, pair_weights=config.loss.pair_weights)
+    assert set(loss.pair_weights) == {"drone_satellite", "drone_street", "satellite_street"}
+    if name == "tiny":
+        assert config.model.name == "gb-small" and loss.pair_weights["drone_street"] == 0.3
 
 
 def test_lr_schedule_warmup_and_cosine():

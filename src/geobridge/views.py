@@ -4,6 +4,7 @@ from __future__ import annotations
 
 VIEWS: tuple[str, ...] = ("drone", "satellite", "street", "text")
 IMAGE_VIEWS: tuple[str, ...] = ("drone", "satellite", "street")
+IMAGE_VIEW_PAIRS: tuple[str, ...] = ("drone_satellite", "drone_street", "satellite_street")  # loss term names
 
 
 def check_view(view: str, *, allowed: tuple[str, ...] = VIEWS) -> str:
