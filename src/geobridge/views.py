@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable
+
 VIEWS: tuple[str, ...] = ("drone", "satellite", "street", "text")
 IMAGE_VIEWS: tuple[str, ...] = ("drone", "satellite", "street")
-IMAGE_VIEW_PAIRS: tuple[str, ...] = ("drone_satellite", "drone_street", "satellite_street")  # loss term names
+# "drone_satellite", "drone_street", "satellite_street": the names of the pairwise loss terms
+IMAGE_VIEW_PAIRS: tuple[str, ...] = tuple(f"{a}_{b}" for a, b in itertools.combinations(IMAGE_VIEWS, 2))
 
 
 def check_view(view: str, *, allowed: tuple[str, ...] = VIEWS) -> str:
@@ -12,6 +16,13 @@ def check_view(view: str, *, allowed: tuple[str, ...] = VIEWS) -> str:
     if view not in allowed:
         raise ValueError(f"unknown view {view!r}; expected one of {', '.join(allowed)}")
     return view
+
+
+def check_view_pairs(pairs: Iterable[str]) -> None:
+    """Raise a ValueError naming every entry of ``pairs`` that is not one of ``IMAGE_VIEW_PAIRS``."""
+    unknown = sorted(set(pairs) - set(IMAGE_VIEW_PAIRS))
+    if unknown:
+        raise ValueError(f"unknown view pairs {unknown}; expected some of {IMAGE_VIEW_PAIRS}")
 
 
 def direction_key(query_view: str, gallery_view: str) -> str:

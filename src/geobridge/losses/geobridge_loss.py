@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from geobridge.losses.contrastive import match_labels, symmetric_info_nce
-from geobridge.views import IMAGE_VIEW_PAIRS, IMAGE_VIEWS
+from geobridge.views import IMAGE_VIEW_PAIRS, IMAGE_VIEWS, check_view_pairs
 
 
 class GeoBridgeLoss(nn.Module):
@@ -56,11 +56,9 @@ class GeoBridgeLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.use_anchors = use_anchors
-        self.pair_weight = pair_weight
-        unknown = sorted(set(pair_weights or {}) - set(IMAGE_VIEW_PAIRS))
-        if unknown:
-            raise ValueError(f"unknown view pairs {unknown} in pair_weights; expected some of {IMAGE_VIEW_PAIRS}")
-        self.pair_weights = {pair: float((pair_weights or {}).get(pair, pair_weight)) for pair in IMAGE_VIEW_PAIRS}
+        overrides = dict(pair_weights or {})
+        check_view_pairs(overrides)
+        self.pair_weights = {pair: float(overrides.get(pair, pair_weight)) for pair in IMAGE_VIEW_PAIRS}
         self.anchor_weight = anchor_weight
         self.bridge_weight = bridge_weight
         self.label_smoothing = label_smoothing

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from geobridge.errors import GeoBridgeError
-from geobridge.views import IMAGE_VIEW_PAIRS
+from geobridge.views import check_view_pairs
 
 
 @dataclass
@@ -119,10 +119,9 @@ def _validate(config: TrainConfig) -> None:
         raise GeoBridgeError("optim.batch_size must be at least 2 for a contrastive loss")
     if not 0.0 <= config.train.view_dropout < 1.0:
         raise GeoBridgeError(f"train.view_dropout must be in [0, 1), got {config.train.view_dropout}")
-    unknown_pairs = sorted(set(config.loss.pair_weights) - set(IMAGE_VIEW_PAIRS))
-    if unknown_pairs:
-        raise GeoBridgeError(
-            f"loss.pair_weights has unknown pairs {unknown_pairs}; expected some of {IMAGE_VIEW_PAIRS}"
-        )
+    try:
+        check_view_pairs(config.loss.pair_weights)
+    except ValueError as exc:
+        raise GeoBridgeError(f"loss.pair_weights: {exc}") from exc
     if config.data.format not in ("geoloc", "university1652"):
         raise GeoBridgeError(f"data.format must be geoloc or university1652, got {config.data.format!r}")
