@@ -5,7 +5,8 @@
     DIR/world/    the generated GeoLoc-format dataset (and preview.png, a contact sheet)
     DIR/run/      the training run (config.yaml, metrics.jsonl, checkpoints, model/)
     DIR/report/   metrics.json, report.md and the plots
-    DIR/index.gbx a GeoIndex over the test places' reference images (``geobridge locate --index``)
+    DIR/index.gbx a GeoIndex over the test places' reference images, with fusion weights fitted on them
+                  (``geobridge locate --index``)
     DIR/fusion.json  single-query vs fused localisation on the test places
 
 A stage whose output already exists is reused, so an interrupted demo continues where it stopped.
@@ -147,7 +148,7 @@ def _index_and_fusion(
     """Build (or reuse) an index of the test places and measure single-query vs fused localisation."""
     _stage("3/4 building the localisation index and measuring query fusion")
     from geobridge.data import load_places
-    from geobridge.index import GeoIndex, build_index, evaluate_fusion, model_info_of
+    from geobridge.index import GeoIndex, build_index, calibrate_index, evaluate_fusion, model_info_of
 
     places = load_places(world, split="test")
     if index_path.is_file():
@@ -155,6 +156,10 @@ def _index_and_fusion(
     else:
         info = model_info_of(model, checkpoint=checkpoint)
         index = build_index(model, places, views=views, show_progress_bar=True, model_info=info)
+    if index.fusion_weights is None:
+        # weights for the served index ('geobridge locate/serve' fuse with them by default); the fusion table
+        # below never scores a place with weights fitted on it (evaluate_fusion cross-fits them)
+        index.fusion_weights = calibrate_index(model, index, places, show_progress_bar=False)
         index.save(index_path)
     fusion_file = index_path.parent / "fusion.json"
     if fusion_file.is_file():
@@ -176,4 +181,9 @@ def _fusion_table(fusion: dict[str, float]) -> str:
     for row in rows:
         km = fusion.get(f"{row}/median_km")
         lines.append(f"| {row} | {fusion[row + '/R@1']:.1f} | {'' if km is None else f'{km:.1f}'} |")
+    weights = {k.rsplit("/w_", 1)[1]: v for k, v in fusion.items() if k.startswith("drone+street+text/weighted/w_")}
+    if weights:
+        fitted = ", ".join(f"{view} {weight:.1f}" for view, weight in sorted(weights.items()))
+        lines += ["", f"`weighted`: one weight per query view, fitted on the other half of the places (2-fold "
+                      f"cross-fit), so no place is scored with weights fitted on it. drone+street+text: {fitted}."]
     return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""``geobridge index``: build a geo-localisation index from a checkpoint and reference images, or show one."""
+"""``geobridge index``: build a geo-localisation index from a checkpoint and reference images, calibrate its
+fusion weights, or show one."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ IMAGES_HELP = (
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("index", help="build or inspect a geo-localisation index (faiss)")
+    parser = subparsers.add_parser("index", help="build, calibrate or inspect a geo-localisation index (faiss)")
     commands = parser.add_subparsers(dest="index_command", metavar="ACTION")
 
     build = commands.add_parser(
@@ -37,6 +38,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--device", default="cpu", help="torch device for the model")
     build.add_argument("--no-progress", action="store_true", help="hide progress bars")
     build.set_defaults(func=run_build)
+
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="fit the index's fusion weights (fusion=weighted) on labelled query places",
+        description="Embed one query of each view per labelled place, search it in the index and fit one weight "
+        "per query view that makes the fused ranking put the true place first (multinomial logistic regression). "
+        "The weights are written into the index file (atomically). The places must be in the index; use places "
+        "you will not evaluate on.",
+    )
+    calibrate.add_argument("index", help="index file to calibrate (rewritten in place)")
+    calibrate.add_argument("--checkpoint", default=None,
+                           help="model folder or run folder (default: the checkpoint recorded in the index)")
+    calibrate.add_argument("--data", required=True, help="a GeoLoc-format dataset root with the calibration places")
+    calibrate.add_argument("--split", default="test", help="dataset split of the calibration places ('all' for every)")
+    calibrate.add_argument("--format", default="geoloc", choices=("geoloc", "university1652"), help="layout of --data")
+    calibrate.add_argument("--views", default="drone,street,text",
+                           help="comma-separated query views to weigh (default drone,street,text)")
+    calibrate.add_argument("--batch-size", type=int, default=64)
+    calibrate.add_argument("--device", default="cpu", help="torch device for the model")
+    calibrate.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    calibrate.set_defaults(func=run_calibrate)
 
     info = commands.add_parser("info", help="print an index's summary as JSON")
     info.add_argument("index", help="index file")
@@ -87,6 +109,29 @@ def run_build(args: argparse.Namespace) -> int:
     summary = index.info()
     print(json.dumps({"out": str(args.out), "count": summary["count"], "places": summary["places"],
                       "views": summary["views"], "factory": summary["factory"]}))
+    return 0
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from geobridge.data import load_places
+    from geobridge.errors import GeoBridgeError
+    from geobridge.index import GeoIndex, calibrate_index
+    from geobridge.models import GeoBridge
+
+    views = tuple(v.strip() for v in args.views.split(",") if v.strip())
+    index = GeoIndex.load(args.index)
+    checkpoint = args.checkpoint or index.model_info.get("checkpoint")
+    if not checkpoint:
+        raise GeoBridgeError(f"{args.index} records no checkpoint; pass --checkpoint")
+    try:
+        places = load_places(args.data, fmt=args.format, split=None if args.split == "all" else args.split)
+    except ValueError as exc:
+        raise GeoBridgeError(str(exc)) from exc
+    model = GeoBridge.from_pretrained(checkpoint, device=args.device)
+    index.fusion_weights = calibrate_index(model, index, places, views=views, batch_size=args.batch_size,
+                                           show_progress_bar=not args.no_progress)
+    index.save(args.index)
+    print(json.dumps({"index": str(args.index), "fusion_weights": index.fusion_weights}))
     return 0
 
 

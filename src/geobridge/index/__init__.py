@@ -2,10 +2,11 @@
 
 ``import geobridge`` does not import this package; importing ``geobridge.index`` loads faiss.
 
->>> from geobridge.index import GeoIndex, build_index, locate  # doctest: +SKIP
+>>> from geobridge.index import GeoIndex, build_index, calibrate_index, locate  # doctest: +SKIP
 >>> index = build_index(model, places, views=("satellite",))  # doctest: +SKIP
 >>> index.save("runs/sat.gbx")  # doctest: +SKIP
 >>> index = GeoIndex.load("runs/sat.gbx")  # doctest: +SKIP
+>>> index.fusion_weights = calibrate_index(model, index, calibration_places)  # doctest: +SKIP
 >>> result = locate(model, index, images=[("drone", "q.png")], texts=["a church"])  # doctest: +SKIP
 >>> result.lat, result.lon, result.matches[0].place_id  # doctest: +SKIP
 """
@@ -13,9 +14,11 @@
 from __future__ import annotations
 
 from geobridge.index.build import build_index, model_info_of, read_image_table
+from geobridge.index.calibrate import CALIBRATION_VIEWS, calibrate_index, fit_view_weights, place_scores
 from geobridge.index.locate import (
     DEFAULT_COMBOS,
     FUSIONS,
+    LOCATE_FUSIONS,
     LocateResult,
     Match,
     evaluate_fusion,
@@ -26,18 +29,23 @@ from geobridge.index.locate import (
 from geobridge.index.store import FORMAT_VERSION, GeoIndex, SearchResult
 
 __all__ = [
+    "CALIBRATION_VIEWS",
     "DEFAULT_COMBOS",
     "FORMAT_VERSION",
     "FUSIONS",
     "GeoIndex",
+    "LOCATE_FUSIONS",
     "LocateResult",
     "Match",
     "SearchResult",
     "build_index",
+    "calibrate_index",
     "evaluate_fusion",
+    "fit_view_weights",
     "fuse",
     "locate",
     "model_info_of",
+    "place_scores",
     "read_image_table",
     "search_depth",
 ]

@@ -14,6 +14,12 @@ views (cross-view localisation). ``fuse`` then aggregates the per-query hits per
   the estimate is the ``w``-weighted spherical centroid of the places within ``radius_km`` of it, and the
   confidence is its ``C``.
 
+* ``weighted``: a place's score is the logit ``sum_q w_{view(q)} * s_{q,p}`` (floors as in ``score``), with one
+  weight per query view fitted on labelled queries (``geobridge.index.calibrate``, stored with the index as
+  ``GeoIndex.fusion_weights``). A view carrying no signal gets a weight near 0. The estimate is the top place;
+  the confidence is its softmax probability ``1 / sum_p exp(logit_p - logit_top)`` (the weights carry the scale).
+
+``locate`` defaults to ``fusion="auto"``: ``weighted`` when the index holds fusion weights, else ``score``.
 One query goes through the same code path as many.
 """
 
@@ -32,12 +38,14 @@ from geobridge.eval.geo import haversine_km
 from geobridge.index.store import GeoIndex
 from geobridge.views import IMAGE_VIEWS, VIEWS
 
-FUSIONS: tuple[str, ...] = ("score", "consensus", "max")
+FUSIONS: tuple[str, ...] = ("score", "consensus", "max", "weighted")
+LOCATE_FUSIONS: tuple[str, ...] = ("auto", *FUSIONS)
 DEFAULT_RADIUS_KM = 25.0
 DEFAULT_TEMPERATURE = 0.05
+DEFAULT_CANDIDATES = 100  # places fetched per query for fusion
 DEFAULT_COMBOS: tuple[str, ...] = (
     "drone", "street", "text", "satellite", "drone+street", "drone+text", "street+text", "drone+street+text",
-    "drone*4",
+    "drone*4", "drone*4+street+text",
 )
 
 
@@ -111,12 +119,15 @@ def fuse(
     top_k: int = 10,
     radius_km: float = DEFAULT_RADIUS_KM,
     temperature: float = DEFAULT_TEMPERATURE,
+    query_views: Sequence[str] | None = None,
+    view_weights: Mapping[str, float] | None = None,
 ) -> LocateResult:
     """Aggregate per-query hits into ranked places and one location estimate (see the module docstring).
 
     ``per_query[q]`` is query q's hits, each a mapping with ``place_id``, ``lat``, ``lon`` and ``score`` (and
     optionally ``view``, ``path``, ``country``), as returned by ``SearchResult.metadata(q)``. Queries with no
-    hits are ignored. Returns a ``LocateResult`` with empty ``queries``.
+    hits are ignored. ``weighted`` fusion also needs ``query_views`` (the view of each query) and
+    ``view_weights`` (a weight for each of those views). Returns a ``LocateResult`` with empty ``queries``.
     """
     if fusion not in FUSIONS:
         raise GeoBridgeError(f"unknown fusion {fusion!r}; expected one of {', '.join(FUSIONS)}")
@@ -124,6 +135,7 @@ def fuse(
         raise GeoBridgeError(f"top_k must be >= 1, got {top_k}")
     if temperature <= 0 or radius_km < 0:
         raise GeoBridgeError(f"temperature must be > 0 and radius_km >= 0, got {temperature} and {radius_km}")
+    weights = _query_weights(per_query, fusion=fusion, query_views=query_views, view_weights=view_weights)
     active = [list(hits) for hits in per_query if len(hits)]
     if not active:
         raise GeoBridgeError("no gallery item matched any query (is the index empty, or are all its views excluded?)")
@@ -144,7 +156,8 @@ def fuse(
         for hit in hits:
             j = column[str(hit["place_id"])]
             best[q, j] = np.fmax(best[q, j], float(hit["score"]))
-    mean_scores = np.where(np.isnan(best), floors[:, None], best).mean(axis=0)  # (P,)
+    filled = np.where(np.isnan(best), floors[:, None], best)  # (Q, P)
+    mean_scores = filled.mean(axis=0)  # (P,)
     lat = np.array([places[p]["lat"] for p in pids])
     lon = np.array([places[p]["lon"] for p in pids])
     if fusion == "consensus":
@@ -156,11 +169,15 @@ def fuse(
         est_lat, est_lon = _spherical_centroid(lat[near[top]], lon[near[top]], weights[near[top]])
         confidence = float(ranking[top])
     else:
-        ranking = mean_scores if fusion == "score" else np.nanmax(best, axis=0)
+        if fusion == "weighted":
+            ranking = weights @ filled  # (P,) logits
+        else:
+            ranking = mean_scores if fusion == "score" else np.nanmax(best, axis=0)
         order = sorted(range(len(pids)), key=lambda j: (-ranking[j], pids[j]))
         top = order[0]
         est_lat, est_lon = float(lat[top]), float(lon[top])
-        confidence = float(1.0 / np.exp((ranking - ranking[top]) / temperature).sum())
+        scale = 1.0 if fusion == "weighted" else temperature
+        confidence = float(1.0 / np.exp((ranking - ranking[top]) / scale).sum())
     distances = haversine_km(est_lat, est_lon, lat, lon)  # (P,)
     matches = [
         Match(rank=rank, place_id=pids[j], lat=float(lat[j]), lon=float(lon[j]), view=places[pids[j]]["view"],
@@ -170,6 +187,29 @@ def fuse(
     ]
     return LocateResult(lat=est_lat, lon=est_lon, confidence=min(1.0, max(0.0, confidence)), matches=matches,
                         fusion=fusion)
+
+
+def _query_weights(
+    per_query: Sequence[Sequence[Any]],
+    *,
+    fusion: str,
+    query_views: Sequence[str] | None,
+    view_weights: Mapping[str, float] | None,
+) -> np.ndarray:
+    """(Q',) weight of each query that has hits (``weighted`` fusion); an empty array for other fusions."""
+    if fusion != "weighted":
+        return np.zeros(0)
+    if query_views is None or view_weights is None:
+        raise GeoBridgeError("weighted fusion needs query_views and view_weights (fit them with calibrate_index)")
+    if len(query_views) != len(per_query):
+        raise GeoBridgeError(f"got {len(query_views)} query_views for {len(per_query)} queries")
+    missing = sorted({v for v in query_views if v not in view_weights})
+    if missing:
+        raise GeoBridgeError(
+            f"no fusion weight for query view(s) {missing}; the weights cover {sorted(view_weights)} "
+            "(calibrate with those views, or use another fusion)"
+        )
+    return np.array([float(view_weights[v]) for v, hits in zip(query_views, per_query, strict=True) if len(hits)])
 
 
 def _spherical_centroid(lat: np.ndarray, lon: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
@@ -202,10 +242,11 @@ def locate(
     images: Sequence[tuple[str, Any]] = (),
     texts: Sequence[str] = (),
     top_k: int = 10,
-    fusion: str = "score",
+    fusion: str = "auto",
     exclude_views: Sequence[str] | None = None,
     radius_km: float = DEFAULT_RADIUS_KM,
     temperature: float = DEFAULT_TEMPERATURE,
+    candidates: int = DEFAULT_CANDIDATES,
     batch_size: int = 64,
     nprobe: int | None = None,
     ef_search: int | None = None,
@@ -214,10 +255,17 @@ def locate(
     """Estimate where ``images`` (``(view, PIL image or path)`` pairs) and ``texts`` were taken / describe.
 
     ``exclude_views=None`` searches each query among the gallery items of the other views; pass a sequence
-    (``()`` for none) to exclude exactly those views for every query.
+    (``()`` for none) to exclude exactly those views for every query. Each query fetches about
+    ``max(top_k, candidates)`` places for fusion. ``fusion="auto"`` is ``weighted`` when the index holds fusion
+    weights, else ``score``.
     """
-    if fusion not in FUSIONS:
-        raise GeoBridgeError(f"unknown fusion {fusion!r}; expected one of {', '.join(FUSIONS)}")
+    if fusion not in LOCATE_FUSIONS:
+        raise GeoBridgeError(f"unknown fusion {fusion!r}; expected one of {', '.join(LOCATE_FUSIONS)}")
+    view_weights = index.fusion_weights
+    if fusion == "auto":
+        fusion = "score" if view_weights is None else "weighted"
+    if fusion == "weighted" and view_weights is None:
+        raise GeoBridgeError("this index has no fusion weights; fit them with 'geobridge index calibrate'")
     if not images and not texts:
         raise GeoBridgeError("nothing to locate: give at least one image or text")
     if int(model.embed_dim) != index.dim:
@@ -242,7 +290,7 @@ def locate(
                                     show_progress_bar=False)  # (n, D)
             for i, vector in zip(rows, embedded, strict=True):
                 vectors[i] = vector
-    depth = search_depth(index, top_k)
+    depth = search_depth(index, max(top_k, candidates))
     per_query, described = [], []
     for (view, _, description), vector in zip(queries, vectors, strict=True):
         excluded = (view,) if exclude_views is None else tuple(exclude_views)
@@ -253,7 +301,8 @@ def locate(
         described.append({**description, "excluded_views": list(excluded), "hits": len(hits),
                           "top_place_id": hits[0]["place_id"] if hits else None,
                           "top_score": hits[0]["score"] if hits else None})
-    fused = fuse(per_query, fusion=fusion, top_k=top_k, radius_km=radius_km, temperature=temperature)
+    fused = fuse(per_query, fusion=fusion, top_k=top_k, radius_km=radius_km, temperature=temperature,
+                 query_views=[q[0] for q in queries], view_weights=view_weights)
     return replace(fused, queries=described)
 
 
@@ -267,6 +316,9 @@ def evaluate_fusion(
     top_k: int = 10,
     radius_km: float = DEFAULT_RADIUS_KM,
     temperature: float = DEFAULT_TEMPERATURE,
+    candidates: int = DEFAULT_CANDIDATES,
+    folds: int = 2,
+    seed: int = 0,
     exclude_same_view: bool = True,
     batch_size: int = 64,
     show_progress_bar: bool | None = None,
@@ -276,18 +328,23 @@ def evaluate_fusion(
     Per place, the query of a view is its first image of that view (or its first text); ``view*N`` stands for
     its first N items of that view as N separate queries (``"drone*4"``: four drone photos of one place). A
     combination such as ``"drone+street+text"`` is evaluated under each fusion in ``fusions``; a single query
-    under ``score`` only.
+    under ``score`` only. ``weighted`` fusion (combinations of two or more views) is cross-fitted: the places
+    are split into ``folds`` folds (seeded), and each fold is scored with view weights fitted on the others, so
+    no place is scored with weights fitted on itself.
     Keys: ``<views>/R@1`` (percent of places whose own place_id is the top match), ``<views>/acc@25km``
     (percent of estimates within 25 km), ``<views>/median_km`` and ``<views>/n`` (places evaluated) for single
-    views, and ``<views>/<fusion>/...`` for combinations. A place lacking one of a combination's views is left
-    out of it; a combination none of whose queries can reach the gallery (e.g. a satellite query against a
-    satellite-only index with ``exclude_same_view``) is left out of the result.
+    views, and ``<views>/<fusion>/...`` for combinations, plus ``<views>/weighted/w_<view>`` (fitted weights,
+    mean over folds). A place lacking one of a combination's views is left out of it; a combination none of
+    whose queries can reach the gallery (e.g. a satellite query against a satellite-only index with
+    ``exclude_same_view``) is left out of the result.
     """
     for mode in fusions:
         if mode not in FUSIONS:
             raise GeoBridgeError(f"unknown fusion {mode!r}; expected one of {', '.join(FUSIONS)}")
+    if folds < 2:
+        raise GeoBridgeError(f"folds must be >= 2 (weighted fusion is cross-fitted), got {folds}")
     parsed = {combo: _parse_combo(combo) for combo in combos}
-    depth = search_depth(index, top_k)
+    depth = search_depth(index, max(top_k, candidates))
     hits: dict[tuple[str, int], list[list[dict[str, Any]] | None]] = {}  # (view, n-th item) -> hits per place
     for view, nth in sorted({q for queries in parsed.values() for q in queries}):
         items, rows = [], []
@@ -305,24 +362,68 @@ def evaluate_fusion(
         hits[(view, nth)] = per_place
     out: dict[str, float] = {}
     for combo, queries in parsed.items():
+        rows = [i for i in range(len(places)) if all(hits[q][i] is not None for q in queries)]
+        rows = [i for i in rows if any(hits[q][i] for q in queries)]
+        if not rows:
+            continue
+        query_views = [view for view, _ in queries]
         for mode in (("score",) if len(queries) == 1 else tuple(fusions)):
+            if mode == "weighted" and len(set(query_views)) < 2:
+                continue  # one view: the weighted ranking is the score ranking
+            weights_per_row = (
+                _cross_fitted_weights(hits, queries, places, rows, index=index, folds=folds, seed=seed)
+                if mode == "weighted" else {}
+            )
             correct, errors = [], []
-            for i, place in enumerate(places):
+            for i in rows:
                 lists = [hits[q][i] for q in queries]
-                if any(h is None for h in lists) or not any(lists):
-                    continue
-                located = fuse(lists, fusion=mode, top_k=top_k, radius_km=radius_km, temperature=temperature)
-                correct.append(located.matches[0].place_id == str(place.place_id))
-                if place.lat is not None and place.lon is not None:
-                    errors.append(float(haversine_km(place.lat, place.lon, located.lat, located.lon)))
-            if not correct:
-                continue
+                located = fuse(lists, fusion=mode, top_k=top_k, radius_km=radius_km, temperature=temperature,
+                               query_views=query_views, view_weights=weights_per_row.get(i))
+                correct.append(located.matches[0].place_id == str(places[i].place_id))
+                if places[i].lat is not None and places[i].lon is not None:
+                    errors.append(float(haversine_km(places[i].lat, places[i].lon, located.lat, located.lon)))
             key = combo if len(queries) == 1 else f"{combo}/{mode}"
             out[f"{key}/R@1"] = 100.0 * float(np.mean(correct))
             if errors:
                 out[f"{key}/acc@25km"] = 100.0 * float(np.mean(np.asarray(errors) <= 25.0))
                 out[f"{key}/median_km"] = float(np.median(errors))
             out[f"{key}/n"] = float(len(correct))
+            for view in sorted(set(query_views)) if weights_per_row else ():
+                out[f"{key}/w_{view}"] = float(np.mean([w[view] for w in weights_per_row.values()]))
+    return out
+
+
+def _cross_fitted_weights(
+    hits: Mapping[tuple[str, int], Sequence[Sequence[Mapping[str, Any]] | None]],
+    queries: Sequence[tuple[str, int]],
+    places: Sequence[Any],
+    rows: Sequence[int],
+    *,
+    index: GeoIndex,
+    folds: int,
+    seed: int,
+) -> dict[int, dict[str, float]]:
+    """Place row -> view weights fitted on the places of the other folds (``weighted`` fusion, evaluation)."""
+    from geobridge.index.calibrate import fit_view_weights, place_scores
+
+    place_order = sorted(index.place_ids())
+    column = {pid: j for j, pid in enumerate(place_order)}
+    labelled = [i for i in rows if str(places[i].place_id) in column and all(hits[q][i] for q in queries)]
+    if len(labelled) < 2 * folds:
+        raise GeoBridgeError(f"weighted fusion needs at least {2 * folds} evaluated places in the index to cross-fit")
+    fold_of = {i: f for f, part in enumerate(np.array_split(np.random.default_rng(seed).permutation(labelled), folds))
+               for i in part.tolist()}
+    views = sorted({view for view, _ in queries})
+    out: dict[int, dict[str, float]] = {}
+    for fold in range(folds):
+        train = [i for i in labelled if fold_of[i] != fold]
+        features = {view: sum(place_scores([hits[q][i] for i in train], place_order)
+                              for q in queries if q[0] == view) for view in views}  # view -> (N, P)
+        labels = np.array([column[str(places[i].place_id)] for i in train])
+        weights = fit_view_weights(features, labels)
+        for i in rows:
+            if fold_of.get(i, fold) == fold and i not in out:
+                out[i] = weights
     return out
 
 

@@ -96,6 +96,7 @@ class GeoIndex:
         self.factory = str(factory)
         self.metric = metric
         self.model_info: dict[str, Any] = dict(model_info or {})
+        self._fusion_weights: dict[str, float] | None = None
         try:
             base = faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as exc:
@@ -121,6 +122,33 @@ class GeoIndex:
     def ids(self) -> np.ndarray:
         """(N,) int64 ids of the stored vectors, in storage order."""
         return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+
+    @property
+    def fusion_weights(self) -> dict[str, float] | None:
+        """Per-query-view weights for ``fusion="weighted"`` (fitted by ``calibrate_index``), or None."""
+        return None if self._fusion_weights is None else dict(self._fusion_weights)
+
+    @fusion_weights.setter
+    def fusion_weights(self, weights: Mapping[str, float] | None) -> None:
+        if weights is None:
+            self._fusion_weights = None
+            return
+        checked = {}
+        for view, weight in dict(weights).items():
+            if view not in VIEWS:
+                raise GeoBridgeError(f"fusion weight for unknown view {view!r}; expected some of {', '.join(VIEWS)}")
+            if isinstance(weight, bool) or not isinstance(weight, (int, float, np.floating, np.integer)):
+                raise GeoBridgeError(f"fusion weight of {view} must be a number, got {weight!r}")
+            if not math.isfinite(float(weight)) or float(weight) < 0:
+                raise GeoBridgeError(f"fusion weight of {view} must be finite and >= 0, got {weight}")
+            checked[view] = float(weight)
+        if not checked:
+            raise GeoBridgeError("fusion weights must name at least one view")
+        self._fusion_weights = checked
+
+    def place_ids(self) -> frozenset[str]:
+        """The distinct place_ids the index holds."""
+        return frozenset(r["place_id"] for r in self._records.values())
 
     def n_places(self) -> int:
         """How many distinct place_ids the index holds."""
@@ -408,6 +436,7 @@ class GeoIndex:
         if countries:
             out["countries"] = dict(sorted(countries.items()))
         out["model_info"] = dict(self.model_info)
+        out["fusion_weights"] = self.fusion_weights
         return out
 
     # ------------------------------------------------------------------ persistence
@@ -425,6 +454,7 @@ class GeoIndex:
             "factory": self.factory,
             "metric": self.metric,
             "model_info": self.model_info,
+            "fusion_weights": self._fusion_weights,
             "next_id": self._next_id,
             "records": [{"id": i, **r} for i, r in sorted(self._records.items())],
         }
@@ -510,6 +540,7 @@ class GeoIndex:
             raise ValueError(f"{len(records)} metadata records do not match the {len(out)} stored vector ids")
         out._records = records
         out._next_id = int(meta["next_id"])
+        out.fusion_weights = meta.get("fusion_weights")  # absent in files written before fusion weights existed
         return out
 
 

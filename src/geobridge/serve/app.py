@@ -40,7 +40,7 @@ from geobridge.views import IMAGE_VIEWS
 logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
-FUSIONS: tuple[str, ...] = ("score", "consensus", "max")
+FUSIONS: tuple[str, ...] = ("auto", "score", "consensus", "max", "weighted")  # = geobridge.index.LOCATE_FUSIONS
 DEFAULT_VIEW = "drone"
 MAX_TOP_K = 100
 MAX_TEXT_CHARS = 2000
@@ -52,7 +52,7 @@ _TEXT_ONLY_SCHEMA: dict[str, Any] = {
     "properties": {
         "text": {"type": "string"},
         "top_k": {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K, "default": 10},
-        "fusion": {"type": "string", "enum": list(FUSIONS), "default": "score"},
+        "fusion": {"type": "string", "enum": list(FUSIONS), "default": "auto"},
     },
 }
 _LOCATE_OPENAPI: dict[str, Any] = {
@@ -76,7 +76,7 @@ _LOCATE_OPENAPI: dict[str, Any] = {
                         "view": {"type": "string", "enum": list(IMAGE_VIEWS), "description": "view of every image"},
                         "text": {"type": "string", "description": "a description of the place"},
                         "top_k": {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K, "default": 10},
-                        "fusion": {"type": "string", "enum": list(FUSIONS), "default": "score"},
+                        "fusion": {"type": "string", "enum": list(FUSIONS), "default": "auto"},
                     },
                 }
             },
@@ -111,7 +111,7 @@ def create_app(
     image, ``workers`` the number of decode/inference threads. Relative reference paths recorded in the index
     are resolved against ``thumbnails_root`` (default: the working directory) for ``GET /thumb/{id}``.
     """
-    from geobridge.index import FUSIONS as fusions
+    from geobridge.index import LOCATE_FUSIONS as fusions
     from geobridge.index import locate
 
     if workers < 1:
@@ -212,7 +212,7 @@ def create_app(
         if len(text) > MAX_TEXT_CHARS:
             raise ApiError(422, "text_too_long", f"text is {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
         top_k = _parse_top_k(form.get("top_k"))
-        fusion = (form.get("fusion") or "score").strip()
+        fusion = (form.get("fusion") or "auto").strip()
         if fusion not in fusions:
             raise ApiError(422, "unknown_fusion", f"unknown fusion {fusion!r}; expected one of {', '.join(fusions)}")
         if not uploads and not text:
