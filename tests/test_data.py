@@ -139,6 +139,23 @@ def test_transforms_shapes(view, size, train):
         assert out[0].mean().item() == pytest.approx(1.0) and out[1].mean().item() == pytest.approx(-1.0)
 
 
+@pytest.mark.parametrize("view,size", [("drone", (3, 24, 24)), ("street", (3, 24, 48))])
+def test_robust_transform_shapes_and_downscale(view, size):
+    from geobridge.data.transforms import RandomDownscale
+
+    t = make_view_transform(view, input_size=size, mean=MEAN, std=STD, train=True, robust=True)
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 255, (70, 100, 3), dtype=np.uint8))
+    outs = [t(image) for _ in range(4)]
+    assert all(tuple(o.shape) == size and torch.isfinite(o).all() for o in outs)
+    assert not torch.equal(outs[0], outs[1])  # random, per call
+    fixed = RandomDownscale(min_factor=2.0, max_factor=2.0)(image)
+    expected = image.resize((50, 35), Image.BILINEAR).resize((100, 70), Image.BILINEAR)
+    assert fixed.size == image.size and np.array_equal(np.asarray(fixed), np.asarray(expected))
+    with pytest.raises(ValueError, match="min_factor"):
+        RandomDownscale(min_factor=0.5, max_factor=2.0)
+
+
 def test_place_dataset_and_collate_with_missing_view(tmp_path):
     ds = GeoLocDataset(make_geoloc(tmp_path / "w", skip_street=(1,)))
     transforms = {v: make_view_transform(v, input_size=(3, 16, 32 if v == "street" else 16), mean=MEAN, std=STD)

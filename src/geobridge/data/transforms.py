@@ -20,6 +20,7 @@ def make_view_transform(
     std: tuple[float, ...],
     train: bool = False,
     rotate: bool = True,
+    robust: bool = False,
 ) -> Callable[[Image.Image], torch.Tensor]:
     """PIL image -> (3, H, W) tensor for one image view.
 
@@ -39,6 +40,10 @@ def make_view_transform(
 
     ``rotate=False`` keeps satellite tiles north-up and panoramas north-first (for data where orientation is known,
     e.g. CVUSA, where a consistent joint rotation would be needed instead).
+
+    ``robust=True`` (training only) also simulates stale and poor captures, so that matching holds when a view is
+    blurred, low-resolution or differently lit: Gaussian blur (p 0.25, sigma 0.5-2 px), a down- and up-scale by
+    2-4x (p 0.25), stronger colour jitter (brightness and contrast 0.4, saturation 0.5) and grayscale (p 0.1).
     """
     check_view(view, allowed=IMAGE_VIEWS)
     _, height, width = input_size
@@ -56,8 +61,31 @@ def make_view_transform(
         steps.append(T.RandomResizedCrop((height, width), scale=(0.6, 1.0), ratio=(0.8, 1.25)))
     elif rotate:  # street panorama
         steps += [RandomRoll(), T.RandomHorizontalFlip()]
-    steps.append(T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.1))
+    if robust:
+        steps += [
+            T.RandomApply([T.GaussianBlur(5, sigma=(0.5, 2.0))], p=0.25),
+            T.RandomApply([RandomDownscale(min_factor=2.0, max_factor=4.0)], p=0.25),
+            T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.5),
+            T.RandomGrayscale(p=0.1),
+        ]
+    else:
+        steps.append(T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.1))
     return T.Compose([*steps, base])
+
+
+class RandomDownscale:
+    """Shrink a PIL image by a uniform random factor in [min_factor, max_factor], then resize it back (a low-res
+    capture at the same size)."""
+
+    def __init__(self, *, min_factor: float, max_factor: float) -> None:
+        if not 1.0 <= min_factor <= max_factor:
+            raise ValueError(f"need 1 <= min_factor <= max_factor, got {min_factor} and {max_factor}")
+        self.min_factor, self.max_factor = min_factor, max_factor
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        factor = self.min_factor + (self.max_factor - self.min_factor) * float(torch.rand(()))
+        small = (max(1, round(image.width / factor)), max(1, round(image.height / factor)))
+        return image.resize(small, Image.BILINEAR).resize(image.size, Image.BILINEAR)
 
 
 class RandomRot90:

@@ -31,6 +31,7 @@ class DataSection:
     eval_split: str = "test"
     num_workers: int = 0
     augment: bool = True
+    robust_augment: bool = False  # also blur, downscale, strong colour jitter, grayscale (transforms.py)
 
 
 @dataclass

@@ -126,6 +126,7 @@ class Trainer:
                 mean=tuple(image_cfg.mean),
                 std=tuple(image_cfg.std),
                 train=config.data.augment,
+                robust=config.data.augment and config.data.robust_augment,
             )
             for view in self.image_views
         }
