@@ -162,8 +162,11 @@ def test_calibrate_locate_auto_and_cli(world, tmp_path, capsys):
     assert main(["locate", "--index", str(path), "--checkpoint", str(world["run"]), "--image",
                  str(target.images["drone"][0]), "--text", target.texts[0], "--top-k", "2"]) == 0
     assert json.loads(capsys.readouterr().out)["fusion"] == "weighted"
-    assert main(["locate", "--index", str(path), "--checkpoint", str(world["run"]), "--image",
-                 str(target.images["street"][0]), "--image-view", "street"]) == 2
+    street = ["locate", "--index", str(path), "--checkpoint", str(world["run"]), "--image",
+              str(target.images["street"][0]), "--image-view", "street"]
+    assert main(street) == 0  # auto: no weight for street, so the queries are fused by score
+    assert json.loads(capsys.readouterr().out)["fusion"] == "score"
+    assert main([*street, "--fusion", "weighted"]) == 2
     assert "no fusion weight for query view(s) ['street']" in capsys.readouterr().err
 
 

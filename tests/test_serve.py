@@ -179,6 +179,7 @@ def _bad_requests() -> list[tuple[str, dict, int, str, str | None]]:
         ("top_k_zero", {"data": {"text": "x", "top_k": "0"}}, 422, "bad_top_k", None),
         ("top_k_huge", {"data": {"text": "x", "top_k": "100000"}}, 422, "bad_top_k", None),
         ("bad_fusion", {"data": {"text": "x", "fusion": "vote"}}, 422, "unknown_fusion", None),
+        ("weighted_uncalibrated", {"data": {"text": "x", "fusion": "weighted"}}, 422, "invalid_request", None),
         ("unknown_field", {"data": {"text": "x", "topk": "3"}}, 422, "unknown_field", None),
         ("file_in_wrong_field", {"files": [("image", ("a.png", png_bytes(), "image/png"))]}, 422, "unknown_field",
          None),

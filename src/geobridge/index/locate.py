@@ -19,7 +19,8 @@ views (cross-view localisation). ``fuse`` then aggregates the per-query hits per
   ``GeoIndex.fusion_weights``). A view carrying no signal gets a weight near 0. The estimate is the top place;
   the confidence is its softmax probability ``1 / sum_p exp(logit_p - logit_top)`` (the weights carry the scale).
 
-``locate`` defaults to ``fusion="auto"``: ``weighted`` when the index holds fusion weights, else ``score``.
+``locate`` defaults to ``fusion="auto"``: ``weighted`` when the index holds fusion weights for every query's
+view, else ``score``.
 One query goes through the same code path as many.
 """
 
@@ -257,15 +258,10 @@ def locate(
     ``exclude_views=None`` searches each query among the gallery items of the other views; pass a sequence
     (``()`` for none) to exclude exactly those views for every query. Each query fetches about
     ``max(top_k, candidates)`` places for fusion. ``fusion="auto"`` is ``weighted`` when the index holds fusion
-    weights, else ``score``.
+    weights for every query's view, else ``score``.
     """
     if fusion not in LOCATE_FUSIONS:
         raise GeoBridgeError(f"unknown fusion {fusion!r}; expected one of {', '.join(LOCATE_FUSIONS)}")
-    view_weights = index.fusion_weights
-    if fusion == "auto":
-        fusion = "score" if view_weights is None else "weighted"
-    if fusion == "weighted" and view_weights is None:
-        raise GeoBridgeError("this index has no fusion weights; fit them with 'geobridge index calibrate'")
     if not images and not texts:
         raise GeoBridgeError("nothing to locate: give at least one image or text")
     if int(model.embed_dim) != index.dim:
@@ -282,6 +278,12 @@ def locate(
         if not isinstance(text, str) or not text.strip():
             raise GeoBridgeError(f"texts must be non-empty strings, got {text!r}")
         queries.append(("text", text, {"view": "text", "text": text}))
+    view_weights = index.fusion_weights
+    if fusion == "auto":
+        calibrated = view_weights is not None and all(q[0] in view_weights for q in queries)
+        fusion = "weighted" if calibrated else "score"
+    if fusion == "weighted" and view_weights is None:
+        raise GeoBridgeError("this index has no fusion weights; fit them with 'geobridge index calibrate'")
     vectors: list[np.ndarray | None] = [None] * len(queries)
     for view in VIEWS:
         rows = [i for i, q in enumerate(queries) if q[0] == view]
