@@ -150,6 +150,8 @@ def test_calibrate_locate_auto_and_cli(world, tmp_path, capsys):
     assert scores == sorted(scores, reverse=True)
     with pytest.raises(GeoBridgeError, match="at least 2 places"):
         calibrate_index(model, index, places[:1])
+    with pytest.raises(GeoBridgeError, match="cannot calibrate satellite queries: the index holds only satellite"):
+        calibrate_index(model, index, places, views=("drone", "satellite"))
 
     path = tmp_path / "sat.gbx"
     index.fusion_weights = None

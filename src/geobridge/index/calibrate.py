@@ -136,7 +136,13 @@ def calibrate_index(
     labels = np.array([column[str(p.place_id)] for p in usable])
     depth = search_depth(index, candidates)
     scores: dict[str, np.ndarray] = {}
+    indexed_views = set(index.info()["views"])
     for view in views:
+        if not indexed_views - {view}:
+            raise GeoBridgeError(
+                f"cannot calibrate {view} queries: the index holds only {view} items, and queries are searched "
+                "among the other views"
+            )
         items = [p.texts[0] if view == "text" else p.images[view][0] for p in usable]
         vectors = model.encode(items, view=view, batch_size=batch_size, show_progress_bar=show_progress_bar)  # (N, D)
         result = index.search(vectors, k=depth, exclude_views=(view,))

@@ -267,7 +267,7 @@
     const conf = Math.max(0, Math.min(1, Number(result.confidence) || 0));
     $("confidence-value").textContent = `${(conf * 100).toFixed(0)}%`;
     $("confidence-bar").style.width = `${(conf * 100).toFixed(1)}%`;
-    $("took").textContent = `${Math.round(ms)} ms`;
+    $("took").textContent = result.fusion ? `${Math.round(ms)} ms · ${result.fusion} fusion` : `${Math.round(ms)} ms`;
     const ol = $("matches");
     ol.textContent = "";
     for (const m of result.matches || []) {
