@@ -21,6 +21,7 @@ from geobridge.eval import (
     haversine_km,
     plot_error_histogram,
     plot_error_map,
+    plot_fusion,
     plot_recall_curves,
     plot_retrieval_grid,
     positive_ranks_from_scores,
@@ -374,6 +375,12 @@ def test_plots_write_readable_pngs(tmp_path):
     assert _png_size(hist)[0] > 300
     empty = plot_error_histogram(np.array([np.nan]), tmp_path / "plots" / "empty.png")
     assert empty.exists()
+    fusion = {"drone/R@1": 35.0, "text/R@1": 7.0, "drone+text/score/R@1": 27.0, "drone+text/weighted/R@1": 36.5,
+              "drone+text/weighted/w_drone": 23.0, "drone/n": 200.0}
+    two = plot_fusion({k: v for k, v in fusion.items() if k.startswith("drone/")}, tmp_path / "plots" / "f1.png")
+    four = plot_fusion(fusion, tmp_path / "plots" / "f4.png")
+    assert _png_size(four)[1] > _png_size(two)[1]  # one bar per R@1 row; other keys are ignored
+    assert plot_fusion({}, tmp_path / "plots" / "f0.png").exists()
     assert not list((tmp_path / "plots").glob(".*.tmp"))  # atomic writes leave no temp files
 
 

@@ -100,6 +100,9 @@ def run_demo(out: str | Path, config: DemoConfig | None = None) -> dict[str, Any
     start = time.perf_counter()
     _stage("4/4 evaluating every direction, cross-domain and robustness; writing the report")
     from geobridge.eval.pipeline import DEFAULT_CONDITIONS, evaluate_run
+    from geobridge.eval.plots import plot_fusion
+
+    plot_fusion(fusion, report_dir / "fusion.png")
 
     metrics = evaluate_run(
         model,
@@ -181,6 +184,7 @@ def _fusion_table(fusion: dict[str, float]) -> str:
     for row in rows:
         km = fusion.get(f"{row}/median_km")
         lines.append(f"| {row} | {fusion[row + '/R@1']:.1f} | {'' if km is None else f'{km:.1f}'} |")
+    lines += ["", "![localisation R@1 of single and fused queries](fusion.png)"]
     weights = {k.rsplit("/w_", 1)[1]: v for k, v in fusion.items() if k.startswith("drone+street+text/weighted/w_")}
     if weights:
         fitted = ", ".join(f"{view} {weight:.1f}" for view, weight in sorted(weights.items()))

@@ -45,7 +45,13 @@ from geobridge.eval.metrics import (
     recall_k_for_percent,
     reciprocal_ranks,
 )
-from geobridge.eval.plots import plot_error_histogram, plot_error_map, plot_recall_curves, plot_retrieval_grid
+from geobridge.eval.plots import (
+    plot_error_histogram,
+    plot_error_map,
+    plot_fusion,
+    plot_recall_curves,
+    plot_retrieval_grid,
+)
 from geobridge.eval.report import write_report
 from geobridge.eval.retrieval import RetrievalResult, auto_chunk_size, compute_retrieval
 
@@ -74,6 +80,7 @@ __all__ = [
     "place_labels",
     "plot_error_histogram",
     "plot_error_map",
+    "plot_fusion",
     "plot_recall_curves",
     "plot_retrieval_grid",
     "positive_ranks_from_scores",

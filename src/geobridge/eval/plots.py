@@ -1,4 +1,5 @@
-"""Evaluation plots: recall@K curves, a retrieval grid, a map of errors and a histogram of km errors.
+"""Evaluation plots: recall@K curves, a retrieval grid, a map of errors, a histogram of km errors and the
+localisation R@1 of single and fused queries.
 
 Every function draws on its own ``matplotlib.figure.Figure`` (Agg canvas, no pyplot and no global state), writes a
 PNG atomically to ``path`` and returns the path. matplotlib and PIL are imported inside the functions.
@@ -272,4 +273,32 @@ def plot_error_histogram(
         ax.set_title(title or "top-1 error")
     ax.set_xlabel(f"error (km, log scale; errors below {floor_km:g} km in the first bin)")
     ax.set_ylabel("queries")
+    return _save(fig, path)
+
+
+def plot_fusion(fusion: Mapping[str, float], path: Path | str, *, title: str | None = None) -> Path:
+    """Horizontal bars of localisation R@1 per query combination (``evaluate_fusion``'s output): single queries
+    first, then each combination under each fusion, with the best single query as a dashed reference line."""
+    rows = [k[: -len("/R@1")] for k in fusion if k.endswith("/R@1")]
+    singles = sorted(r for r in rows if "/" not in r)
+    combos = sorted(r for r in rows if "/" in r)
+    ordered = singles + combos
+    fig = _new_figure(7.0, 0.6 + 0.26 * max(1, len(ordered)))
+    ax = fig.add_subplot(1, 1, 1)
+    if ordered:
+        values = [fusion[f"{r}/R@1"] for r in ordered]
+        colours = [(0.55, 0.55, 0.55) if r in singles else (0.3, 0.45, 0.7) for r in ordered]
+        positions = np.arange(len(ordered))[::-1]
+        ax.barh(positions, values, color=colours)
+        ax.set_yticks(positions, ordered, fontsize=7)
+        for y, value in zip(positions, values, strict=True):
+            ax.text(value, y, f" {value:.1f}", va="center", fontsize=7)
+        if singles:
+            best = max(fusion[f"{r}/R@1"] for r in singles)
+            ax.axvline(best, color="0.2", linestyle="--", linewidth=0.8)
+        ax.set_xlim(0, max(max(values) * 1.15, 1.0))
+    else:
+        ax.text(0.5, 0.5, "no fusion results", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("R@1 (%): the true place is the top estimate; grey = single query, dashed = best single")
+    ax.set_title(title or "localisation: single queries and fused combinations")
     return _save(fig, path)
