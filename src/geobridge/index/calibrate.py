@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from geobridge.errors import GeoBridgeError
+from geobridge.index.locate import DEFAULT_CANDIDATES, search_depth
 from geobridge.index.store import GeoIndex
 from geobridge.views import VIEWS
 
@@ -102,7 +103,7 @@ def calibrate_index(
     places: Sequence[Any],
     *,
     views: Sequence[str] = CALIBRATION_VIEWS,
-    candidates: int = 200,
+    candidates: int = DEFAULT_CANDIDATES,
     batch_size: int = 64,
     show_progress_bar: bool | None = None,
 ) -> dict[str, float]:
@@ -110,11 +111,10 @@ def calibrate_index(
 
     Each place must be in the index (its ``place_id``) and have an item of every view in ``views`` (its first
     image of the view, or first text); other places are skipped. Each query is searched among the index items
-    of the other views, ``candidates`` places deep. The caller stores the result with
+    of the other views, ``candidates`` places deep: use the depth ``locate`` will use (the same default), since
+    the weights are fitted on the same floored scores that ``fuse`` sees. The caller stores the result with
     ``index.fusion_weights = ...`` and saves the index. Calibrate on places other than those you evaluate on.
     """
-    from geobridge.index.locate import search_depth
-
     for view in views:
         if view not in VIEWS:
             raise GeoBridgeError(f"unknown view {view!r}; expected some of {', '.join(VIEWS)}")

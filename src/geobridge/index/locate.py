@@ -43,7 +43,7 @@ FUSIONS: tuple[str, ...] = ("score", "consensus", "max", "weighted")
 LOCATE_FUSIONS: tuple[str, ...] = ("auto", *FUSIONS)
 DEFAULT_RADIUS_KM = 25.0
 DEFAULT_TEMPERATURE = 0.05
-DEFAULT_CANDIDATES = 100  # places fetched per query for fusion
+DEFAULT_CANDIDATES = 10  # places fetched per query for fusion (deeper lists measured worse: docs/index.md)
 DEFAULT_COMBOS: tuple[str, ...] = (
     "drone", "street", "text", "satellite", "drone+street", "drone+text", "street+text", "drone+street+text",
     "drone*4", "drone*4+street+text",
@@ -136,7 +136,7 @@ def fuse(
         raise GeoBridgeError(f"top_k must be >= 1, got {top_k}")
     if temperature <= 0 or radius_km < 0:
         raise GeoBridgeError(f"temperature must be > 0 and radius_km >= 0, got {temperature} and {radius_km}")
-    weights = _query_weights(per_query, fusion=fusion, query_views=query_views, view_weights=view_weights)
+    query_weights = _query_weights(per_query, fusion=fusion, query_views=query_views, view_weights=view_weights)
     active = [list(hits) for hits in per_query if len(hits)]
     if not active:
         raise GeoBridgeError("no gallery item matched any query (is the index empty, or are all its views excluded?)")
@@ -171,7 +171,7 @@ def fuse(
         confidence = float(ranking[top])
     else:
         if fusion == "weighted":
-            ranking = weights @ filled  # (P,) logits
+            ranking = query_weights @ filled  # (P,) logits
         else:
             ranking = mean_scores if fusion == "score" else np.nanmax(best, axis=0)
         order = sorted(range(len(pids)), key=lambda j: (-ranking[j], pids[j]))
