@@ -12,8 +12,16 @@ from test_locate import hit, two_queries
 
 from geobridge.cli.main import main
 from geobridge.errors import GeoBridgeError
-from geobridge.index import GeoIndex, build_index, calibrate_index, evaluate_fusion, fit_view_weights, fuse, locate
-from geobridge.index.calibrate import place_scores
+from geobridge.index import (
+    CalibrationSet,
+    GeoIndex,
+    build_index,
+    calibrate_index,
+    evaluate_fusion,
+    fit_view_weights,
+    fuse,
+    locate,
+)
 
 
 def _mean_ce(scores: dict[str, np.ndarray], labels: np.ndarray, weights: dict[str, float]) -> float:
@@ -35,7 +43,7 @@ def _simulated(n: int, p: int, true_w: dict[str, float], seed: int) -> tuple[dic
 def test_fit_recovers_the_weights_of_the_generating_model():
     true_w = {"drone": 6.0, "street": 0.0, "text": 2.0}
     scores, labels = _simulated(3000, 20, true_w, seed=0)
-    fitted = fit_view_weights(scores, labels)
+    fitted = fit_view_weights(CalibrationSet.from_dense(scores, labels))
     assert set(fitted) == set(true_w)
     assert fitted["drone"] == pytest.approx(6.0, rel=0.1)
     assert fitted["text"] == pytest.approx(2.0, rel=0.15)
@@ -51,21 +59,60 @@ def test_fit_recovers_the_weights_of_the_generating_model():
 def test_fit_validates_its_input():
     scores = {"drone": np.zeros((4, 3)), "text": np.zeros((4, 3))}
     with pytest.raises(GeoBridgeError, match="labels must be 4 column indices"):
-        fit_view_weights(scores, np.array([0, 1, 2, 3]))
+        CalibrationSet.from_dense(scores, np.array([0, 1, 2, 3]))
     with pytest.raises(GeoBridgeError, match="one shape"):
-        fit_view_weights({"drone": np.zeros((4, 3)), "text": np.zeros((4, 2))}, np.zeros(4, dtype=int))
+        CalibrationSet.from_dense({"drone": np.zeros((4, 3)), "text": np.zeros((4, 2))}, np.zeros(4, dtype=int))
     with pytest.raises(GeoBridgeError, match="unknown view 'aerial'"):
-        fit_view_weights({"aerial": np.zeros((4, 3))}, np.zeros(4, dtype=int))
+        CalibrationSet.from_dense({"aerial": np.zeros((4, 3))}, np.zeros(4, dtype=int))
     with pytest.raises(GeoBridgeError, match="NaN"):
-        fit_view_weights({"drone": np.full((4, 3), np.nan)}, np.zeros(4, dtype=int))
+        fit_view_weights(CalibrationSet.from_dense({"drone": np.full((4, 3), np.nan)}, np.zeros(4, dtype=int)))
 
 
-def test_place_scores_take_the_best_hit_and_the_floor():
-    hits = [[hit("A", 0.9), hit("B", 0.7), hit("A", 0.6), hit("C", 0.5)], [hit("C", 0.4), hit("B", 0.2)]]
-    out = place_scores(hits, ["A", "B", "C", "D"])
-    np.testing.assert_allclose(out, [[0.9, 0.7, 0.5, 0.5], [0.2, 0.2, 0.4, 0.2]])
-    with pytest.raises(GeoBridgeError, match="query 0 got no hits"):
-        place_scores([[]], ["A"])
+def test_calibration_set_from_hits_by_hand():
+    drone = [[hit("A", 0.9), hit("B", 0.7), hit("A", 0.6), hit("C", 0.5)], [hit("C", 0.4), hit("B", 0.2)]]
+    text = [[hit("B", 0.8), hit("D", 0.6)], [hit("A", 0.3), hit("C", 0.25)]]
+    data = CalibrationSet.from_hits([("drone", drone), ("text", text)], ["A", "E"], n_places=6)
+    padded = CalibrationSet.from_hits([("drone", drone)], ["A", "B"], n_places=6)  # group 1: C, B only
+    assert padded.valid.tolist() == [[True, True, True], [True, True, False]] and padded.target.tolist() == [0, 1]
+    assert data.views == ("drone", "text")
+    # group 0: candidates A, B, C (drone), D (text); drone floor 0.5, text floor 0.6
+    np.testing.assert_allclose(data.scores[0, 0, :4], [0.9, 0.7, 0.5, 0.5])
+    np.testing.assert_allclose(data.scores[1, 0, :4], [0.6, 0.8, 0.6, 0.6])
+    assert data.valid.all() and data.scores.shape == (2, 2, 4) and data.rest_count[0] == 2
+    # group 1: candidates C, B (drone), A (text), then the true place E, which no query returned
+    np.testing.assert_allclose(data.scores[0, 1], [0.4, 0.2, 0.2, 0.2])
+    np.testing.assert_allclose(data.scores[1, 1], [0.25, 0.25, 0.3, 0.25])
+    assert data.target.tolist() == [0, 3] and data.rest_count[1] == 2
+    np.testing.assert_allclose(data.rest_floor, [[0.5, 0.2], [0.6, 0.25]])
+    # four drone photos of a place fill four slots of one view: their scores add up
+    once = CalibrationSet.from_hits([("drone", drone)], ["A", "E"], n_places=6)
+    twice = CalibrationSet.from_hits([("drone", drone), ("drone", drone)], ["A", "E"], n_places=6)
+    np.testing.assert_allclose(twice.scores, 2 * once.scores)
+    np.testing.assert_allclose(twice.rest_floor, 2 * once.rest_floor)
+    with pytest.raises(GeoBridgeError, match="got no hits"):
+        CalibrationSet.from_hits([("drone", [[], drone[1]])], ["A", "E"], n_places=6)
+    with pytest.raises(GeoBridgeError, match="more places than the gallery"):
+        CalibrationSet.from_hits([("drone", drone)], ["A", "E"], n_places=2)
+
+
+def test_compact_and_dense_calibration_fit_the_same_weights():
+    """Candidates plus 'rest' places at the floor is the dense gallery softmax, exactly, in far less memory."""
+    rng = np.random.default_rng(3)
+    n, p, k = 200, 400, 8
+    labels = rng.integers(0, p, n)
+    true = {"drone": 5.0, "text": 1.5}
+    dense, slots = {}, []
+    for view, strength in (("drone", 0.4), ("text", 0.15)):
+        raw = strength * np.eye(p)[labels] + rng.normal(0, 0.1, (n, p))  # (n, p)
+        top = np.argsort(-raw, axis=1)[:, :k]  # the k best places, as a search would return
+        floor = raw[np.arange(n)[:, None], top].min(1)
+        dense[view] = np.maximum(np.where(np.isin(np.arange(p)[None], top), raw, -np.inf), floor[:, None])
+        slots.append((view, [[hit(str(j), raw[i, j]) for j in top[i]] for i in range(n)]))
+    compact = CalibrationSet.from_hits(slots, [str(j) for j in labels], n_places=p)
+    assert compact.scores.shape[2] <= 2 * k + 1 < p
+    a = fit_view_weights(CalibrationSet.from_dense(dense, labels))
+    b = fit_view_weights(compact)
+    assert a == pytest.approx(b, rel=1e-4) and set(a) == set(true)
 
 
 def test_weighted_fuse_by_hand():
@@ -101,7 +148,7 @@ def test_weighted_fusion_beats_the_best_single_view_where_equal_weights_lose():
         "street": rng.normal(0, 0.25, (n, p)),
     }
     fit, test = slice(0, n // 2), slice(n // 2, n)
-    weights = fit_view_weights({v: s[fit] for v, s in scores.items()}, labels[fit])
+    weights = fit_view_weights(CalibrationSet.from_dense({v: s[fit] for v, s in scores.items()}, labels[fit]))
 
     def r1(logits: np.ndarray) -> float:
         return float((logits.argmax(1) == labels[test]).mean())

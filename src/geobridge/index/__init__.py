@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 from geobridge.index.build import build_index, model_info_of, read_image_table
-from geobridge.index.calibrate import CALIBRATION_VIEWS, calibrate_index, fit_view_weights, place_scores
+from geobridge.index.calibrate import CALIBRATION_VIEWS, CalibrationSet, calibrate_index, fit_view_weights
 from geobridge.index.locate import (
     DEFAULT_COMBOS,
     FUSIONS,
@@ -30,6 +30,7 @@ from geobridge.index.store import FORMAT_VERSION, GeoIndex, SearchResult
 
 __all__ = [
     "CALIBRATION_VIEWS",
+    "CalibrationSet",
     "DEFAULT_COMBOS",
     "FORMAT_VERSION",
     "FUSIONS",
@@ -45,7 +46,6 @@ __all__ = [
     "fuse",
     "locate",
     "model_info_of",
-    "place_scores",
     "read_image_table",
     "search_depth",
 ]

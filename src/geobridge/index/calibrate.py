@@ -13,13 +13,16 @@ per view; L-BFGS in torch). The fit is joint: a view whose errors the others alr
 signal, gets a weight near zero, so fusing it cannot cost much. The weights also carry the scale, so the fused
 softmax is a calibrated confidence.
 
-``fit_view_weights`` is the pure fit; ``calibrate_index`` embeds calibration places, searches them in an index
-and fits weights for the index's gallery (``GeoIndex.fusion_weights``, saved with the index).
+``fit_view_weights`` is the pure fit on a ``CalibrationSet`` (built from dense scores or from search hits; the
+compact form costs memory in proportion to the candidates returned, not to the gallery); ``calibrate_index``
+embeds calibration places, searches them in an index and fits weights for the index's gallery
+(``GeoIndex.fusion_weights``, saved with the index).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,68 +36,128 @@ from geobridge.views import VIEWS
 CALIBRATION_VIEWS: tuple[str, ...] = ("drone", "street", "text")
 
 
-def fit_view_weights(
-    scores: Mapping[str, np.ndarray],
-    labels: np.ndarray,
-    *,
-    l2: float = 1e-5,
-    max_iter: int = 200,
-) -> dict[str, float]:
-    """Positive per-view weights that minimise the mean cross-entropy of the true place.
+@dataclass(frozen=True)
+class CalibrationSet:
+    """N labelled calibration queries (each a group of queries of several views describing one place), with the
+    scores of their candidate places, kept compact: a gallery of P places needs only the few candidates that the
+    queries returned, because every other place scores each view's floor.
 
-    ``scores[view]`` is an (N, P) array: the similarity of calibration query n of that view to candidate place p
-    (all views describe the same N places, row for row); ``labels`` is the (N,) column of each row's true place.
-    ``l2`` is a small ridge penalty ``l2 * sum_v w_v**2``, which keeps the fit finite when one view separates
-    the calibration places perfectly. Returns ``{view: weight}``.
+    ``scores[v, n, k]`` is view v's score of candidate k of group n (the sum over that view's queries of the best
+    hit, or the query's floor); ``valid`` (N, K) marks real candidates (rows are padded to K); ``rest_floor[v, n]``
+    is view v's score of every place outside the candidates and ``rest_count[n]`` how many such places there are;
+    ``target[n]`` is the candidate column of the true place.
     """
-    if not scores:
-        raise GeoBridgeError("fit_view_weights needs scores of at least one view")
-    views = list(scores)
-    for view in views:
-        if view not in VIEWS:
-            raise GeoBridgeError(f"unknown view {view!r}; expected some of {', '.join(VIEWS)}")
-    mats = [np.asarray(scores[v], dtype=np.float64) for v in views]
-    shape = mats[0].shape
-    if len(shape) != 2 or shape[0] == 0 or any(m.shape != shape for m in mats):
-        raise GeoBridgeError(f"scores must be (N, P) arrays of one shape with N > 0; got {[m.shape for m in mats]}")
-    labels = np.asarray(labels, dtype=np.int64)
-    if labels.shape != (shape[0],) or labels.min() < 0 or labels.max() >= shape[1]:
-        raise GeoBridgeError(f"labels must be {shape[0]} column indices in [0, {shape[1]})")
-    if not all(np.isfinite(m).all() for m in mats):
-        raise GeoBridgeError("scores hold NaN or inf")
-    x = torch.from_numpy(np.stack(mats))  # (V, N, P)
-    target = torch.from_numpy(labels)  # (N,)
-    log_w = torch.zeros(len(views), dtype=torch.float64, requires_grad=True)  # (V,)
+
+    views: tuple[str, ...]
+    scores: np.ndarray  # (V, N, K) float64
+    valid: np.ndarray  # (N, K) bool
+    rest_floor: np.ndarray  # (V, N) float64
+    rest_count: np.ndarray  # (N,) int64
+    target: np.ndarray  # (N,) int64
+
+    @classmethod
+    def from_dense(cls, scores: Mapping[str, np.ndarray], labels: Any) -> CalibrationSet:
+        """From (N, P) scores per view over the whole gallery and the (N,) column of each row's true place."""
+        if not scores:
+            raise GeoBridgeError("calibration needs scores of at least one view")
+        views = _check_views(scores)
+        mats = [np.asarray(scores[v], dtype=np.float64) for v in views]
+        shape = mats[0].shape
+        if len(shape) != 2 or shape[0] == 0 or any(m.shape != shape for m in mats):
+            raise GeoBridgeError(f"scores must be (N, P) arrays of one shape with N > 0; got {[m.shape for m in mats]}")
+        target = np.asarray(labels, dtype=np.int64)
+        if target.shape != (shape[0],) or target.min() < 0 or target.max() >= shape[1]:
+            raise GeoBridgeError(f"labels must be {shape[0]} column indices in [0, {shape[1]})")
+        n = shape[0]
+        return cls(views=views, scores=np.stack(mats), valid=np.ones(shape, dtype=bool),
+                   rest_floor=np.zeros((len(views), n)), rest_count=np.zeros(n, dtype=np.int64), target=target)
+
+    @classmethod
+    def from_hits(
+        cls,
+        queries: Sequence[tuple[str, Sequence[Sequence[Mapping[str, Any]]]]],
+        true_place_ids: Sequence[str],
+        *,
+        n_places: int,
+    ) -> CalibrationSet:
+        """From search hits: ``queries`` is one ``(view, hits)`` slot per query of a group (``hits[n]`` is group
+        n's hit list for that slot, as ``SearchResult.metadata``); a view may fill several slots (four drone
+        photos). ``true_place_ids[n]`` is group n's place, one of the ``n_places`` places in the gallery."""
+        views = _check_views(dict.fromkeys(view for view, _ in queries))
+        n = len(true_place_ids)
+        if not queries or n == 0 or any(len(hits) != n for _, hits in queries):
+            raise GeoBridgeError(f"every query slot needs one hit list per calibration place ({n})")
+        groups: list[dict[str, int]] = []  # group -> candidate place_id -> column
+        for i, pid in enumerate(true_place_ids):
+            columns: dict[str, int] = {}
+            for _, hits in queries:
+                if not hits[i]:
+                    raise GeoBridgeError(f"calibration place {pid}: a query got no hits")
+                for hit in hits[i]:
+                    columns.setdefault(str(hit["place_id"]), len(columns))
+            columns.setdefault(str(pid), len(columns))
+            groups.append(columns)
+        width = max(len(c) for c in groups)
+        scores = np.zeros((len(views), n, width))
+        rest_floor = np.zeros((len(views), n))
+        valid = np.zeros((n, width), dtype=bool)
+        for i, columns in enumerate(groups):
+            valid[i, : len(columns)] = True
+            for view, hits in queries:
+                v = views.index(view)
+                floor = min(float(h["score"]) for h in hits[i])
+                filled = np.full(len(columns), floor)
+                for hit in hits[i]:
+                    j = columns[str(hit["place_id"])]
+                    filled[j] = max(filled[j], float(hit["score"]))
+                scores[v, i, : len(columns)] += filled
+                rest_floor[v, i] += floor
+        rest_count = np.array([n_places - len(c) for c in groups], dtype=np.int64)
+        if (rest_count < 0).any():
+            raise GeoBridgeError(f"the hits name more places than the gallery's {n_places}")
+        target = np.array([columns[str(pid)] for columns, pid in zip(groups, true_place_ids, strict=True)])
+        return cls(views=views, scores=scores, valid=valid, rest_floor=rest_floor, rest_count=rest_count,
+                   target=target)
+
+
+def fit_view_weights(data: CalibrationSet, *, l2: float = 1e-5, max_iter: int = 200) -> dict[str, float]:
+    """Positive per-view weights that minimise the mean cross-entropy of the true place over the gallery.
+
+    The softmax runs over each group's candidates plus ``rest_count`` places at the floor logit
+    ``sum_v w_v * rest_floor[v]``. ``l2`` is a small ridge penalty ``l2 * sum_v w_v**2``, which keeps the fit
+    finite when one view separates the calibration places perfectly. Returns ``{view: weight}``.
+    """
+    if not np.isfinite(data.scores).all() or not np.isfinite(data.rest_floor).all():
+        raise GeoBridgeError("calibration scores hold NaN or inf")
+    x = torch.from_numpy(data.scores)  # (V, N, K)
+    pad = torch.from_numpy(~data.valid)  # (N, K)
+    rest_x = torch.from_numpy(data.rest_floor)  # (V, N)
+    log_rest = torch.from_numpy(data.rest_count.astype(np.float64)).log()  # (N,), -inf where no place is left
+    rows = torch.arange(len(data.target))
+    target = torch.from_numpy(data.target)  # (N,)
+    log_w = torch.zeros(len(data.views), dtype=torch.float64, requires_grad=True)  # (V,)
     optimizer = torch.optim.LBFGS([log_w], max_iter=max_iter, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        logits = torch.einsum("v,vnp->np", log_w.exp(), x)  # (N, P)
-        loss = torch.nn.functional.cross_entropy(logits, target) + l2 * (2 * log_w).exp().sum()
+        w = log_w.exp()
+        logits = torch.einsum("v,vnk->nk", w, x).masked_fill(pad, float("-inf"))  # (N, K)
+        rest = torch.einsum("v,vn->n", w, rest_x) + log_rest  # (N,) all the places outside the candidates
+        log_z = torch.logsumexp(torch.cat([logits, rest[:, None]], dim=1), dim=1)  # (N,)
+        loss = (log_z - logits[rows, target]).mean() + l2 * (w**2).sum()
         loss.backward()
         return loss
 
     optimizer.step(closure)
     weights = log_w.detach().exp().numpy()
-    return {view: float(w) for view, w in zip(views, weights, strict=True)}
+    return {view: float(w) for view, w in zip(data.views, weights, strict=True)}
 
 
-def place_scores(
-    hits: Sequence[Sequence[Mapping[str, Any]]], place_ids: Sequence[str]
-) -> np.ndarray:
-    """(N, P) place-level scores from N queries' hits: a place's best hit score, or the query's lowest returned
-    score (the floor) where the place is not among its hits, as in ``fuse``."""
-    column = {pid: j for j, pid in enumerate(place_ids)}
-    out = np.empty((len(hits), len(place_ids)))
-    for n, query_hits in enumerate(hits):
-        if not query_hits:
-            raise GeoBridgeError(f"calibration query {n} got no hits")
-        out[n] = min(float(h["score"]) for h in query_hits)
-        for hit in query_hits:
-            j = column.get(str(hit["place_id"]))
-            if j is not None:
-                out[n, j] = max(out[n, j], float(hit["score"]))
-    return out
+def _check_views(views: Mapping[str, Any]) -> tuple[str, ...]:
+    for view in views:
+        if view not in VIEWS:
+            raise GeoBridgeError(f"unknown view {view!r}; expected some of {', '.join(VIEWS)}")
+    return tuple(views)
 
 
 def calibrate_index(
@@ -120,6 +183,13 @@ def calibrate_index(
             raise GeoBridgeError(f"unknown view {view!r}; expected some of {', '.join(VIEWS)}")
     if not views:
         raise GeoBridgeError("calibration needs at least one view")
+    indexed_views = set(index.info()["views"])
+    for view in views:
+        if not indexed_views - {view}:
+            raise GeoBridgeError(
+                f"cannot calibrate {view} queries: the index holds only {view} items, and queries are searched "
+                "among the other views"
+            )
     indexed = index.place_ids()
     usable = [
         p for p in places
@@ -131,20 +201,12 @@ def calibrate_index(
             f"calibration needs at least 2 places that are in the index and have every view of {list(views)}; "
             f"found {len(usable)} of {len(places)}"
         )
-    place_order = sorted(indexed)
-    column = {pid: j for j, pid in enumerate(place_order)}
-    labels = np.array([column[str(p.place_id)] for p in usable])
     depth = search_depth(index, candidates)
-    scores: dict[str, np.ndarray] = {}
-    indexed_views = set(index.info()["views"])
+    slots = []
     for view in views:
-        if not indexed_views - {view}:
-            raise GeoBridgeError(
-                f"cannot calibrate {view} queries: the index holds only {view} items, and queries are searched "
-                "among the other views"
-            )
         items = [p.texts[0] if view == "text" else p.images[view][0] for p in usable]
         vectors = model.encode(items, view=view, batch_size=batch_size, show_progress_bar=show_progress_bar)  # (N, D)
         result = index.search(vectors, k=depth, exclude_views=(view,))
-        scores[view] = place_scores([result.metadata(q) for q in range(len(usable))], place_order)
-    return fit_view_weights(scores, labels)
+        slots.append((view, [result.metadata(q) for q in range(len(usable))]))
+    data = CalibrationSet.from_hits(slots, [str(p.place_id) for p in usable], n_places=len(indexed))
+    return fit_view_weights(data)

@@ -406,23 +406,20 @@ def _cross_fitted_weights(
     seed: int,
 ) -> dict[int, dict[str, float]]:
     """Place row -> view weights fitted on the places of the other folds (``weighted`` fusion, evaluation)."""
-    from geobridge.index.calibrate import fit_view_weights, place_scores
+    from geobridge.index.calibrate import CalibrationSet, fit_view_weights
 
-    place_order = sorted(index.place_ids())
-    column = {pid: j for j, pid in enumerate(place_order)}
-    labelled = [i for i in rows if str(places[i].place_id) in column and all(hits[q][i] for q in queries)]
+    indexed = index.place_ids()
+    labelled = [i for i in rows if str(places[i].place_id) in indexed and all(hits[q][i] for q in queries)]
     if len(labelled) < 2 * folds:
         raise GeoBridgeError(f"weighted fusion needs at least {2 * folds} evaluated places in the index to cross-fit")
     fold_of = {i: f for f, part in enumerate(np.array_split(np.random.default_rng(seed).permutation(labelled), folds))
                for i in part.tolist()}
-    views = sorted({view for view, _ in queries})
     out: dict[int, dict[str, float]] = {}
     for fold in range(folds):
         train = [i for i in labelled if fold_of[i] != fold]
-        features = {view: sum(place_scores([hits[q][i] for i in train], place_order)
-                              for q in queries if q[0] == view) for view in views}  # view -> (N, P)
-        labels = np.array([column[str(places[i].place_id)] for i in train])
-        weights = fit_view_weights(features, labels)
+        data = CalibrationSet.from_hits([(view, [hits[(view, nth)][i] for i in train]) for view, nth in queries],
+                                        [str(places[i].place_id) for i in train], n_places=len(indexed))
+        weights = fit_view_weights(data)
         for i in rows:
             if fold_of.get(i, fold) == fold and i not in out:
                 out[i] = weights
