@@ -126,6 +126,11 @@ def test_weighted_fuse_by_hand():
         assert match.score == pytest.approx(expected[match.place_id])
     assert result.confidence == pytest.approx(1.0 / sum(math.exp(v - 1.95) for v in expected.values()))
     assert result.fusion == "weighted" and (result.lat, result.lon) == (1.0, 1.0)
+    # in a gallery of 8 places, 3 were returned by no query: each sits at the floor logit 2 * 0.5 + 0.5 * 0.3
+    in_gallery = fuse(two_queries(), fusion="weighted", query_views=["drone", "text"], view_weights=weights,
+                      gallery_places=8)
+    total = sum(math.exp(v - 1.95) for v in expected.values()) + 3 * math.exp(1.15 - 1.95)
+    assert in_gallery.confidence == pytest.approx(1.0 / total) and in_gallery.confidence < result.confidence
     # the weights decide: trust the second query more and B wins
     flipped = fuse(two_queries(), fusion="weighted", query_views=["drone", "text"],
                    view_weights={"drone": 0.5, "text": 2.0})

@@ -17,7 +17,8 @@ views (cross-view localisation). ``fuse`` then aggregates the per-query hits per
 * ``weighted``: a place's score is the logit ``sum_q w_{view(q)} * s_{q,p}`` (floors as in ``score``), with one
   weight per query view fitted on labelled queries (``geobridge.index.calibrate``, stored with the index as
   ``GeoIndex.fusion_weights``). A view carrying no signal gets a weight near 0. The estimate is the top place;
-  the confidence is its softmax probability ``1 / sum_p exp(logit_p - logit_top)`` (the weights carry the scale).
+  the confidence is its softmax probability ``1 / sum_p exp(logit_p - logit_top)`` over the gallery (the weights
+  carry the scale; ``locate`` counts the places no query returned at the floor logit).
 
 ``locate`` defaults to ``fusion="auto"``: ``weighted`` when the index holds fusion weights for every query's
 view, else ``score``.
@@ -122,13 +123,16 @@ def fuse(
     temperature: float = DEFAULT_TEMPERATURE,
     query_views: Sequence[str] | None = None,
     view_weights: Mapping[str, float] | None = None,
+    gallery_places: int | None = None,
 ) -> LocateResult:
     """Aggregate per-query hits into ranked places and one location estimate (see the module docstring).
 
     ``per_query[q]`` is query q's hits, each a mapping with ``place_id``, ``lat``, ``lon`` and ``score`` (and
     optionally ``view``, ``path``, ``country``), as returned by ``SearchResult.metadata(q)``. Queries with no
     hits are ignored. ``weighted`` fusion also needs ``query_views`` (the view of each query) and
-    ``view_weights`` (a weight for each of those views). Returns a ``LocateResult`` with empty ``queries``.
+    ``view_weights`` (a weight for each of those views); with ``gallery_places`` (the index's place count) its
+    confidence also counts the places no query returned, each at the floor logit, as the calibration fit does.
+    Returns a ``LocateResult`` with empty ``queries``.
     """
     if fusion not in FUSIONS:
         raise GeoBridgeError(f"unknown fusion {fusion!r}; expected one of {', '.join(FUSIONS)}")
@@ -178,7 +182,11 @@ def fuse(
         top = order[0]
         est_lat, est_lon = float(lat[top]), float(lon[top])
         scale = 1.0 if fusion == "weighted" else temperature
-        confidence = float(1.0 / np.exp((ranking - ranking[top]) / scale).sum())
+        total = np.exp((ranking - ranking[top]) / scale).sum()
+        if fusion == "weighted" and gallery_places is not None and gallery_places > len(pids):
+            floor_logit = float(query_weights @ floors)  # every place outside the hits
+            total += (gallery_places - len(pids)) * math.exp(floor_logit - ranking[top])
+        confidence = float(1.0 / total)
     distances = haversine_km(est_lat, est_lon, lat, lon)  # (P,)
     matches = [
         Match(rank=rank, place_id=pids[j], lat=float(lat[j]), lon=float(lon[j]), view=places[pids[j]]["view"],
@@ -304,7 +312,7 @@ def locate(
                           "top_place_id": hits[0]["place_id"] if hits else None,
                           "top_score": hits[0]["score"] if hits else None})
     fused = fuse(per_query, fusion=fusion, top_k=top_k, radius_km=radius_km, temperature=temperature,
-                 query_views=[q[0] for q in queries], view_weights=view_weights)
+                 query_views=[q[0] for q in queries], view_weights=view_weights, gallery_places=index.n_places())
     return replace(fused, queries=described)
 
 
