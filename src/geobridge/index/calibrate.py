@@ -11,7 +11,7 @@ with one positive weight per query view, fitted on labelled calibration queries 
 cross-entropy of the true place under that softmax (a multinomial logistic regression with one coefficient
 per view; L-BFGS in torch). The fit is joint: a view whose errors the others already cover, or that carries no
 signal, gets a weight near zero, so fusing it cannot cost much. The weights also carry the scale, so the fused
-softmax is a calibrated confidence.
+softmax is a confidence fitted by likelihood (not a guarantee of calibration on new places).
 
 ``fit_view_weights`` is the pure fit on a ``CalibrationSet`` (built from dense scores or from search hits; the
 compact form costs memory in proportion to the candidates returned, not to the gallery); ``calibrate_index``
