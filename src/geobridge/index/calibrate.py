@@ -21,7 +21,7 @@ embeds calibration places, searches them in an index and fits weights for the in
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,9 +29,9 @@ import numpy as np
 import torch
 
 from geobridge.errors import GeoBridgeError
-from geobridge.index.locate import DEFAULT_CANDIDATES, search_depth
+from geobridge.index.locate import DEFAULT_CANDIDATES, search_depth, search_places
 from geobridge.index.store import GeoIndex
-from geobridge.views import VIEWS
+from geobridge.views import check_view
 
 CALIBRATION_VIEWS: tuple[str, ...] = ("drone", "street", "text")
 
@@ -83,7 +83,7 @@ class CalibrationSet:
         """From search hits: ``queries`` is one ``(view, hits)`` slot per query of a group (``hits[n]`` is group
         n's hit list for that slot, as ``SearchResult.metadata``); a view may fill several slots (four drone
         photos). ``true_place_ids[n]`` is group n's place, one of the ``n_places`` places in the gallery."""
-        views = _check_views(dict.fromkeys(view for view, _ in queries))
+        views = _check_views(view for view, _ in queries)
         n = len(true_place_ids)
         if not queries or n == 0 or any(len(hits) != n for _, hits in queries):
             raise GeoBridgeError(f"every query slot needs one hit list per calibration place ({n})")
@@ -153,11 +153,12 @@ def fit_view_weights(data: CalibrationSet, *, l2: float = 1e-5, max_iter: int = 
     return {view: float(w) for view, w in zip(data.views, weights, strict=True)}
 
 
-def _check_views(views: Mapping[str, Any]) -> tuple[str, ...]:
-    for view in views:
-        if view not in VIEWS:
-            raise GeoBridgeError(f"unknown view {view!r}; expected some of {', '.join(VIEWS)}")
-    return tuple(views)
+def _check_views(views: Iterable[str]) -> tuple[str, ...]:
+    """The distinct ``views`` in order; a GeoBridgeError names an unknown one."""
+    try:
+        return tuple(check_view(view) for view in dict.fromkeys(views))
+    except ValueError as exc:
+        raise GeoBridgeError(str(exc)) from exc
 
 
 def calibrate_index(
@@ -178,9 +179,7 @@ def calibrate_index(
     the weights are fitted on the same floored scores that ``fuse`` sees. The caller stores the result with
     ``index.fusion_weights = ...`` and saves the index. Calibrate on places other than those you evaluate on.
     """
-    for view in views:
-        if view not in VIEWS:
-            raise GeoBridgeError(f"unknown view {view!r}; expected some of {', '.join(VIEWS)}")
+    views = _check_views(views)
     if not views:
         raise GeoBridgeError("calibration needs at least one view")
     indexed_views = set(index.info()["views"])
@@ -202,11 +201,10 @@ def calibrate_index(
             f"found {len(usable)} of {len(places)}"
         )
     depth = search_depth(index, candidates)
-    slots = []
-    for view in views:
-        items = [p.texts[0] if view == "text" else p.images[view][0] for p in usable]
-        vectors = model.encode(items, view=view, batch_size=batch_size, show_progress_bar=show_progress_bar)  # (N, D)
-        result = index.search(vectors, k=depth, exclude_views=(view,))
-        slots.append((view, [result.metadata(q) for q in range(len(usable))]))
+    slots = [
+        (view, search_places(model, index, usable, view=view, depth=depth, batch_size=batch_size,
+                             show_progress_bar=show_progress_bar))
+        for view in views
+    ]
     data = CalibrationSet.from_hits(slots, [str(p.place_id) for p in usable], n_places=len(indexed))
     return fit_view_weights(data)

@@ -355,21 +355,12 @@ def evaluate_fusion(
         raise GeoBridgeError(f"folds must be >= 2 (weighted fusion is cross-fitted), got {folds}")
     parsed = {combo: _parse_combo(combo) for combo in combos}
     depth = search_depth(index, max(top_k, candidates))
-    hits: dict[tuple[str, int], list[list[dict[str, Any]] | None]] = {}  # (view, n-th item) -> hits per place
-    for view, nth in sorted({q for queries in parsed.values() for q in queries}):
-        items, rows = [], []
-        for i, place in enumerate(places):
-            entries = place.texts if view == "text" else tuple(place.images.get(view, ()))
-            if nth < len(entries):
-                items.append(entries[nth])
-                rows.append(i)
-        per_place: list[list[dict[str, Any]] | None] = [None] * len(places)
-        if items:
-            vectors = model.encode(items, view=view, batch_size=batch_size, show_progress_bar=show_progress_bar)
-            result = index.search(vectors, k=depth, exclude_views=(view,) if exclude_same_view else None)
-            for q, i in enumerate(rows):
-                per_place[i] = result.metadata(q)
-        hits[(view, nth)] = per_place
+    hits = {  # (view, n-th item) -> hits per place
+        (view, nth): search_places(model, index, places, view=view, nth=nth, depth=depth,
+                                   exclude_same_view=exclude_same_view, batch_size=batch_size,
+                                   show_progress_bar=show_progress_bar)
+        for view, nth in sorted({q for queries in parsed.values() for q in queries})
+    }
     out: dict[str, float] = {}
     for combo, queries in parsed.items():
         rows = [i for i in range(len(places)) if all(hits[q][i] is not None for q in queries)]
@@ -401,6 +392,35 @@ def evaluate_fusion(
             for view in sorted(set(query_views)) if weights_per_row else ():
                 out[f"{key}/w_{view}"] = float(np.mean([w[view] for w in weights_per_row.values()]))
     return out
+
+
+def search_places(
+    model: Any,
+    index: GeoIndex,
+    places: Sequence[Any],
+    *,
+    view: str,
+    nth: int = 0,
+    depth: int,
+    exclude_same_view: bool = True,
+    batch_size: int = 64,
+    show_progress_bar: bool | None = None,
+) -> list[list[dict[str, Any]] | None]:
+    """Per place, the hits of its ``nth`` item of ``view`` (image, or text) searched ``depth`` items deep in
+    ``index`` (among the other views with ``exclude_same_view``); None for a place without such an item."""
+    items, rows = [], []
+    for i, place in enumerate(places):
+        entries = place.texts if view == "text" else tuple(place.images.get(view, ()))
+        if nth < len(entries):
+            items.append(entries[nth])
+            rows.append(i)
+    per_place: list[list[dict[str, Any]] | None] = [None] * len(places)
+    if items:
+        vectors = model.encode(items, view=view, batch_size=batch_size, show_progress_bar=show_progress_bar)
+        result = index.search(vectors, k=depth, exclude_views=(view,) if exclude_same_view else None)
+        for q, i in enumerate(rows):
+            per_place[i] = result.metadata(q)
+    return per_place
 
 
 def _cross_fitted_weights(
