@@ -24,6 +24,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", required=True, help="output directory (new, empty, or a previous world)")
     parser.add_argument("--places", type=int, default=600, help="number of places (default 600)")
+    parser.add_argument(
+        "--extra-train-places",
+        type=int,
+        default=0,
+        help="training places appended after --places, from the countries not held out (default 0)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="world seed (default 0)")
     parser.add_argument("--image-size", type=int, default=128, help="side of drone/satellite images (default 128)")
     parser.add_argument("--drone-views", type=int, default=4, help="drone headings per place (default 4)")
@@ -54,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = WorldConfig(
         places=args.places,
+        extra_train_places=args.extra_train_places,
         image_size=args.image_size,
         drone_views=args.drone_views,
         texts_per_place=args.texts_per_place,

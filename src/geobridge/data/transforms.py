@@ -18,13 +18,15 @@ def make_view_transform(
     input_size: tuple[int, int, int],
     mean: tuple[float, ...],
     std: tuple[float, ...],
+    interpolation: str = "bilinear",
     train: bool = False,
     rotate: bool = True,
     robust: bool = False,
 ) -> Callable[[Image.Image], torch.Tensor]:
     """PIL image -> (3, H, W) tensor for one image view.
 
-    Evaluation: timm's eval transform with ``crop_pct=1`` (the whole image, resized to exactly H x W).
+    Evaluation: timm's eval transform with ``crop_pct=1`` (the whole image, resized to exactly H x W with the
+    ``interpolation`` filter).
 
     Training adds augmentation that keeps the place's identity, per view:
 
@@ -48,7 +50,13 @@ def make_view_transform(
     check_view(view, allowed=IMAGE_VIEWS)
     _, height, width = input_size
     base = create_transform(
-        input_size=(3, height, width), is_training=False, mean=mean, std=std, crop_pct=1.0, crop_mode="squash"
+        input_size=(3, height, width),
+        is_training=False,
+        mean=mean,
+        std=std,
+        interpolation=interpolation,
+        crop_pct=1.0,
+        crop_mode="squash",
     )
     if not train:
         return base

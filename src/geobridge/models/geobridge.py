@@ -40,11 +40,20 @@ class GeoBridge(nn.Module):
     takes images (PIL, paths or uint8 arrays) or strings and returns an (N, D) float32 numpy array.
     """
 
-    def __init__(self, config: GeoBridgeConfig, *, backbone_file: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        config: GeoBridgeConfig,
+        *,
+        backbone_file: str | Path | None = None,
+        load_pretrained: bool = True,
+    ) -> None:
+        """``load_pretrained=False`` builds the architecture without reading ``config.image.pretrained``."""
         super().__init__()
         config.validate()
         self.config = config
-        self.image = ImageTower(config.image, embed_dim=config.embed_dim, backbone_file=backbone_file)
+        self.image = ImageTower(
+            config.image, embed_dim=config.embed_dim, backbone_file=backbone_file, load_pretrained=load_pretrained
+        )
         self.text = TextTower(config.text, embed_dim=config.embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(float(config.init_logit_scale)))
 
@@ -104,6 +113,7 @@ class GeoBridge(nn.Module):
             input_size=(3, height, width),
             mean=tuple(self.config.image.mean),
             std=tuple(self.config.image.std),
+            interpolation=self.config.image.interpolation,
             train=False,
         )
 
@@ -189,7 +199,7 @@ class GeoBridge(nn.Module):
             config = GeoBridgeConfig.from_dict(meta["model"])
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"bad model config in {path / CONFIG_NAME}: {exc}") from exc
-        model = cls(config)
+        model = cls(config, load_pretrained=False)  # the backbone's weights are in the checkpoint
         tensors = load_tensors(path / WEIGHTS_NAME)
         skip = tuple(f"text.{prefix}" for prefix in model.text.frozen_prefixes())
         expected = {k for k in model.state_dict() if not k.startswith(skip)}

@@ -10,6 +10,7 @@ from torch import nn
 
 from geobridge.errors import CheckpointError
 from geobridge.models.config import ImageTowerConfig
+from geobridge.models.pretrained import load_packaged_weights
 from geobridge.views import IMAGE_VIEWS, check_view
 
 
@@ -33,10 +34,24 @@ class ResidualAdapter(nn.Module):
 class ImageTower(nn.Module):
     """Shared backbone -> (+ view embedding) -> per-view adapter -> shared projection to ``embed_dim``."""
 
-    def __init__(self, config: ImageTowerConfig, *, embed_dim: int, backbone_file: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        config: ImageTowerConfig,
+        *,
+        embed_dim: int,
+        backbone_file: str | Path | None = None,
+        load_pretrained: bool = True,
+    ) -> None:
+        """``load_pretrained=False`` skips ``config.pretrained`` (the weights come from a checkpoint instead).
+
+        When weights are loaded (``config.pretrained`` or ``backbone_file``), ``config`` adopts the mean, std and
+        interpolation of the backbone's timm ``pretrained_cfg``, which a saved checkpoint then keeps.
+        """
         super().__init__()
         self.config = config
-        self.backbone = _create_backbone(config, backbone_file=backbone_file)
+        self.backbone = _create_backbone(config, backbone_file=backbone_file, load_pretrained=load_pretrained)
+        if backbone_file is not None or (load_pretrained and config.pretrained):
+            _adopt_normalisation(config, self.backbone)
         width = self.backbone.num_features
         self.view_embed = nn.Parameter(torch.zeros(len(IMAGE_VIEWS), width)) if config.view_embedding else None
         if config.adapter == "residual":
@@ -56,10 +71,15 @@ class ImageTower(nn.Module):
         return self.proj(x)  # (B, D)
 
 
-def _create_backbone(config: ImageTowerConfig, *, backbone_file: str | Path | None) -> nn.Module:
+def _create_backbone(
+    config: ImageTowerConfig, *, backbone_file: str | Path | None, load_pretrained: bool
+) -> nn.Module:
     kwargs = dict(config.backbone_kwargs)
     if backbone_file is None:
-        return timm.create_model(config.backbone, pretrained=False, num_classes=0, **kwargs)
+        model = timm.create_model(config.backbone, pretrained=False, num_classes=0, **kwargs)
+        if load_pretrained and config.pretrained:
+            load_packaged_weights(model, config.pretrained)
+        return model
     path = Path(backbone_file)
     if not path.is_file():
         raise CheckpointError(f"backbone weights file not found: {path}")
@@ -77,3 +97,13 @@ def _create_backbone(config: ImageTowerConfig, *, backbone_file: str | Path | No
         )
     except (RuntimeError, ValueError, KeyError, OSError) as exc:
         raise CheckpointError(f"could not load backbone weights {path} into {config.backbone}: {exc}") from exc
+
+
+def _adopt_normalisation(config: ImageTowerConfig, backbone: nn.Module) -> None:
+    """Set the tower's mean, std and resize filter to those its pretrained weights were trained with."""
+    pretrained_cfg = getattr(backbone, "pretrained_cfg", None) or {}
+    if "mean" in pretrained_cfg and "std" in pretrained_cfg:
+        config.mean = [float(v) for v in pretrained_cfg["mean"]]
+        config.std = [float(v) for v in pretrained_cfg["std"]]
+    if pretrained_cfg.get("interpolation") in ("bilinear", "bicubic", "nearest"):
+        config.interpolation = str(pretrained_cfg["interpolation"])

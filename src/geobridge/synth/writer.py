@@ -56,6 +56,10 @@ class WorldConfig:
     """What world to generate. ``countries=None`` uses every styled country."""
 
     places: int = 600
+    # more training places, appended after the first ``places`` (whose content and splits they leave as they are):
+    # drawn only from the countries not held out, all in the train split. Scales the training set while keeping
+    # the test places of a world fixed (docs/synth.md).
+    extra_train_places: int = 0
     image_size: int = 128
     drone_views: int = 4
     texts_per_place: int = 3
@@ -89,6 +93,8 @@ class WorldConfig:
         """Raise GeoBridgeError naming the first bad option."""
         if self.places < 1:
             raise GeoBridgeError(f"places must be >= 1, got {self.places}")
+        if self.extra_train_places < 0:
+            raise GeoBridgeError(f"extra_train_places must be >= 0, got {self.extra_train_places}")
         if not 16 <= self.image_size <= 2048:
             raise GeoBridgeError(f"image_size must be within 16..2048, got {self.image_size}")
         if self.drone_views < 1:
@@ -183,20 +189,23 @@ def plan_places(config: WorldConfig) -> list[PlaceSpec]:
     config.validate()
     codes = config.country_styles()
     holdout = {get_country(c).code for c in config.holdout_countries}
-    width = max(5, len(str(config.places - 1)))
+    total = config.places + config.extra_train_places
+    width = max(5, len(str(total - 1)))
+    train_codes = [c for c in codes if c not in holdout]
     drafts = []
-    for index in range(config.places):
+    for index in range(total):
         rng = np.random.default_rng(place_seed(config.seed, index).spawn(4)[0])
-        style = get_country(codes[int(rng.integers(len(codes)))])
+        pool = codes if index < config.places else train_codes  # extra places never come from held-out countries
+        style = get_country(pool[int(rng.integers(len(pool)))])
         lat_min, lat_max, lon_min, lon_max = style.bbox
         lat = round(float(rng.uniform(lat_min, lat_max)), 5)
         lon = round(float(rng.uniform(lon_min, lon_max)), 5)
         drafts.append((index, f"p{index:0{width}d}", style.code, lat, lon))
     # Splits: every held-out place is a test place; more test (and val) places are drawn from the rest.
     n_test = config.test_places if config.test_places is not None else int(round(config.test_fraction * config.places))
-    split = ["train"] * config.places
+    split = ["train"] * total
     free = []
-    for index, _, code, _, _ in drafts:
+    for index, _, code, _, _ in drafts[: config.places]:
         if code in holdout:
             split[index] = "test"
         else:

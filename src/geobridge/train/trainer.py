@@ -125,6 +125,7 @@ class Trainer:
                 input_size=(3, *image_cfg.input_size[view]),
                 mean=tuple(image_cfg.mean),
                 std=tuple(image_cfg.std),
+                interpolation=image_cfg.interpolation,
                 train=config.data.augment,
                 robust=config.data.augment and config.data.robust_augment,
             )
