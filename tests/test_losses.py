@@ -118,3 +118,39 @@ def test_missing_view_only_uses_present_pairs():
     losses = GeoBridgeLoss()(emb, labels, logit_scale=torch.tensor(2.0))
     assert "drone_street_loss" not in losses and "street_text_loss" not in losses
     assert "drone_satellite_loss" in losses and "bridge_loss" in losses
+
+
+def test_paper_objective_is_the_mean_of_directional_terms_by_hand():
+    emb, labels = _batch(seed=3)
+    scale = torch.tensor(1.5)
+    s = math.exp(1.5)
+
+    def ce(q, g):  # one-directional InfoNCE q -> g, all places matched by position
+        return F.cross_entropy(s * emb[q] @ emb[g].T, torch.arange(6)).item()
+
+    l_img = (ce("drone", "satellite") + ce("satellite", "street") + ce("street", "drone")) / 3
+    l_text = (ce("text", "drone") + ce("text", "street") + ce("text", "satellite")) / 3
+    losses = GeoBridgeLoss(objective="paper", bridge_weight=0.0, label_smoothing=0.0)(emb, labels, logit_scale=scale)
+    assert set(losses) == {
+        "drone_satellite_loss", "satellite_street_loss", "street_drone_loss",
+        "drone_text_loss", "street_text_loss", "satellite_text_loss",
+    }
+    assert sum(losses.values()).item() == pytest.approx(l_img + l_text, rel=1e-6)
+    assert losses["street_drone_loss"].item() == pytest.approx(ce("street", "drone") / 3, rel=1e-6)
+    # symmetric=True: each term becomes the mean of both directions
+    sym = GeoBridgeLoss(objective="paper", symmetric=True, bridge_weight=0.0, label_smoothing=0.0)(
+        emb, labels, logit_scale=scale
+    )
+    expected = (ce("drone", "satellite") + ce("satellite", "drone")) / 2 / 3
+    assert sym["drone_satellite_loss"].item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_text_only_and_image_only_arms():
+    emb, labels = _batch(seed=4)
+    scale = torch.tensor(2.0)
+    text_only = GeoBridgeLoss(use_pairs=False, bridge_weight=0.0)(emb, labels, logit_scale=scale)
+    assert set(text_only) == {"drone_text_loss", "satellite_text_loss", "street_text_loss"}
+    image_only = GeoBridgeLoss(use_anchors=False)(emb, labels, logit_scale=scale)
+    assert set(image_only) == {"drone_satellite_loss", "drone_street_loss", "satellite_street_loss"}
+    with pytest.raises(ValueError, match="unknown objective"):
+        GeoBridgeLoss(objective="clip")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from geobridge.losses.contrastive import match_labels, symmetric_info_nce
-from geobridge.losses.geobridge_loss import GeoBridgeLoss
+from geobridge.losses.contrastive import info_nce, match_labels, symmetric_info_nce
+from geobridge.losses.geobridge_loss import OBJECTIVES, GeoBridgeLoss
 
-__all__ = ["GeoBridgeLoss", "match_labels", "symmetric_info_nce"]
+__all__ = ["OBJECTIVES", "GeoBridgeLoss", "info_nce", "match_labels", "symmetric_info_nce"]

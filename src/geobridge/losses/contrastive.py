@@ -1,4 +1,4 @@
-"""Symmetric InfoNCE between two sets of embeddings matched by place label."""
+"""InfoNCE between two sets of embeddings matched by place label: one-directional and symmetric."""
 
 from __future__ import annotations
 
@@ -14,6 +14,26 @@ def match_labels(labels_a: torch.Tensor, labels_b: torch.Tensor) -> tuple[torch.
     equal = labels_a[:, None] == labels_b[None, :]  # (A, B)
     rows, cols = equal.nonzero(as_tuple=True)
     return rows, cols
+
+
+def info_nce(
+    emb_a: torch.Tensor,
+    emb_b: torch.Tensor,
+    labels_a: torch.Tensor,
+    labels_b: torch.Tensor,
+    *,
+    logit_scale: torch.Tensor,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """The one-directional a->b InfoNCE over matched pairs: each ``a`` row picks its partner among all of ``b``.
+
+    Shapes and labels as in ``symmetric_info_nce``; a zero that keeps the graph when no place is in both sides.
+    """
+    rows, cols = match_labels(labels_a, labels_b)
+    if rows.numel() == 0:
+        return emb_a.sum() * 0.0 + emb_b.sum() * 0.0
+    logits = logit_scale.exp() * emb_a[rows] @ emb_b.T  # (P, B)
+    return F.cross_entropy(logits, cols, label_smoothing=label_smoothing)
 
 
 def symmetric_info_nce(

@@ -9,8 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geobridge.losses.contrastive import match_labels, symmetric_info_nce
+from geobridge.losses.contrastive import info_nce, match_labels, symmetric_info_nce
 from geobridge.views import IMAGE_VIEW_PAIRS, IMAGE_VIEWS, check_view_pairs
+
+OBJECTIVES = ("geobridge", "paper")
+# the paper's image terms: a cycle through the three views, each term in the written direction
+PAPER_IMAGE_DIRECTIONS = (("drone", "satellite"), ("satellite", "street"), ("street", "drone"))
 
 
 class GeoBridgeLoss(nn.Module):
@@ -38,6 +42,20 @@ class GeoBridgeLoss(nn.Module):
       other places' descriptions in the same way, which transfers to pairs (such as drone-street) that have
       little direct visual overlap.
 
+    ``objective`` names the form of the two groups of terms:
+
+    * ``"geobridge"`` (default): every pair of image views present and every (image view, text) pair, each
+      term symmetric, weighted and summed as above;
+    * ``"paper"``: the GeoBridge paper's objective as its public summaries give it. L_img is the *mean* of the
+      InfoNCE terms drone->satellite, satellite->street and street->drone (a cycle through the three views),
+      L_text the mean of text->drone, text->street and text->satellite, and the loss is
+      ``pair_weight * L_img + anchor_weight * L_text`` (1:1 by default). Each term runs in the written
+      direction only unless ``symmetric=True``. ``bridge_weight`` adds the bridge term as above (the paper has
+      none; set it to 0). Per-pair weights scale the image terms inside the mean.
+
+    ``use_pairs=False`` drops the image-image terms (the text-only arm of the anchors ablation); with
+    ``use_anchors=False`` (the image-only arm) the text terms go.
+
     The GeoBridge paper (arXiv 2512.02697) shows, in its method figure, batch similarity matrices for the
     three image-view pairs and for text with each view: the first two groups above, with symmetric
     InfoNCE as the assumed form (its equations, weights and code are not public). ``bridge_loss`` is our
@@ -47,6 +65,9 @@ class GeoBridgeLoss(nn.Module):
     def __init__(
         self,
         *,
+        objective: str = "geobridge",
+        symmetric: bool | None = None,
+        use_pairs: bool = True,
         use_anchors: bool = True,
         pair_weight: float = 1.0,
         pair_weights: Mapping[str, float] | None = None,
@@ -55,6 +76,11 @@ class GeoBridgeLoss(nn.Module):
         label_smoothing: float = 0.1,
     ) -> None:
         super().__init__()
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
+        self.objective = objective
+        self.symmetric = (objective == "geobridge") if symmetric is None else bool(symmetric)
+        self.use_pairs = use_pairs
         self.use_anchors = use_anchors
         overrides = dict(pair_weights or {})
         check_view_pairs(overrides)
@@ -71,26 +97,42 @@ class GeoBridgeLoss(nn.Module):
         logit_scale: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
         image_views = [v for v in IMAGE_VIEWS if v in emb and emb[v].shape[0] > 0]
-        losses: dict[str, torch.Tensor] = {}
-        for a, b in itertools.combinations(image_views, 2):
-            losses[f"{a}_{b}_loss"] = self.pair_weights[f"{a}_{b}"] * symmetric_info_nce(
-                emb[a], emb[b], labels[a], labels[b], logit_scale=logit_scale, label_smoothing=self.label_smoothing
-            )
         has_text = "text" in emb and emb["text"].shape[0] > 0
-        if not (self.use_anchors and has_text):
+        pairs = self._image_directions(image_views) if self.use_pairs else []
+        anchors = [("text", v) for v in image_views] if self.use_anchors and has_text else []
+        # "paper" averages each group, so its terms carry 1 / (number of terms in the group)
+        pair_norm = len(pairs) if self.objective == "paper" and pairs else 1
+        anchor_norm = len(anchors) if self.objective == "paper" and anchors else 1
+        losses: dict[str, torch.Tensor] = {}
+        for a, b in pairs:
+            weight = self.pair_weights["_".join(sorted((a, b), key=IMAGE_VIEWS.index))] / pair_norm
+            losses[f"{a}_{b}_loss"] = weight * self._contrast(emb, labels, a, b, logit_scale)
+        for text, view in anchors:
+            weight = self.anchor_weight / anchor_norm
+            losses[f"{view}_text_loss"] = weight * self._contrast(emb, labels, text, view, logit_scale)
+        if not anchors:
             return losses
-        for view in image_views:
-            losses[f"{view}_text_loss"] = self.anchor_weight * symmetric_info_nce(
-                emb[view],
-                emb["text"],
-                labels[view],
-                labels["text"],
-                logit_scale=logit_scale,
-                label_smoothing=self.label_smoothing,
-            )
         if self.bridge_weight > 0 and len(image_views) >= 2:
             losses["bridge_loss"] = self.bridge_weight * self._bridge(emb, labels, image_views, logit_scale)
         return losses
+
+    def _image_directions(self, image_views: list[str]) -> list[tuple[str, str]]:
+        """The (query, gallery) image-view pairs with a term: the paper's cycle, or every pair."""
+        if self.objective == "paper":
+            return [(a, b) for a, b in PAPER_IMAGE_DIRECTIONS if a in image_views and b in image_views]
+        return list(itertools.combinations(image_views, 2))
+
+    def _contrast(
+        self,
+        emb: dict[str, torch.Tensor],
+        labels: dict[str, torch.Tensor],
+        a: str,
+        b: str,
+        logit_scale: torch.Tensor,
+    ) -> torch.Tensor:
+        """The a->b InfoNCE (symmetric: the mean of a->b and b->a)."""
+        nce = symmetric_info_nce if self.symmetric else info_nce
+        return nce(emb[a], emb[b], labels[a], labels[b], logit_scale=logit_scale, label_smoothing=self.label_smoothing)
 
     def _bridge(
         self,

@@ -82,7 +82,9 @@ class GeoBridgeConfig:
         if unknown_tta:
             raise ValueError(f"image.test_time_augment has unknown views {unknown_tta}; expected some of {IMAGE_VIEWS}")
         if self.image.interpolation not in ("bilinear", "bicubic", "nearest"):
-            raise ValueError(f"image.interpolation must be bilinear, bicubic or nearest, got {self.image.interpolation!r}")
+            raise ValueError(
+                f"image.interpolation must be bilinear, bicubic or nearest, got {self.image.interpolation!r}"
+            )
         if self.image.adapter not in ("residual", "none"):
             raise ValueError(f"image.adapter must be 'residual' or 'none', got {self.image.adapter!r}")
         if self.text.kind not in ("minilm", "hashing"):

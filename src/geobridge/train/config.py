@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from geobridge.errors import GeoBridgeError
+from geobridge.losses import OBJECTIVES
 from geobridge.views import check_view_pairs
 
 
@@ -29,13 +30,19 @@ class DataSection:
     views: list[str] = field(default_factory=lambda: ["drone", "satellite", "street", "text"])
     train_split: str = "train"
     eval_split: str = "test"
-    num_workers: int = 0
+    num_workers: int = 0  # loader processes of the "pil" pipeline
+    # "pil": decode and augment each sample per step in a DataLoader (any dataset size); "tensor": decode every
+    # training image once into a uint8 cache and augment whole batches on the device (data/tensor_cache.py)
+    pipeline: str = "pil"
     augment: bool = True
     robust_augment: bool = False  # also blur, downscale, strong colour jitter, grayscale (transforms.py)
 
 
 @dataclass
 class LossSection:
+    objective: str = "geobridge"  # "geobridge" (symmetric terms, summed) or "paper" (losses/geobridge_loss.py)
+    symmetric: bool | None = None  # both directions of each term; None = the objective's own (paper: one)
+    use_pairs: bool = True  # image-image terms (false: the text-only arm of the anchors ablation)
     use_anchors: bool = True
     pair_weight: float = 1.0
     pair_weights: dict[str, float] = field(default_factory=dict)  # per image-view pair, e.g. drone_street: 0.3
@@ -120,9 +127,15 @@ def _validate(config: TrainConfig) -> None:
         raise GeoBridgeError("optim.batch_size must be at least 2 for a contrastive loss")
     if not 0.0 <= config.train.view_dropout < 1.0:
         raise GeoBridgeError(f"train.view_dropout must be in [0, 1), got {config.train.view_dropout}")
+    if config.loss.objective not in OBJECTIVES:
+        raise GeoBridgeError(f"loss.objective must be one of {', '.join(OBJECTIVES)}, got {config.loss.objective!r}")
+    if not (config.loss.use_pairs or config.loss.use_anchors):
+        raise GeoBridgeError("loss.use_pairs and loss.use_anchors are both false: the loss would have no term")
     try:
         check_view_pairs(config.loss.pair_weights)
     except ValueError as exc:
         raise GeoBridgeError(f"loss.pair_weights: {exc}") from exc
+    if config.data.pipeline not in ("pil", "tensor"):
+        raise GeoBridgeError(f"data.pipeline must be pil or tensor, got {config.data.pipeline!r}")
     if config.data.format not in ("geoloc", "university1652"):
         raise GeoBridgeError(f"data.format must be geoloc or university1652, got {config.data.format!r}")

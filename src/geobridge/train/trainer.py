@@ -17,6 +17,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from geobridge._atomic import atomic_write_bytes
+from geobridge.data.batch_augment import BatchAugment
+from geobridge.data.tensor_cache import TensorBatches, build_view_cache
 from geobridge.errors import GeoBridgeError
 from geobridge.losses import GeoBridgeLoss
 from geobridge.models import GeoBridge, get_model_config
@@ -77,6 +79,9 @@ class Trainer:
         np.random.seed(config.train.seed)
         self.model = build_model(config).to(self.device)
         self.loss_fn = GeoBridgeLoss(
+            objective=config.loss.objective,
+            symmetric=config.loss.symmetric,
+            use_pairs=config.loss.use_pairs,
             use_anchors=config.loss.use_anchors,
             pair_weight=config.loss.pair_weight,
             pair_weights=dict(config.loss.pair_weights),
@@ -109,7 +114,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ data
     def _build_data(self) -> None:
-        from geobridge.data import PlaceBatchSampler, PlaceDataset, collate_places, load_places, make_view_transform
+        from geobridge.data import PlaceBatchSampler, load_places
 
         config = self.config
         places = load_places(config.data.root, fmt=config.data.format, split=config.data.train_split)
@@ -118,21 +123,7 @@ class Trainer:
                 f"{config.data.root} has {len(places)} {config.data.train_split} places, "
                 f"fewer than one batch ({config.optim.batch_size})"
             )
-        image_cfg = self.model.config.image
-        transforms = {
-            view: make_view_transform(
-                view,
-                input_size=(3, *image_cfg.input_size[view]),
-                mean=tuple(image_cfg.mean),
-                std=tuple(image_cfg.std),
-                interpolation=image_cfg.interpolation,
-                train=config.data.augment,
-                robust=config.data.augment and config.data.robust_augment,
-            )
-            for view in self.image_views
-        }
         self.places = places
-        self.dataset = PlaceDataset(places, views=self.views, transforms=transforms, seed=config.train.seed)
         coords = np.array([[p.lat, p.lon] for p in places], dtype=np.float64)
         gps_now = config.sampler.strategy == "gps" and config.sampler.gps_epochs == "all"
         self.sampler = PlaceBatchSampler(
@@ -146,7 +137,34 @@ class Trainer:
             num_replicas=self.dist.world_size,
             rank=self.dist.rank,
         )
-        self.loader = DataLoader(
+        if config.data.pipeline == "tensor":
+            self.loader = self._tensor_batches(places)
+        else:
+            self.loader = self._pil_loader(places)
+        encoder = self.model.text.encoder
+        if "text" in self.views and hasattr(encoder, "warm_cache"):
+            # a frozen text encoder is run once per distinct sentence, up front
+            encoder.warm_cache([t for p in places for t in p.texts], show_progress_bar=self.show_progress_bar)
+
+    def _pil_loader(self, places: list) -> DataLoader:
+        from geobridge.data import PlaceDataset, collate_places, make_view_transform
+
+        config = self.config
+        image_cfg = self.model.config.image
+        transforms = {
+            view: make_view_transform(
+                view,
+                input_size=(3, *image_cfg.input_size[view]),
+                mean=tuple(image_cfg.mean),
+                std=tuple(image_cfg.std),
+                interpolation=image_cfg.interpolation,
+                train=config.data.augment,
+                robust=config.data.augment and config.data.robust_augment,
+            )
+            for view in self.image_views
+        }
+        self.dataset = PlaceDataset(places, views=self.views, transforms=transforms, seed=config.train.seed)
+        return DataLoader(
             self.dataset,
             batch_sampler=self.sampler,
             collate_fn=collate_places,
@@ -154,10 +172,41 @@ class Trainer:
             worker_init_fn=_single_thread_worker,
             persistent_workers=False,
         )
-        encoder = self.model.text.encoder
-        if "text" in self.views and hasattr(encoder, "warm_cache"):
-            # a frozen text encoder is run once per distinct sentence, up front
-            encoder.warm_cache([t for p in places for t in p.texts], show_progress_bar=self.show_progress_bar)
+
+    def _tensor_batches(self, places: list) -> TensorBatches:
+        config = self.config
+        image_cfg = self.model.config.image
+        caches = {
+            view: build_view_cache(
+                places,
+                view,
+                size=tuple(image_cfg.input_size[view]),
+                interpolation=image_cfg.interpolation,
+                show_progress_bar=self.show_progress_bar,
+            )
+            for view in self.image_views
+        }
+        augment = {
+            view: BatchAugment(
+                view,
+                mean=tuple(image_cfg.mean),
+                std=tuple(image_cfg.std),
+                train=config.data.augment,
+                robust=config.data.augment and config.data.robust_augment,
+            )
+            for view in self.image_views
+        }
+        self.dataset = TensorBatches(
+            places,
+            caches,
+            sampler=self.sampler,
+            augment=augment,
+            use_text="text" in self.views,
+            device=self.device,
+            seed=config.train.seed,
+            rank=self.dist.rank,
+        )
+        return self.dataset
 
     def _set_epoch(self, epoch: int) -> None:
         sampler_cfg = self.config.sampler

@@ -1,0 +1,185 @@
+"""Batched training augmentation on uint8 image tensors: one call per view and step, on any device.
+
+The same changes as the PIL transforms of ``data.transforms`` (the docstring of ``make_view_transform`` says why
+each keeps a place's identity), drawn per sample from a ``torch.Generator``:
+
+* drone: a random-resized crop (60-100 % of the area, aspect 0.8-1.25) and a random horizontal flip;
+* satellite: a random multiple of 90 degrees and a random flip, then the random-resized crop;
+* street: a random circular shift of the panorama (another heading) and a random horizontal flip;
+* every view: brightness and contrast jitter of +-20 % and saturation of +-10 %.
+
+Crop, flip and rotation of a square view are one affine resampling (``affine_grid`` + ``grid_sample``,
+bilinear), so a batch costs two tensor passes whatever its size. ``robust=True`` adds the stale-capture
+changes: Gaussian blur (p 0.25, sigma 0.5-2 px), a down- and up-scale by 2-4x (p 0.25), stronger colour jitter
+(brightness and contrast 0.4, saturation 0.5) and grayscale (p 0.1). ``train=False`` only normalises, which
+equals the evaluation transform on images already at the input size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from geobridge.views import IMAGE_VIEWS, check_view
+
+_LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as PIL's and torchvision's grayscale
+
+
+class BatchAugment:
+    """(B, 3, H, W) uint8 images of one view -> (B, 3, H, W) float32, augmented and normalised."""
+
+    def __init__(
+        self,
+        view: str,
+        *,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        train: bool = True,
+        rotate: bool = True,
+        robust: bool = False,
+    ) -> None:
+        self.view = check_view(view, allowed=IMAGE_VIEWS)
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.train = train
+        self.rotate = rotate
+        self.robust = robust
+
+    def __call__(self, images: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected (B, 3, H, W) uint8 images, got {tuple(images.shape)} {images.dtype}")
+        x = images.float().div_(255.0)  # (B, 3, H, W) in [0, 1]
+        if self.train:
+            x = self._geometry(x, generator)
+            if self.robust:
+                x = _random_blur(x, generator, p=0.25, sigma=(0.5, 2.0))
+                x = _random_downscale(x, generator, p=0.25, factor=(2.0, 4.0))
+            strength = (0.4, 0.4, 0.5) if self.robust else (0.2, 0.2, 0.1)
+            x = _colour_jitter(x, generator, brightness=strength[0], contrast=strength[1], saturation=strength[2])
+            if self.robust:
+                x = _random_grayscale(x, generator, p=0.1)
+        mean, std = self.mean.to(x.device), self.std.to(x.device)
+        return (x - mean) / std
+
+    def _geometry(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        batch = x.shape[0]
+        flip = torch.rand(batch, generator=gen) < 0.5  # (B,)
+        if self.view == "street":
+            if not self.rotate:
+                return x
+            shift = torch.randint(0, x.shape[-1], (batch,), generator=gen)
+            return _roll_columns(x, shift.to(x.device), flip.to(x.device))
+        turns = torch.randint(0, 4, (batch,), generator=gen) if self.view == "satellite" and self.rotate else None
+        if self.view == "satellite" and not self.rotate:
+            flip = torch.zeros(batch, dtype=torch.bool)
+        theta = _crop_theta(batch, gen, scale=(0.6, 1.0), ratio=(0.8, 1.25), flip=flip, turns=turns)
+        grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _crop_theta(
+    batch: int,
+    gen: torch.Generator,
+    *,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    flip: torch.Tensor,
+    turns: torch.Tensor | None,
+) -> torch.Tensor:
+    """(B, 2, 3) affine maps from output to input coordinates in [-1, 1]: a random crop, mirrored and turned.
+
+    The crop covers ``area`` of the image with aspect ``r`` (log-uniform), so its half-sides are ``sqrt(area * r)``
+    and ``sqrt(area / r)`` of the image's (clipped to the whole image), at a uniform position inside it.
+    """
+    area = torch.empty(batch).uniform_(scale[0], scale[1], generator=gen)
+    log_r = torch.empty(batch).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=gen)
+    width = torch.sqrt(area * log_r.exp()).clamp(max=1.0)
+    height = torch.sqrt(area / log_r.exp()).clamp(max=1.0)
+    cx = (torch.rand(batch, generator=gen) * 2 - 1) * (1 - width)
+    cy = (torch.rand(batch, generator=gen) * 2 - 1) * (1 - height)
+    sx = torch.where(flip, -width, width)
+    theta = torch.zeros(batch, 2, 3)
+    theta[:, 0, 0], theta[:, 1, 1] = sx, height
+    theta[:, 0, 2], theta[:, 1, 2] = cx, cy
+    if turns is not None:  # output -> input through a rotation by turns * 90 degrees first
+        angle = turns.float() * (math.pi / 2)
+        cos, sin = torch.cos(angle).round(), torch.sin(angle).round()
+        rot = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)  # (B, 2, 2)
+        theta[:, :, :2] = theta[:, :, :2] @ rot
+    return theta
+
+
+def _roll_columns(x: torch.Tensor, shift: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Each panorama of (B, 3, H, W) shifted circularly by ``shift[b]`` columns, then mirrored where ``flip[b]``."""
+    width = x.shape[-1]
+    cols = torch.arange(width, device=x.device)
+    src = (cols[None, :] + shift[:, None]) % width  # (B, W)
+    src = torch.where(flip[:, None], src.flip(-1), src)
+    index = src[:, None, None, :].expand(-1, x.shape[1], x.shape[2], -1)  # (B, 3, H, W)
+    return torch.gather(x, 3, index)
+
+
+def _grayscale(x: torch.Tensor) -> torch.Tensor:
+    r, g, b = x.unbind(1)
+    return (_LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b).unsqueeze(1)  # (B, 1, H, W)
+
+
+def _uniform(batch: int, gen: torch.Generator, amount: float, device: torch.device) -> torch.Tensor:
+    """(B, 1, 1, 1) factors uniform in [1 - amount, 1 + amount]."""
+    return torch.empty(batch).uniform_(1 - amount, 1 + amount, generator=gen).view(-1, 1, 1, 1).to(device)
+
+
+def _colour_jitter(
+    x: torch.Tensor, gen: torch.Generator, *, brightness: float, contrast: float, saturation: float
+) -> torch.Tensor:
+    batch = x.shape[0]
+    x = x * _uniform(batch, gen, brightness, x.device)
+    mean = _grayscale(x).mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
+    x = (x - mean) * _uniform(batch, gen, contrast, x.device) + mean
+    gray = _grayscale(x)
+    x = (x - gray) * _uniform(batch, gen, saturation, x.device) + gray
+    return x.clamp_(0.0, 1.0)
+
+
+def _random_grayscale(x: torch.Tensor, gen: torch.Generator, *, p: float) -> torch.Tensor:
+    pick = (torch.rand(x.shape[0], generator=gen) < p).to(x.device).view(-1, 1, 1, 1)
+    return torch.where(pick, _grayscale(x).expand_as(x), x)
+
+
+def _random_blur(x: torch.Tensor, gen: torch.Generator, *, p: float, sigma: tuple[float, float]) -> torch.Tensor:
+    """Gaussian blur (5-tap separable kernel, reflect padding) of a random subset, one sigma per sample."""
+    pick = (torch.rand(x.shape[0], generator=gen) < p).nonzero(as_tuple=True)[0]
+    if pick.numel() == 0:
+        return x
+    sigmas = torch.empty(pick.numel()).uniform_(sigma[0], sigma[1], generator=gen)
+    taps = torch.arange(-2, 3, dtype=torch.float32)
+    kernel = torch.exp(-(taps[None, :] ** 2) / (2 * sigmas[:, None] ** 2))
+    kernel = (kernel / kernel.sum(dim=1, keepdim=True)).to(x.device)  # (P, 5)
+    sub = x[pick.to(x.device)]  # (P, 3, H, W)
+    count, channels, height, width = sub.shape
+    flat = sub.reshape(1, count * channels, height, width)
+    k = kernel.repeat_interleave(channels, dim=0)  # (P * 3, 5)
+    flat = F.conv2d(F.pad(flat, (2, 2, 0, 0), mode="reflect"), k[:, None, None, :], groups=count * channels)
+    flat = F.conv2d(F.pad(flat, (0, 0, 2, 2), mode="reflect"), k[:, None, :, None], groups=count * channels)
+    out = x.clone()
+    out[pick.to(x.device)] = flat.view(count, channels, height, width)
+    return out
+
+
+def _random_downscale(
+    x: torch.Tensor, gen: torch.Generator, *, p: float, factor: tuple[float, float]
+) -> torch.Tensor:
+    """A random subset shrunk by a factor in ``factor`` and resized back (a low-resolution capture)."""
+    pick = (torch.rand(x.shape[0], generator=gen) < p).nonzero(as_tuple=True)[0]
+    factors = torch.empty(pick.numel()).uniform_(factor[0], factor[1], generator=gen)
+    out = x
+    height, width = x.shape[-2:]
+    for row, f in zip(pick.tolist(), factors.tolist(), strict=True):
+        small = (max(1, round(height / f)), max(1, round(width / f)))
+        image = F.interpolate(x[row : row + 1], size=small, mode="bilinear", align_corners=False, antialias=True)
+        if out is x:
+            out = x.clone()
+        out[row] = F.interpolate(image, size=(height, width), mode="bilinear", align_corners=False)[0]
+    return out

@@ -1,0 +1,133 @@
+"""The tensor pipeline: decode-once uint8 caches and batched augmentation, against the PIL path and by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from geobridge.data import PlaceBatchSampler, load_places
+from geobridge.data.batch_augment import BatchAugment, _crop_theta, _roll_columns
+from geobridge.data.tensor_cache import TensorBatches, build_view_cache
+from geobridge.data.transforms import make_view_transform
+from geobridge.errors import DataError
+from tests.conftest import make_world
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def _uint8(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, h, w), generator=g, dtype=torch.uint8)
+
+
+@pytest.mark.parametrize("view,size", [("drone", (32, 32)), ("street", (32, 64))])
+def test_cache_without_augmentation_equals_the_eval_transform(tmp_path, view, size):
+    root = make_world(tmp_path / "w")
+    places = load_places(root, split="test")
+    # the world's images are 32 px; the cache resizes them to the input size as the eval transform does
+    target = (24, 24) if view == "drone" else (24, 48)
+    cache = build_view_cache(places, view, size=target, interpolation="bicubic")
+    assert cache.images.shape == (len(places), 3, *target) and cache.images.dtype == torch.uint8
+    eval_t = make_view_transform(view, input_size=(3, *target), mean=MEAN, std=STD, interpolation="bicubic")
+    expected = torch.stack([eval_t(Image.open(p.images[view][0]).convert("RGB")) for p in places])
+    got = BatchAugment(view, mean=MEAN, std=STD, train=False)(cache.images, generator=torch.Generator())
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+def test_identity_crop_with_turns_and_flips_is_exactly_the_dihedral_group():
+    x = torch.rand(1, 3, 8, 8).expand(8, -1, -1, -1).contiguous()
+    turns = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    flip = torch.tensor([False] * 4 + [True] * 4)
+    theta = _crop_theta(8, torch.Generator(), scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=flip, turns=turns)
+    grid = torch.nn.functional.affine_grid(theta, [8, 3, 8, 8], align_corners=False)
+    out = torch.nn.functional.grid_sample(x, grid, mode="bilinear", align_corners=False)
+    group = [torch.rot90(x[0], k, dims=(-2, -1)) for k in range(4)]
+    group += [torch.rot90(x[0].flip(-1), k, dims=(-2, -1)) for k in range(4)]
+    for image in out:  # every output is one of the 8 symmetries, and all 8 occur
+        assert any(torch.allclose(image, g, atol=1e-5) for g in group)
+    assert all(any(torch.allclose(image, g, atol=1e-5) for image in out) for g in group)
+
+
+def test_street_roll_and_mirror_by_hand():
+    x = _uint8(3, 2, 8).float()
+    out = _roll_columns(x, torch.tensor([0, 3, 5]), torch.tensor([False, False, True]))
+    assert torch.equal(out[0], x[0])
+    assert torch.equal(out[1], torch.roll(x[1], shifts=-3, dims=-1))
+    assert torch.equal(out[2], torch.roll(x[2], shifts=-5, dims=-1).flip(-1))
+
+
+@pytest.mark.parametrize("view", ["drone", "satellite", "street"])
+@pytest.mark.parametrize("robust", [False, True])
+def test_batch_augment_shapes_range_and_reproducibility(view, robust):
+    images = _uint8(16, 16, 32 if view == "street" else 16)
+    aug = BatchAugment(view, mean=MEAN, std=STD, robust=robust)
+    a = aug(images, generator=torch.Generator().manual_seed(1))
+    b = aug(images, generator=torch.Generator().manual_seed(1))
+    c = aug(images, generator=torch.Generator().manual_seed(2))
+    assert a.shape == images.shape and a.dtype == torch.float32
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    lo = (0 - torch.tensor(MEAN)) / torch.tensor(STD)
+    hi = (1 - torch.tensor(MEAN)) / torch.tensor(STD)
+    per_channel = a.transpose(0, 1).reshape(3, -1)
+    assert (per_channel.min(1).values >= lo - 1e-5).all() and (per_channel.max(1).values <= hi + 1e-5).all()
+
+
+def test_batch_augment_rejects_float_input():
+    with pytest.raises(ValueError, match="uint8"):
+        BatchAugment("drone", mean=MEAN, std=STD)(torch.rand(2, 3, 8, 8), generator=torch.Generator())
+
+
+def test_tensor_batches_structure_and_reproducibility(tmp_path):
+    root = make_world(tmp_path / "w")
+    places = load_places(root)
+    caches = {v: build_view_cache(places, v, size=(16, 32 if v == "street" else 16), interpolation="bilinear")
+              for v in ("drone", "satellite", "street")}
+    sampler = PlaceBatchSampler([p.place_id for p in places], batch_size=4, seed=0)
+    augment = {v: BatchAugment(v, mean=MEAN, std=STD) for v in caches}
+    batches = TensorBatches(places, caches, sampler=sampler, augment=augment, use_text=True,
+                            device=torch.device("cpu"), seed=0)
+    first = list(batches)
+    assert len(first) == len(sampler) == 2
+    for batch in first:
+        assert batch["place_index"].shape == (4,)
+        assert len(set(batch["place_index"].tolist())) == 4
+        for view in ("drone", "satellite", "street"):
+            assert batch["images"][view].shape[0] == batch["index"][view].shape[0] == 4
+        assert len(batch["text"]) == batch["text_index"].shape[0] == 4
+        for text, row in zip(batch["text"], batch["text_index"].tolist(), strict=True):
+            assert text in places[batch["place_index"][row]].texts
+    again = list(batches)
+    for a, b in zip(first, again, strict=True):
+        assert torch.equal(a["place_index"], b["place_index"])
+        assert torch.equal(a["images"]["satellite"], b["images"]["satellite"])
+    batches.set_epoch(1)
+    other = list(batches)
+    assert not torch.equal(first[0]["images"]["drone"], other[0]["images"]["drone"])
+
+
+def test_corrupt_image_in_the_cache_names_its_path(tmp_path):
+    root = make_world(tmp_path / "w")
+    places = load_places(root)
+    bad = places[3].images["satellite"][0]
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(DataError, match=str(bad)):
+        build_view_cache(places, "satellite", size=(16, 16), interpolation="bilinear")
+
+
+def test_a_place_without_a_view_is_left_out_of_that_view(tmp_path):
+    root = make_world(tmp_path / "w")
+    places = load_places(root)
+    places[0] = type(places[0])(**{**places[0].__dict__, "images": {k: v for k, v in places[0].images.items()
+                                                                    if k != "street"}})
+    cache = build_view_cache(places, "street", size=(16, 32), interpolation="bilinear")
+    assert cache.count(0) == 0 and cache.images.shape[0] == len(places) - 1
+    sampler = PlaceBatchSampler([p.place_id for p in places], batch_size=len(places), seed=0)
+    batches = TensorBatches(places, {"street": cache}, sampler=sampler,
+                            augment={"street": BatchAugment("street", mean=MEAN, std=STD)}, use_text=False,
+                            device=torch.device("cpu"))
+    batch = next(iter(batches))
+    positions = batch["index"]["street"].tolist()
+    assert 0 not in batch["place_index"][positions].tolist() and len(positions) == len(places) - 1
+    assert np.all(np.diff(cache.start) >= 0)
