@@ -173,8 +173,17 @@ def _noise2(rng: np.random.Generator, period: float) -> np.ndarray:
 
 def _noise1(rng: np.random.Generator, t: np.ndarray, scale: float, extent: float = 600.0) -> np.ndarray:
     """Smooth 1D value noise in [-1, 1] evaluated at ``t`` (metres), features about ``scale`` metres long."""
+    return _noise1_at(_noise1_knots(rng, scale, extent), t, scale, extent)
+
+
+def _noise1_knots(rng: np.random.Generator, scale: float, extent: float = 600.0) -> np.ndarray:
     n = int(2 * extent / scale) + 3
-    knots = rng.uniform(-1.0, 1.0, n).astype(np.float32)
+    return rng.uniform(-1.0, 1.0, n).astype(np.float32)
+
+
+def _noise1_at(knots: np.ndarray, t: np.ndarray, scale: float, extent: float = 600.0) -> np.ndarray:
+    """The noise of ``_noise1`` with its knots drawn already (a curve evaluated many times)."""
+    n = knots.shape[0]
     f = (np.asarray(t, dtype=np.float32) + extent) / scale
     i = np.clip(f.astype(np.int64), 0, n - 2)
     a = np.clip(f - i, 0.0, 1.0)
@@ -369,10 +378,17 @@ class _Grid:
         return e1, e2
 
     def wobble(self, which: str, t: np.ndarray | float) -> np.ndarray:
-        seed, amp = (self.seed_u, self.wob_u) if which == "u" else (self.seed_v, self.wob_v)
+        amp = self.wob_u if which == "u" else self.wob_v
         if amp == 0:
             return np.zeros_like(np.asarray(t, dtype=np.float32))
-        return amp * _noise1(np.random.default_rng(seed), np.asarray(t, dtype=np.float32), 90.0)
+        return amp * _noise1_at(self._wobble_knots(which), np.asarray(t, dtype=np.float32), 90.0)
+
+    def _wobble_knots(self, which: str) -> np.ndarray:
+        """The knots of one street family's wobble curve, drawn once from its seed (wobble runs per building)."""
+        cache = self.__dict__.setdefault("_knots", {})
+        if which not in cache:
+            cache[which] = _noise1_knots(np.random.default_rng(self.seed_u if which == "u" else self.seed_v), 90.0)
+        return cache[which]
 
     def to_world(self, u: float, v: float) -> tuple[float, float]:
         e1, e2 = self.axes()
