@@ -34,6 +34,7 @@ def _entry_point(name: str) -> tuple[Callable[[Context], dict[str, Any]], str]:
         "ann": ("benchmarks.bench_ann", "bench"),
         "encode": ("benchmarks.bench_encode", "bench"),
         "train": ("benchmarks.bench_train", "bench"),
+        "train_step": ("benchmarks.bench_train_step", "bench"),
         "synth": ("benchmarks._external", "bench_synth"),
         "eval_memory": ("benchmarks.bench_eval_memory", "bench"),
         "serve": ("benchmarks._external", "bench_serve"),

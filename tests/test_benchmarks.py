@@ -16,7 +16,7 @@ if str(ROOT) not in sys.path:
 pytest.importorskip("faiss")
 
 # eval_memory, synth and serve start subprocesses (seconds of imports each); they have their own tests.
-SMOKE = ["search", "scaling", "ann", "encode", "train"]
+SMOKE = ["search", "scaling", "ann", "encode", "train", "train_step"]
 ENTRY_KEYS = {"name", "title", "status", "parameters", "medians", "baseline_medians", "ratios", "target", "met", "rows"}
 
 

@@ -26,7 +26,7 @@ def test_training_recalls_held_out_places_far_above_chance(world, tmp_path):
 
     config = load_config(None, [
         f"out={tmp_path / 'run'}", f"data.root={world}", "model.name=gb-tiny", "model.text_kind=hashing",
-        "optim.epochs=8", "optim.batch_size=16", "optim.lr=2e-3", "data.num_workers=0", "train.seed=0",
+        "optim.epochs=8", "optim.batch_size=16", "optim.lr=2e-3", "data.pipeline=tensor", "train.seed=0",
     ])
     metrics = train(config)
     print({k: round(v, 1) for k, v in metrics.items() if k.endswith("/R@1") and k.count("/") == 1})

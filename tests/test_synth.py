@@ -345,3 +345,20 @@ def test_preview_contact_sheet(world):
     assert width == 5 * tile + 4 * gap
     assert 6 * tile < height < 6 * (tile + 120)  # six places, each with a caption
     assert sheet.std() > 20  # images were pasted, not just a blank page
+
+
+def test_extra_training_places_leave_the_world_as_it_was():
+    base = WorldConfig(places=60, test_places=20, image_size=32, holdout_countries=("NO", "EG"), seed=4)
+    grown = replace(base, extra_train_places=90)
+    before, after = plan_places(base), plan_places(grown)
+    assert after[:60] == before  # same ids, countries, coordinates and splits for the first places
+    extra = after[60:]
+    assert len(extra) == 90 and all(s.split == "train" for s in extra)
+    assert not {s.country for s in extra} & {"NO", "EG"}
+    assert len({s.country for s in extra}) >= 6  # drawn from every other country
+    assert len({s.place_id for s in after}) == 150
+    # a place's content depends only on (seed, index): the first places render identically
+    a, b = render_place(before[7], base), render_place(after[7], grown)
+    assert np.array_equal(a.images["satellite"][0], b.images["satellite"][0]) and a.texts == b.texts
+    with pytest.raises(GeoBridgeError, match="extra_train_places"):
+        replace(base, extra_train_places=-1).validate()

@@ -1,0 +1,195 @@
+"""The trainer's full step against a bare timm forward+backward on the same batch, and the data pipeline's share.
+
+On a small generated world (64 px, the CPU recipe's input size) with the recipe's model (``gb-small``, frozen
+MiniLM text tower) and batch:
+
+* ``geobridge``: one step as ``geobridge.train.Trainer`` runs it: the next batch from the data pipeline, the
+  model's forward for every view and the texts, ``GeoBridgeLoss`` with anchors, backward, clip and AdamW step.
+  Measured with each pipeline: ``tensor`` (decode-once uint8 cache + batched augmentation) and ``pil``
+  (per-sample PIL decode and augmentation in the loader).
+* ``timm_bare``: the same timm backbone (a fresh copy), forward and backward on the same image tensors (one call
+  per view, the mean of the pooled features as the loss) and an AdamW step: the cost of the network alone.
+
+The ratio ``timm_bare step time / geobridge step time`` is the fraction of the bare network's throughput that the
+full training step keeps (target >= 0.8 with the tensor pipeline). The data share is the time spent producing
+the batch over the whole step. Variants are interleaved round by round, so load changes hit them alike.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks._common import Context, make_result, ratio, target_row
+
+NAME = "train_step"
+TITLE = "Training step of the CPU recipe vs a bare timm forward+backward (gb-small, 64 px)"
+
+
+def plan(*, quick: bool) -> dict[str, Any]:
+    if quick:
+        return {"places": 24, "batch_size": 8, "rounds": 2, "model": "gb-tiny"}
+    return {"places": 120, "batch_size": 32, "rounds": 8, "model": "gb-small"}
+
+
+def _trainer(world: Path, out: Path, *, pipeline: str, model: str, batch_size: int) -> Any:
+    from geobridge.demo import recipe_path
+    from geobridge.train import load_config
+    from geobridge.train.trainer import Trainer
+
+    overrides = [
+        f"out={out}",
+        f"data.root={world}",
+        f"data.pipeline={pipeline}",
+        f"model.name={model}",
+        f"optim.batch_size={batch_size}",
+    ]
+    return Trainer(load_config(recipe_path("tiny"), overrides), show_progress_bar=False)
+
+
+def _timed_step(trainer: Any, batches: Any) -> tuple[float, float]:
+    """(data seconds, compute seconds) of one training step, as ``Trainer.fit`` runs it."""
+    import torch
+
+    start = time.perf_counter()
+    batch = next(batches)
+    data_s = time.perf_counter() - start
+    start = time.perf_counter()
+    losses = trainer._forward_losses(batch)
+    sum(losses.values()).backward()
+    torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), trainer.config.optim.grad_clip)
+    trainer.optimizer.step()
+    trainer.optimizer.zero_grad(set_to_none=True)
+    return data_s, time.perf_counter() - start
+
+
+def _bare_step(backbone: Any, optimizer: Any, images: dict[str, Any]) -> float:
+    start = time.perf_counter()
+    loss = sum(backbone(x).mean() for x in images.values())
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return time.perf_counter() - start
+
+
+def _endless(trainer: Any) -> Any:
+    epoch = 0
+    while True:
+        trainer._set_epoch(epoch)
+        yield from trainer.loader
+        epoch += 1
+
+
+def bench(ctx: Context) -> dict[str, Any]:
+    import torch
+
+    from geobridge.synth import WorldConfig, generate_world
+
+    p = plan(quick=ctx.quick)
+    with tempfile.TemporaryDirectory() as tmp:
+        world = Path(tmp) / "world"
+        generate_world(
+            world,
+            WorldConfig(places=p["places"], test_places=4, image_size=64, seed=5, workers=1),
+            show_progress_bar=False,
+        )
+        trainers = {
+            pipe: _trainer(world, Path(tmp) / pipe, pipeline=pipe, model=p["model"], batch_size=p["batch_size"])
+            for pipe in ("tensor", "pil")
+        }
+        streams = {pipe: _endless(t) for pipe, t in trainers.items()}
+        sample = next(streams["tensor"])
+        images = {v: x.clone() for v, x in sample["images"].items()}  # the same tensors for the bare network
+        backbone = copy.deepcopy(trainers["tensor"].model.image.backbone).train()
+        bare_opt = torch.optim.AdamW(backbone.parameters(), lr=1e-4)
+        for pipe in trainers:  # warm-up step of each
+            _timed_step(trainers[pipe], streams[pipe])
+        _bare_step(backbone, bare_opt, images)
+        times: dict[str, list[tuple[float, float]]] = {"tensor": [], "pil": []}
+        bare: list[float] = []
+        for round_ in range(p["rounds"]):
+            for pipe in trainers:
+                times[pipe].append(_timed_step(trainers[pipe], streams[pipe]))
+            bare.append(_bare_step(backbone, bare_opt, images))
+            ctx.log(NAME, f"round {round_ + 1}/{p['rounds']}")
+    b = p["batch_size"]
+    step_s = {pipe: float(np.median([d + c for d, c in t])) for pipe, t in times.items()}
+    data_s = {pipe: float(np.median([d for d, _ in t])) for pipe, t in times.items()}
+    bare_s = float(np.median(bare))
+    ratios = {
+        "tensor_step_vs_bare_timm": ratio(bare_s, step_s["tensor"]),
+        "pil_step_vs_bare_timm": ratio(bare_s, step_s["pil"]),
+        "tensor_vs_pil_step": ratio(step_s["pil"], step_s["tensor"]),
+    }
+    medians = {
+        "tensor/samples_per_s": b / step_s["tensor"],
+        "tensor/step_s": step_s["tensor"],
+        "tensor/data_s": data_s["tensor"],
+        "tensor/data_share": data_s["tensor"] / step_s["tensor"],
+        "pil/samples_per_s": b / step_s["pil"],
+        "pil/step_s": step_s["pil"],
+        "pil/data_s": data_s["pil"],
+        "pil/data_share": data_s["pil"] / step_s["pil"],
+    }
+    rows = [
+        target_row(
+            metric=f"full training step (tensor pipeline) vs bare timm fwd+bwd, B={b} places, samples/s",
+            value=b / step_s["tensor"],
+            baseline=b / bare_s,
+            unit="samples/s",
+            ratio_value=ratios["tensor_step_vs_bare_timm"],
+            ratio_name="throughput ratio",
+            op=">=",
+            threshold=0.8,
+            note=f"data pipeline {100 * medians['tensor/data_share']:.0f} % of the step; "
+            "the step also runs the text head, the loss and the adapters",
+        ),
+        target_row(
+            metric="full training step (PIL pipeline) vs bare timm fwd+bwd",
+            value=b / step_s["pil"],
+            baseline=b / bare_s,
+            unit="samples/s",
+            ratio_value=ratios["pil_step_vs_bare_timm"],
+            ratio_name="throughput ratio",
+            note=f"data pipeline {100 * medians['pil/data_share']:.0f} % of the step",
+        ),
+        target_row(
+            metric="tensor pipeline vs PIL pipeline (full step)",
+            value=b / step_s["tensor"],
+            baseline=b / step_s["pil"],
+            unit="samples/s",
+            ratio_value=ratios["tensor_vs_pil_step"],
+            ratio_name="speed ratio",
+        ),
+    ]
+    return make_result(
+        NAME,
+        title=TITLE,
+        parameters={
+            "model": p["model"],
+            "batch_size_places": b,
+            "world": f"{p['places']} generated places at 64 px",
+            "recipe": "configs/tiny.yaml (anchors on, augmentation on)",
+            "rounds_timed": p["rounds"],
+            "torch_threads": torch.get_num_threads(),
+        },
+        medians=medians,
+        baseline_medians={"timm_bare/samples_per_s": b / bare_s, "timm_bare/step_s": bare_s},
+        ratios=ratios,
+        target="full step >= 0.8x the bare timm forward+backward (tensor pipeline)",
+        rows=rows,
+        notes=[
+            "A sample is one place: one drone photo, the satellite tile, the panorama and one description.",
+            "The bare timm step runs the backbone only (no adapters, projection, text head or loss) on the same "
+            "image tensors.",
+        ],
+        details={
+            "step_times_s": {pipe: [[round(d, 5), round(c, 5)] for d, c in t] for pipe, t in times.items()},
+            "bare_times_s": [round(t, 5) for t in bare],
+        },
+    )
