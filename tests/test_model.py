@@ -138,3 +138,17 @@ def test_bad_checkpoints_name_the_problem(tmp_path, tiny_model_config):
     (tmp_path / "n" / "config.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="does not match|size"):
         GeoBridge.from_pretrained(tmp_path / "n")
+
+
+def test_minilm_top_layers_fine_tune_alone():
+    config = get_model_config("gb-tiny")
+    config.text.freeze = False
+    config.text.trainable_layers = 2
+    model = GeoBridge(config)
+    trainable = {n for n, p in model.text.encoder.named_parameters() if p.requires_grad}
+    assert trainable and all(".layer.4." in n or ".layer.5." in n for n in trainable)
+    assert not any("embeddings" in n for n in trainable)
+    loss = model.encode_text(["a red church by the river", "white roofs"]).sum()
+    loss.backward()
+    grads = {n for n, p in model.text.encoder.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert grads and grads <= trainable

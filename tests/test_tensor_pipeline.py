@@ -131,3 +131,22 @@ def test_a_place_without_a_view_is_left_out_of_that_view(tmp_path):
     positions = batch["index"]["street"].tolist()
     assert 0 not in batch["place_index"][positions].tolist() and len(positions) == len(places) - 1
     assert np.all(np.diff(cache.start) >= 0)
+
+
+def test_caption_augmentation_keeps_sentences_whole():
+    from geobridge.data.captions import augment_caption, sentences
+
+    text = "A town with red roofs. A white church by the river. Trees along the road. A lake in the north."
+    parts = set(sentences(text))
+    assert len(parts) == 4
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(200):
+        out = augment_caption(text, rng)
+        kept = sentences(out)
+        assert kept and set(kept) <= parts and len(kept) == len(set(kept))
+        seen.add(out)
+    assert len(seen) > 20  # subsets and orders vary
+    assert augment_caption("one sentence only", rng) == "one sentence only"
+    with pytest.raises(ValueError, match="keep"):
+        augment_caption(text, rng, keep=0.0)

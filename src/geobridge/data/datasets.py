@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from geobridge.data.captions import augment_caption
 from geobridge.data.io import load_image
 from geobridge.data.types import Place, Sample
 from geobridge.views import IMAGE_VIEWS
@@ -49,6 +50,7 @@ class PlaceDataset(Dataset):
         views: Sequence[str],
         transforms: dict[str, Transform],
         seed: int = 0,
+        text_augment: bool = False,
     ) -> None:
         self.places = list(places)
         self.image_views = [v for v in IMAGE_VIEWS if v in views]
@@ -56,6 +58,7 @@ class PlaceDataset(Dataset):
         if missing:
             raise ValueError(f"no transform given for views {missing}")
         self.use_text = "text" in views
+        self.text_augment = text_augment
         self.transforms = transforms
         self.seed = seed
         self.epoch = 0
@@ -78,6 +81,8 @@ class PlaceDataset(Dataset):
         text = None
         if self.use_text and place.texts:
             text = place.texts[int(rng.integers(len(place.texts)))]
+            if self.text_augment:
+                text = augment_caption(text, rng)
         return {"place_index": index, "images": images, "text": text}
 
 

@@ -21,6 +21,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from geobridge.data.batch_augment import BatchAugment
+from geobridge.data.captions import augment_caption
 from geobridge.data.io import load_image
 from geobridge.data.sampler import PlaceBatchSampler
 from geobridge.data.types import Place
@@ -96,6 +97,7 @@ class TensorBatches:
         sampler: PlaceBatchSampler,
         augment: dict[str, BatchAugment],
         use_text: bool,
+        text_augment: bool = False,
         device: torch.device,
         seed: int = 0,
         rank: int = 0,
@@ -106,6 +108,7 @@ class TensorBatches:
         self.augment = augment
         self.sampler = sampler
         self.use_text = use_text
+        self.text_augment = text_augment
         self.device = device
         self.seed = seed
         self.rank = rank
@@ -153,7 +156,10 @@ class TensorBatches:
             for row, p in enumerate(place_index.tolist()):
                 options = self.places[p].texts
                 if options:
-                    texts.append(options[min(len(options) - 1, int(draws[row, 3] * len(options)))])
+                    text = options[min(len(options) - 1, int(draws[row, 3] * len(options)))]
+                    if self.text_augment:
+                        text = augment_caption(text, np.random.default_rng((self.seed, self.epoch, p, 1)))
+                    texts.append(text)
                     text_rows.append(row)
         return {
             "place_index": place_index,

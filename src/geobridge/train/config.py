@@ -21,6 +21,7 @@ class ModelSection:
     init_from: str | None = None  # a saved GeoBridge model folder to fine-tune from
     text_kind: str | None = None  # override the config's text tower kind ("minilm" or "hashing")
     text_freeze: bool | None = None  # override the config's freeze flag
+    text_trainable_layers: int | None = None  # override: with text_freeze=false, fine-tune only the last N layers
 
 
 @dataclass
@@ -35,6 +36,7 @@ class DataSection:
     # training image once into a uint8 cache and augment whole batches on the device (data/tensor_cache.py)
     pipeline: str = "pil"
     augment: bool = True
+    text_augment: bool = False  # drop and reorder the sentences of each description (data/captions.py)
     robust_augment: bool = False  # also blur, downscale, strong colour jitter, grayscale (transforms.py)
 
 

@@ -39,6 +39,8 @@ def build_model(config: TrainConfig) -> GeoBridge:
         model_config.text.kind = config.model.text_kind
     if config.model.text_freeze is not None:
         model_config.text.freeze = config.model.text_freeze
+    if config.model.text_trainable_layers is not None:
+        model_config.text.trainable_layers = config.model.text_trainable_layers
     return GeoBridge(model_config, backbone_file=config.model.backbone_file)
 
 
@@ -163,7 +165,13 @@ class Trainer:
             )
             for view in self.image_views
         }
-        self.dataset = PlaceDataset(places, views=self.views, transforms=transforms, seed=config.train.seed)
+        self.dataset = PlaceDataset(
+            places,
+            views=self.views,
+            transforms=transforms,
+            seed=config.train.seed,
+            text_augment=config.data.text_augment,
+        )
         return DataLoader(
             self.dataset,
             batch_sampler=self.sampler,
@@ -202,6 +210,7 @@ class Trainer:
             sampler=self.sampler,
             augment=augment,
             use_text="text" in self.views,
+            text_augment=config.data.text_augment,
             device=self.device,
             seed=config.train.seed,
             rank=self.dist.rank,
