@@ -152,3 +152,22 @@ def test_minilm_top_layers_fine_tune_alone():
     loss.backward()
     grads = {n for n, p in model.text.encoder.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
     assert grads and grads <= trainable
+
+
+def test_view_specific_towers_round_trip(tmp_path, tiny_model_config):
+    config = GeoBridgeConfig.from_dict({**tiny_model_config.to_dict(), "image": {
+        **tiny_model_config.to_dict()["image"], "share_backbone": False}})
+    torch.manual_seed(0)
+    model = GeoBridge(config).eval()
+    backbones = [model.image.backbone_for(v) for v in ("drone", "satellite", "street")]
+    assert model.image.backbone is None and len({id(b) for b in backbones}) == 3
+    shared = GeoBridge(tiny_model_config)
+    n_shared = sum(p.numel() for p in shared.image.parameters())
+    n_views = sum(p.numel() for p in model.image.parameters())
+    n_backbone = sum(p.numel() for p in shared.image.backbone.parameters())
+    assert n_views == n_shared + 2 * n_backbone
+    x = torch.rand(2, 3, 32, 32)
+    assert not torch.allclose(model.encode_image(x, view="drone"), model.encode_image(x, view="satellite"))
+    model.save_pretrained(tmp_path / "m")
+    loaded = GeoBridge.from_pretrained(tmp_path / "m")
+    torch.testing.assert_close(loaded.encode_image(x, view="street"), model.encode_image(x, view="street"))

