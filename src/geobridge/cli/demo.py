@@ -17,6 +17,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     parser.add_argument("--places", type=int, default=600, help="places in the world (default 600)")
+    parser.add_argument(
+        "--extra-train-places",
+        type=int,
+        default=600,
+        help="training places beyond --places, from the countries not held out (default 600)",
+    )
     parser.add_argument("--test-places", type=int, default=200, help="held-out test places (default 200)")
     parser.add_argument("--image-size", type=int, default=64, help="image side in pixels (default 64)")
     parser.add_argument("--seed", type=int, default=0)
@@ -36,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = DemoConfig(
         places=args.places,
+        extra_train_places=args.extra_train_places,
         test_places=args.test_places,
         image_size=args.image_size,
         seed=args.seed,
