@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from geobridge.data.batch_augment import BatchAugment
 from geobridge.data.check import CheckReport, Problem, check_dataset
 from geobridge.data.datasets import PlaceDataset, ViewDataset, collate_places
 from geobridge.data.geoloc import GeoLocDataset
 from geobridge.data.geotext1652 import load_geotext1652
 from geobridge.data.io import load_image
 from geobridge.data.sampler import PlaceBatchSampler
+from geobridge.data.tensor_cache import TensorBatches, ViewCache, build_view_cache
 from geobridge.data.transforms import make_view_transform
 from geobridge.data.types import Place, Sample, samples_of
 from geobridge.data.university1652 import University1652Dataset
@@ -25,6 +27,7 @@ def load_places(root: str | Path, *, fmt: str = "geoloc", split: str | None = No
 
 
 __all__ = [
+    "BatchAugment",
     "CheckReport",
     "GeoLocDataset",
     "Place",
@@ -32,8 +35,11 @@ __all__ = [
     "PlaceDataset",
     "Problem",
     "Sample",
+    "TensorBatches",
     "University1652Dataset",
+    "ViewCache",
     "ViewDataset",
+    "build_view_cache",
     "check_dataset",
     "collate_places",
     "load_geotext1652",

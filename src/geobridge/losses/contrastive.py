@@ -53,10 +53,7 @@ def symmetric_info_nce(
     other column of ``b`` is a negative (places present in only one side still serve as negatives).
     Returns a zero that keeps the graph when no place is in both sides.
     """
-    rows, cols = match_labels(labels_a, labels_b)
-    if rows.numel() == 0:
-        return emb_a.sum() * 0.0 + emb_b.sum() * 0.0
-    logits = logit_scale.exp() * emb_a @ emb_b.T  # (A, B)
-    loss_ab = F.cross_entropy(logits[rows], cols, label_smoothing=label_smoothing)
-    loss_ba = F.cross_entropy(logits.T[cols], rows, label_smoothing=label_smoothing)
+    options = dict(logit_scale=logit_scale, label_smoothing=label_smoothing)
+    loss_ab = info_nce(emb_a, emb_b, labels_a, labels_b, **options)
+    loss_ba = info_nce(emb_b, emb_a, labels_b, labels_a, **options)
     return (loss_ab + loss_ba) / 2

@@ -17,8 +17,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from geobridge._atomic import atomic_write_bytes
-from geobridge.data.batch_augment import BatchAugment
-from geobridge.data.tensor_cache import TensorBatches, build_view_cache
+from geobridge.data import BatchAugment, TensorBatches, build_view_cache
 from geobridge.errors import GeoBridgeError
 from geobridge.losses import GeoBridgeLoss
 from geobridge.models import GeoBridge, get_model_config
