@@ -29,7 +29,7 @@ from geobridge.errors import GeoBridgeError
 class DemoConfig:
     places: int = 600
     # 600 more training places (1,000 in all): measured +5 / +9 points drone<->satellite R@1 over 400 at the
-    # same number of steps, for 25 s of generation (README, docs/model.md)
+    # same number of steps, for about 40 s more generation (README, docs/model.md)
     extra_train_places: int = 600
     test_places: int = 200
     image_size: int = 64

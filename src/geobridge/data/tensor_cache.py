@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from timm.data.transforms import str_to_pil_interp
 from tqdm.auto import tqdm
 
 from geobridge.data.batch_augment import BatchAugment
@@ -26,8 +26,6 @@ from geobridge.data.io import load_image
 from geobridge.data.sampler import PlaceBatchSampler
 from geobridge.data.types import Place
 from geobridge.views import IMAGE_VIEWS
-
-_PIL_FILTERS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
 
 
 @dataclass
@@ -40,17 +38,13 @@ class ViewCache:
     def count(self, place: int) -> int:
         return int(self.start[place + 1] - self.start[place])
 
-    @property
-    def nbytes(self) -> int:
-        return self.images.numel()
-
 
 def decode_resized(path: Any, *, size: tuple[int, int], interpolation: str) -> np.ndarray:
     """One image file -> (3, H, W) uint8 at ``size = (H, W)``, resized as the evaluation transform resizes."""
     image = load_image(path)
     height, width = size
     if image.size != (width, height):
-        image = image.resize((width, height), _PIL_FILTERS[interpolation])
+        image = image.resize((width, height), str_to_pil_interp(interpolation))
     return np.array(image, dtype=np.uint8).transpose(2, 0, 1)  # (3, H, W), a writable copy
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from geobridge.views import IMAGE_VIEWS
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")  # resize filters of the input transforms
 
 
 @dataclass
@@ -83,7 +84,7 @@ class GeoBridgeConfig:
         unknown_tta = sorted(set(self.image.test_time_augment) - set(IMAGE_VIEWS))
         if unknown_tta:
             raise ValueError(f"image.test_time_augment has unknown views {unknown_tta}; expected some of {IMAGE_VIEWS}")
-        if self.image.interpolation not in ("bilinear", "bicubic", "nearest"):
+        if self.image.interpolation not in INTERPOLATIONS:
             raise ValueError(
                 f"image.interpolation must be bilinear, bicubic or nearest, got {self.image.interpolation!r}"
             )

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from geobridge.errors import CheckpointError
-from geobridge.models.config import ImageTowerConfig
+from geobridge.models.config import INTERPOLATIONS, ImageTowerConfig
 from geobridge.models.pretrained import load_packaged_weights
 from geobridge.views import IMAGE_VIEWS, check_view
 
@@ -116,5 +116,5 @@ def _adopt_normalisation(config: ImageTowerConfig, backbone: nn.Module) -> None:
     if "mean" in pretrained_cfg and "std" in pretrained_cfg:
         config.mean = [float(v) for v in pretrained_cfg["mean"]]
         config.std = [float(v) for v in pretrained_cfg["std"]]
-    if pretrained_cfg.get("interpolation") in ("bilinear", "bicubic", "nearest"):
+    if pretrained_cfg.get("interpolation") in INTERPOLATIONS:
         config.interpolation = str(pretrained_cfg["interpolation"])
