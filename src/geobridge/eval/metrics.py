@@ -37,6 +37,7 @@ def recall_k_for_percent(n_gallery: int, *, percent: float = 1.0) -> int:
     The product is rounded half up (so 1% of 950 is 10, of 949 is 9, of 50 is 1), and K is at least 1.
     Note: University-1652's script prints ``CMC[round(0.01 * M)]``, which is the recall at
     ``round(0.01 * M) + 1`` because its CMC index is 0-based; we use K = round(0.01 * M) as the name says.
+    The named protocols use each benchmark's own K instead: :func:`k_for_one_percent`.
     """
     if n_gallery < 0:
         raise ValueError(f"n_gallery must be >= 0, got {n_gallery}")
