@@ -8,7 +8,9 @@ The ``_official_*`` functions below follow the published scripts' logic step by 
 * ``_official_safa``: SAFA's ``test_cvusa.py`` (``validate`` on a distance matrix, top-1% column);
 * ``_official_vigor``: VIGOR's ``train_SAFA.py`` ``validate_top`` (with R@10 added the same way) and
   ``evaluate_from_npy.py`` ``generate_distances`` with zero offsets;
-* ``_official_geotext``: GeoText-1652's ``itm_eval`` (building-level matching via ``img2building``).
+* ``_official_geotext``: GeoText-1652's ``itm_eval`` (building-level matching via ``img2building``), fed with the
+  true building of every image (the published ``re_eval_dataset`` shifts the first image of each building to the
+  previous building's number; docs/protocols.md).
 
 Where the scripts rank with ``np.argsort(score)[::-1]`` the order of tied scores is whatever numpy's unstable sort
 leaves; the references fix it pessimistically (a tied negative first), as the protocols do. Embeddings are unit
