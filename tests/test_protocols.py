@@ -591,8 +591,28 @@ def test_u1652_layout_counts_follow_the_roles(tmp_path: Path) -> None:
     assert {q.group for q in d2s.queries} == {"0001", "0002", "0003"}
     s2d = university1652_split(root, query="satellite", gallery="drone")
     assert (len(s2d.queries), len(s2d.gallery)) == (3, 10)
-    splits = protocol_splits(get_protocol("university1652"), root, loader=None)
+
+
+def test_protocol_splits_fallback_and_loader_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import geobridge.eval.protocol_run as protocol_run
+
+    root = _u1652_folder(tmp_path / "u1652")
+    monkeypatch.setattr(protocol_run, "_installed_loader", lambda: None)  # as before the benchmark loaders
+    splits = protocol_splits(get_protocol("university1652"), root)
     assert list(splits) == ["drone->satellite", "satellite->drone"]
+    assert len(splits["satellite->drone"].gallery) == 10
+    calls = []
+
+    def loader(root: Path, **options: str) -> EvalSplit:
+        calls.append(options)
+        return EvalSplit(name="x", queries=(_image("q", options["query"], "a"),),
+                         gallery=(_image("g", options["gallery"], "a"),))
+
+    got = protocol_splits(get_protocol("vigor-cross"), tmp_path, loader=loader)
+    assert calls == [{"fmt": "vigor", "query": "street", "gallery": "satellite", "area": "cross"}]
+    assert list(got) == ["street->satellite"]
+    with pytest.raises(DataError, match="expected street->satellite"):
+        protocol_splits(get_protocol("cvusa"), tmp_path, loader=lambda root, **kw: splits["drone->satellite"])
 
 
 def test_run_protocol_writes_report_with_k_and_matches_reference(tmp_path: Path) -> None:
