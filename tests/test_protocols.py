@@ -323,6 +323,19 @@ def test_multi_query_is_the_renormalised_mean_of_unit_embeddings() -> None:
     assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-6)
 
 
+def test_no_positive_policies_change_the_denominator() -> None:
+    import dataclasses
+
+    rng = np.random.default_rng(8)
+    split, qf, gf = _u1652_world(rng, n_buildings=6, missing=2, per_query=1)
+    miss = score_split(get_protocol("university1652"), split, qf, gf, show_progress_bar=False)
+    exclude = score_split(dataclasses.replace(get_protocol("university1652"), no_positive="exclude"), split, qf, gf,
+                          show_progress_bar=False)
+    hits = np.count_nonzero((miss.first_rank >= 0) & (miss.first_rank < 1))
+    assert miss.metrics["R@1"] == pytest.approx(100 * hits / 6)
+    assert exclude.metrics["R@1"] == pytest.approx(100 * hits / 4)
+
+
 def test_multi_query_needs_groups() -> None:
     split = EvalSplit(name="s", queries=(_image("a", "drone", "1"),), gallery=(_image("b", "satellite", "1"),))
     with pytest.raises(DataError, match="no query item has a group"):

@@ -180,10 +180,8 @@ def protocol_section(
         extra = ", ".join(
             f"{name} {m[name]:.2f}" for name in ("AP", "hit_rate", "median_m", "mean_m") if name in m
         )
-        r1p = f"{m['R@1%']:.2f}" if "R@1%" in m else "-"
-        lines.append(
-            f"| `{direction}` | {result.n_queries} | {result.n_gallery} | {result.k_percent} | {r1p} | {extra or '-'} |"
-        )
+        r1p, k = (f"{m['R@1%']:.2f}", str(result.k_percent)) if "R@1%" in m else ("-", "-")
+        lines.append(f"| `{direction}` | {result.n_queries} | {result.n_gallery} | {k} | {r1p} | {extra or '-'} |")
     means = [
         f"- {name} = {value:.2f}"
         for name in ("txt_r_mean", "img_r_mean", "r_mean")
