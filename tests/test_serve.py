@@ -351,6 +351,8 @@ def _malformed_requests() -> list:
         pytest.param({"content": b'{"text": "a", "text": "b"}', "headers": {"content-type": "application/json"}},
                      400, "bad_json", "'text'", id="json_duplicate_key"),
         pytest.param({"json": {"text": "x", "nope": None}}, 422, "unknown_field", "nope", id="json_unknown_null"),
+        pytest.param({"content": b'{"text": "\\ud800 lake"}', "headers": {"content-type": "application/json"}}, 422,
+                     "invalid_field", "'text'", id="json_lone_surrogate"),
         pytest.param({"data": {"text": ["a", "b"]}}, 422, "repeated_field", "'text'", id="multipart_text_twice"),
         pytest.param({"content": b"[1, 2]", "headers": {"content-type": "application/json"}}, 400, "bad_json",
                      "object", id="json_array_body"),

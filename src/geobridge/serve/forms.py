@@ -162,6 +162,11 @@ def _parse_json(body: bytes, *, fields: Mapping[str, FieldSpec], max_depth: int)
 
 def _json_text(value: Any, *, name: str, spec: FieldSpec) -> str:
     if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate escape such as "\ud800"
+            detail = f"field {name!r} is not valid Unicode (lone surrogate {value[exc.start]!r})"
+            raise ApiError(422, "invalid_field", detail) from None
         return value
     if spec.kind == "int" and isinstance(value, int) and not isinstance(value, bool):
         return str(value)
