@@ -114,8 +114,8 @@ def test_one_pixel_limit_for_every_reader(tmp_path):
     [
         ("trunc.png", gradient16_png()[:-30], "truncated"),
         ("trunc.jpg", rotated_jpeg()[0][:300], "truncated"),
-        ("text.png", b"not an image at all", "not a readable image"),
-        ("empty.jpg", b"", "not a readable image"),
+        ("text.png", b"not an image at all", "not a known format"),
+        ("empty.jpg", b"", "not a known format"),
     ],
 )
 def test_unreadable_files_are_data_errors_naming_the_file(tmp_path, name, data, message):

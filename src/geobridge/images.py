@@ -100,7 +100,8 @@ def _decode(fp: Path | io.BytesIO, *, source: str, max_pixels: int, formats: Seq
         raise ImageError(f"image too large (decompression bomb): {source}: {exc}", kind="too_large",
                          source=source) from exc
     except UnidentifiedImageError as exc:
-        raise ImageError(f"not a readable image: {source}", kind="not_an_image", source=source) from exc
+        raise ImageError(f"unreadable image (not a known format): {source}", kind="not_an_image",
+                         source=source) from exc
     except Exception as exc:  # noqa: BLE001 - any failure inside Pillow on untrusted bytes means unreadable data
         raise ImageError(f"unreadable or truncated image {source}: {type(exc).__name__}: {exc}", kind="corrupt",
                          source=source) from exc
