@@ -86,10 +86,11 @@ _LOCATE_OPENAPI: dict[str, Any] = {
         },
     },
     "responses": {
-        "400": {"description": "malformed request"},
+        "400": {"description": "malformed body: bad or too deeply nested JSON, bad multipart, text not in UTF-8"},
         "413": {"description": "a file is over the byte or pixel limit"},
         "415": {"description": "wrong content type"},
-        "422": {"description": "empty, corrupt or non-image file, unknown view, bad option or empty request"},
+        "422": {"description": "empty, corrupt or non-image file, unknown, repeated or mistyped field, bad option "
+                "or empty request"},
     },
 }
 
