@@ -156,7 +156,7 @@ def check_geotext1652(root: Path, report: Report) -> list[Path]:
             continue
         _missing(report, root / name, [e.image for e in entries if e.path is None], "image")
         images.extend(e.path for e in entries if e.path is not None)
-        counts[name] = {"images": len(entries), "captions": sum(len(e.captions) for e in entries),
+        counts[name] = {"entries": len(entries), "captions": sum(len(e.captions) for e in entries),
                         "regions": sum(len(e.grounding) for e in entries)}
     report.stats["files"] = counts
     return sorted(set(images))
