@@ -125,8 +125,8 @@ def check_university1652(root: Path, report: Report) -> list[Path]:
         report.stats["distractor_buildings"] = len(ids["test/gallery_satellite"] - queried)
     try:
         coords = read_coordinates(root, [])
-    except DataError as exc:
-        report.add("bad-coordinates", root / "coords.csv", str(exc))
+    except DataError as exc:  # names the bad coords.csv line or KML file
+        report.add("bad-coordinates", root, str(exc))
     else:
         for building, (lat, lon) in coords.items():
             if not (-90 <= lat <= 90 and -180 <= lon <= 180):
@@ -154,7 +154,7 @@ def check_geotext1652(root: Path, report: Report) -> list[Path]:
         except DataError as exc:
             report.add("bad-json", root / name, str(exc))
             continue
-        _missing(report, root / name, [e.image for e in entries if e.path is None], "image")
+        _missing(report, root / name, sorted({e.image for e in entries if e.path is None}), "image")
         images.extend(e.path for e in entries if e.path is not None)
         counts[name] = {"entries": len(entries), "captions": sum(len(e.captions) for e in entries),
                         "regions": sum(len(e.grounding) for e in entries)}

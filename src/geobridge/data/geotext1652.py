@@ -168,8 +168,10 @@ class GeoText1652Dataset:
         images: dict[str, dict[str, list[Path]]] = {}
         texts: dict[str, list[str]] = {}
         for entry in self.entries:
-            if entry.path is not None:
-                images.setdefault(entry.building, {}).setdefault(entry.view, []).append(entry.path)
+            if entry.path is not None:  # train.json repeats an image once per caption
+                paths = images.setdefault(entry.building, {}).setdefault(entry.view, [])
+                if entry.path not in paths:
+                    paths.append(entry.path)
             bucket = texts.setdefault(entry.building, [])
             bucket.extend(c for c in entry.captions if c not in bucket)
         return [

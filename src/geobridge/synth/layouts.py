@@ -15,12 +15,13 @@ import re
 import shutil
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from geobridge.errors import GeoBridgeError
 from geobridge.synth.writer import (
     MARKER,
     PlaceSpec,
@@ -69,14 +70,23 @@ def assign_roles(specs: list[PlaceSpec], fraction: float) -> list[LayoutJob]:
 # --------------------------------------------------------------------------------------------- rendering
 
 
-def _ground_pair(spec: PlaceSpec, config: WorldConfig, *, sat_size: int) -> tuple[np.ndarray, np.ndarray, Any]:
-    """The satellite tile (sat_size^2) and street panorama of a place, from the place's own seeds (no drone views)."""
+def _ground_pair(spec: PlaceSpec, config: WorldConfig, *, sat_size: int,
+                 max_street_m: float | None = None) -> tuple[np.ndarray, np.ndarray, Any]:
+    """The satellite tile (sat_size^2) and street panorama of a place, from the place's own seeds (no drone views).
+
+    ``max_street_m``: move the panorama's point, if it lies farther, to at most this many metres east/west and
+    north/south of the scene centre (VIGOR needs its four tiles inside the render)."""
     from geobridge.synth.countries import get_country
     from geobridge.synth.render import light_scene, render_satellite, render_street
     from geobridge.synth.scene import build_scene
 
     seeds = place_seed(config.seed, spec.index).spawn(4)
     scene = build_scene(get_country(spec.country), np.random.default_rng(seeds[1]))
+    if max_street_m is not None:
+        x, y = scene.street_xy
+        clipped = (float(np.clip(x, -max_street_m, max_street_m)), float(np.clip(y, -max_street_m, max_street_m)))
+        if clipped != (x, y):
+            scene = replace(scene, street_xy=clipped)
     lighting = light_scene(scene)
     rng = np.random.default_rng(seeds[2])
     satellite = render_satellite(scene, lighting, size=sat_size, rng=rng)
@@ -223,21 +233,22 @@ def _cvact_place(job: LayoutJob, config: WorldConfig, root: Path) -> dict[str, A
 
 
 def _vigor_tiles(size: int, pano_px: tuple[float, float], rng: np.random.Generator) -> list[tuple[int, int]]:
-    """Origins (row, col) in a (2 size)^2 image of the positive tile (pano in its central quarter) and three
-    semi-positive tiles, on VIGOR's half-tile grid, all inside the image."""
+    """Origins (row, col) in a (2 size)^2 image of the positive tile (the panorama in its central half along both
+    axes) and of the three semi-positive tiles, half a tile away on VIGOR's grid, all inside the image."""
+    half, big = size // 2, 2 * size
     origins = []
-    for axis in range(2):
-        p_pano = pano_px[axis]
-        for _ in range(64):
-            u = float(rng.uniform(size / 4 + 1, 3 * size / 4 - 1))
-            origin = int(round(p_pano - u))
-            local = p_pano - origin
-            step = -size // 2 if local < size / 2 else size // 2
-            if 0 <= origin <= size and 0 <= origin + step <= size and abs(local - size / 2) >= 1:
-                break
-        else:
-            origin, step = size // 2, size // 2
-        origins.append((origin, step))
+    for p in pano_px:
+        choices = []
+        for origin in range(0, big - size + 1):
+            local = p - origin
+            if not size / 4 <= local <= 3 * size / 4 or abs(local - half) < 1:
+                continue
+            step = -half if local < half else half
+            if 0 <= origin + step <= big - size:
+                choices.append((origin, step))
+        if not choices:
+            raise GeoBridgeError(f"no VIGOR tiling for a panorama at pixel {p:.1f} of a {big}-pixel render")
+        origins.append(choices[int(rng.integers(len(choices)))])
     (r0, dr), (c0, dc) = origins
     return [(r0, c0), (r0 + dr, c0), (r0, c0 + dc), (r0 + dr, c0 + dc)]
 
@@ -250,8 +261,9 @@ def _vigor_place(job: LayoutJob, config: WorldConfig, root: Path) -> dict[str, A
     from geobridge.synth.scene import CELL_M, SAT_CELLS
 
     size = config.image_size
-    big, street, scene = _ground_pair(job.spec, config, sat_size=2 * size)
     m_px = SAT_CELLS * CELL_M / (2 * size)  # metres per pixel of the big image (and of every tile)
+    # the panorama must lie half a tile inside the render for its four tiles to fit: at most size/2 - 2 pixels off
+    big, street, scene = _ground_pair(job.spec, config, sat_size=2 * size, max_street_m=(size / 2 - 2) * m_px)
     x, y = scene.street_xy  # east, north metres from the scene centre
     pano_px = (size - y / m_px, size + x / m_px)  # (row, col) in the big image
     rng = np.random.default_rng(place_seed(config.seed, job.spec.index).spawn(5)[4])
@@ -304,6 +316,9 @@ def generate_layout(root: Path, config: WorldConfig, *, show_progress_bar: bool)
     from tqdm.auto import tqdm
 
     fmt = config.format
+    if fmt == "vigor" and config.image_size % 2:
+        raise GeoBridgeError(f"the VIGOR layout needs an even image_size (its tiles overlap by half), "
+                             f"got {config.image_size}")
     specs = plan_places(config)
     jobs = assign_roles(specs, config.distractor_fraction)
     roles = Counter(j.role for j in jobs)
