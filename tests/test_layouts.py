@@ -215,7 +215,7 @@ def test_geotext1652_check(geotext, tmp_path):
 # --------------------------------------------------------------------------------------------- CVUSA
 
 
-def test_cvusa_world_loader_and_check(tmp_path):
+def test_cvusa_world_loader_and_check(tmp_path, capsys):
     root = tmp_path / "cvusa"
     assert main(["synth", "--out", str(root), "--places", "6", "--test-places", "3", "--image-size", str(SIZE),
                  "--format", "cvusa", "--workers", "1", "--quiet"]) == 0
@@ -238,6 +238,8 @@ def test_cvusa_world_loader_and_check(tmp_path):
         CVUSADataset(broken, split="train")
     assert ("missing-split-file", str(root / "splits" / "train-19zl.csv")) not in _kinds(root, "cvusa")
     assert _kinds(root, "vigor") == [("wrong-layout", str(root / "splits"))]  # the wrong --format: a named error
+    assert main(["data", "check", str(root), "--format", "cvact", "--quiet"]) == 1
+    assert "ACT_data.mat" in capsys.readouterr().out
 
 
 # --------------------------------------------------------------------------------------------- CVACT
