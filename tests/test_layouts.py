@@ -198,6 +198,10 @@ def test_geotext1652_loader(geotext):
     d2t = test.eval_split("drone", "text")
     assert len(d2t.queries) == len(t2d.gallery) and all(g.target is None for g in d2t.gallery)
     assert len(test.eval_split("text", "satellite").gallery) == n_test
+    # train.json lists each image once per caption: one item per image, all its captions as queries
+    t2d_train = train.eval_split("text", "drone")
+    assert len(t2d_train.gallery) == len(roles["train"]) * G_CONFIG.drone_views
+    assert len(t2d_train.queries) == len(t2d_train.gallery) * G_CONFIG.texts_per_place
     assert len(load_places(geotext, fmt="geotext1652")) == len(roles["train"])
 
 

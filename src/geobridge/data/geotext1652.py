@@ -74,7 +74,7 @@ def read_geotext_json(json_path: str | Path, *, root: str | Path | None = None) 
     """Every entry of a GeoText-1652 JSON file; a bad entry is a DataError naming the file and its index.
 
     ``root``: where image paths are resolved (default: the JSON file's folder); ``path`` is set when the file exists
-    at ``root/image``, ``root/images/image`` or ``root/test/image``.
+    at ``root/image``, ``root/images/image``, ``root/test/image`` or ``root/images/test/image``.
     """
     path = Path(json_path)
     data = read_json(path)
@@ -110,7 +110,8 @@ def _entry(raw: Any, number: int, path: Path, base: Path) -> GeoTextEntry:
     if not captions:
         raise DataError(f"{where} ({image}): empty caption")
     grounding = _grounding(raw, where)
-    found = next((p for p in (base / image, base / "images" / image, base / "test" / image) if p.is_file()), None)
+    candidates = (base / image, base / "images" / image, base / "test" / image, base / "images" / "test" / image)
+    found = next((p for p in candidates if p.is_file()), None)
     return GeoTextEntry(image_id=image_id, image=image, building=building, view=image_view(image, building),
                         captions=captions, grounding=grounding, path=found)
 
@@ -194,7 +195,16 @@ class GeoText1652Dataset:
         if "text" not in (query_view, gallery_view) or query_view == gallery_view:
             raise ValueError(f"GeoText-1652 retrieves text<->image; got {query_view}->{gallery_view}")
         view = gallery_view if query_view == "text" else query_view
-        entries = [e for e in self.entries if e.view == view]
+        merged: dict[str, GeoTextEntry] = {}  # an image listed in several entries is one item with all captions
+        for e in self.entries:
+            if e.view != view:
+                continue
+            old = merged.get(e.image)
+            captions = e.captions if old is None else old.captions + tuple(c for c in e.captions
+                                                                           if c not in old.captions)
+            merged[e.image] = GeoTextEntry(image_id=e.image_id, image=e.image, building=e.building, view=e.view,
+                                           captions=captions, grounding=e.grounding, path=e.path)
+        entries = list(merged.values())
         missing = [e.image for e in entries if e.path is None]
         if missing:
             raise DataError(f"{self.json_path}: {len(missing)} {view} images not found under {self.root}, "
