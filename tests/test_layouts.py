@@ -312,9 +312,9 @@ def test_vigor_same_area_semi_positives_and_offsets(vigor):
         east, north = q.offset_m
         assert _offset_from_names(q.path.name, q.place_id.split("/")[1]) == pytest.approx((east, north), abs=0.05)
         assert max(abs(east), abs(north)) < TILE_M / 4  # the positive tile holds the panorama in its central part
-    positives = {q.place_id for q in split.queries}
-    assert split.distractor_ids == frozenset(keys - positives)
-    assert len(split.distractor_ids) >= 4 * len(roles["distractor"]) + 3 * len(roles["query"])
+    near = {q.place_id for q in split.queries} | {t for ts in split.semi_positives.values() for t in ts}
+    assert split.distractor_ids == frozenset(keys - near)
+    assert len(split.distractor_ids) == 4 * (V_CONFIG.places - len(roles["query"]))  # tiles of places not queried
     for q in split.queries:  # semi-positive tiles hold the panorama, outside their central part
         for semi in split.semi_positives[q.key]:
             east, north = _offset_from_names(q.path.name, semi.split("/")[1])

@@ -95,7 +95,8 @@ class VIGORDataset:
     """One VIGOR split: ``mode`` ``same`` (same-area) or ``cross`` (cross-area), ``split`` ``train`` or ``test``.
 
     ``places`` (train): one place per positive tile with its panoramas. :meth:`eval_split` (test): panoramas
-    against every tile of the split's cities, with semi-positives and metre offsets.
+    against every tile of the split's cities, with semi-positives and metre offsets; ``distractor_ids`` are the
+    tiles that are neither a positive nor a semi-positive of any query.
     """
 
     def __init__(self, root: str | Path, *, mode: str = "same", split: str = "test",
@@ -164,6 +165,7 @@ class VIGORDataset:
                 lat, lon = tile_latlon(path.name) or (None, None)
                 key = self._tile_key(city, path.name)
                 gallery.append(EvalItem(key=key, view="satellite", place_id=key, path=path, lat=lat, lon=lon))
-        distractors = frozenset(item.place_id for item in gallery if item.place_id not in positives)
+        near = positives | {key for keys in semi.values() for key in keys}
+        distractors = frozenset(item.place_id for item in gallery if item.place_id not in near)
         return EvalSplit(name=f"vigor-{self.mode} street->satellite", queries=tuple(queries), gallery=tuple(gallery),
                          semi_positives=semi, source=self.root / "splits", distractor_ids=distractors)
