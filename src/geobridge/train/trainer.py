@@ -402,7 +402,8 @@ class Trainer:
         return last
 
     def evaluate(self) -> dict[str, Any]:
-        """Every-direction retrieval metrics of the current model on the eval split."""
+        """Metrics of the current model on the eval split: every direction (GeoLoc), or the layout's default
+        protocol for a benchmark layout (e.g. ``university1652``: query_* against gallery_*, distractors)."""
         from geobridge.eval.embed import evaluate_model
 
         return evaluate_model(
