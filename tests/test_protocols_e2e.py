@@ -380,3 +380,21 @@ def test_every_protocol_ran_end_to_end():
     if len(COVERED) < 3:
         pytest.skip("run with the whole module (-k selected a subset)")
     assert COVERED == set(list_protocols())
+
+
+def test_index_build_and_calibrate_read_u1652_test_by_role(u1652, tiny_model_config, tmp_path, capsys):
+    import torch
+
+    from geobridge.cli.main import main
+    from geobridge.index import GeoIndex
+    from geobridge.models import GeoBridge
+
+    torch.manual_seed(0)
+    GeoBridge(tiny_model_config).save_pretrained(tmp_path / "model")
+    out = tmp_path / "sat.gbx"
+    assert main(["index", "build", "--checkpoint", str(tmp_path / "model"), "--data", str(u1652), "--format",
+                 "university1652", "--split", "test", "--out", str(out), "--no-progress"]) == 0
+    info = GeoIndex.load(out).info()
+    roles = _roles(U_CONFIG)
+    assert info["count"] == info["places"] == len(roles["query"]) + len(roles["distractor"])  # gallery_satellite
+    capsys.readouterr()
