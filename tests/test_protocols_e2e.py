@@ -381,7 +381,7 @@ def test_every_registered_protocol_has_an_end_to_end_test():
     assert tested == set(list_protocols())
 
 
-def test_index_build_reads_u1652_test_by_its_gallery_role(u1652, tiny_model_config, tmp_path, capsys):
+def test_index_reads_u1652_test_by_role(u1652, tiny_model_config, tmp_path, capsys):
     import torch
 
     from geobridge.cli.main import main
@@ -397,3 +397,8 @@ def test_index_build_reads_u1652_test_by_its_gallery_role(u1652, tiny_model_conf
     roles = _roles(U_CONFIG)
     assert info["count"] == info["places"] == len(roles["query"]) + len(roles["distractor"])  # gallery_satellite
     capsys.readouterr()
+    # calibration queries come from the query role: every query building is in the index
+    assert main(["index", "calibrate", str(out), "--data", str(u1652), "--format", "university1652", "--split",
+                 "test", "--views", "drone,street", "--no-progress"]) == 0
+    weights = json.loads(capsys.readouterr().out)["fusion_weights"]
+    assert set(weights) == {"drone", "street"} and all(math.isfinite(w) for w in weights.values())
