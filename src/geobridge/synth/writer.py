@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from geobridge import __version__
+from geobridge._atomic import atomic_path, atomic_write_text
 from geobridge.errors import GeoBridgeError
 from geobridge.synth.appearance import AppearanceShift
 from geobridge.synth.countries import country_codes, country_record, get_country
@@ -269,10 +270,8 @@ def _image_paths(root: Path, spec: PlaceSpec, view: str, count: int, fmt: str) -
 
 
 def _save_png(img: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(img).save(tmp, format="PNG", compress_level=4)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(img).save(tmp, format="PNG", compress_level=4)
 
 
 def _write_place(job: tuple[PlaceSpec, WorldConfig, str]) -> dict[str, object]:
@@ -331,9 +330,7 @@ def _prepare_root(root: Path) -> None:
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def _marker(config: WorldConfig, *, complete: bool) -> str:
