@@ -1,0 +1,56 @@
+"""The package as a whole: its entry points and the README's command-line examples."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parents[1]
+
+
+def _readme_commands(name: str) -> list[list[str]]:
+    """The README's ``geobridge <name> ...`` command lines, split as a shell would (comments dropped)."""
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    return [shlex.split(line, comments=True)[1:] for line in lines if line.startswith(f"geobridge {name} ")]
+
+
+def test_python_dash_m_geobridge_runs_the_command():
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    from geobridge import __version__
+
+    version = subprocess.run([sys.executable, "-m", "geobridge", "--version"], env=env, capture_output=True,
+                             text=True, timeout=120)
+    assert version.returncode == 0 and version.stdout.strip() == f"geobridge {__version__}"
+    bad = subprocess.run([sys.executable, "-m", "geobridge", "locate", "--index", "missing.gbx", "--text", "x"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "geobridge locate: error:" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_readme_locate_example_queries_a_test_place_of_the_readme_world():
+    from geobridge.cli.main import build_parser
+    from geobridge.cli.synth import world_config
+    from geobridge.demo import DemoConfig
+    from geobridge.synth.writer import plan_places, render_place
+
+    parser = build_parser()
+    (synth,) = (parser.parse_args(c) for c in _readme_commands("synth"))
+    (build,) = (parser.parse_args(c) for c in _readme_commands("index build"))
+    (example,) = (parser.parse_args(c) for c in _readme_commands("locate"))
+    config = world_config(synth)
+    demo = DemoConfig()  # the README's world is the demo's
+    assert (config.places, config.extra_train_places, config.test_places, config.image_size, config.seed,
+            tuple(config.holdout_countries)) == (demo.places, demo.extra_train_places, demo.test_places,
+                                                  demo.image_size, demo.seed, tuple(demo.holdout_countries))
+    assert build.data == synth.out and build.out == example.index and build.views == "satellite"
+    (image,) = example.image
+    match = re.fullmatch(rf"{re.escape(synth.out)}/{example.view}/(p\d+)/00\.png", image)
+    assert match, image
+    spec = next(s for s in plan_places(config) if s.place_id == match.group(1))
+    assert spec.split == build.split == "test"  # so the index holds its satellite tile
+    (text,) = example.text
+    words = set(" ".join(render_place(spec, config).texts).lower().replace(",", " ").replace(".", " ").split())
+    assert set(text.lower().split()) - {"a", "the", "with", "on", "in"} <= words  # the place's own description
