@@ -181,6 +181,14 @@ def test_resume_after_kill_between_log_line_and_checkpoint_logs_each_epoch_once(
             assert b[key] == pytest.approx(a[key], abs=1e-6), key
     elapsed = [json.loads(line)["elapsed_s"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert elapsed == sorted(elapsed)  # the clock continues across the resume
+    from geobridge._provenance import code_commit
+    from geobridge.eval.run_info import describe_run
+
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["commit"] == code_commit() and record["epochs"] == 3 and record["steps"] == ref[-1]["step"]
+    assert record["train_s"] >= elapsed[-1] and record["started"] <= record["finished"]
+    info = describe_run(tmp_path / "run" / "model")  # the model folder of a run finds its run
+    assert info["epochs"] == "3 of 3" and info["seed"] == "0" and info["training commit"] == code_commit()
 
 
 def test_truncate_metrics_keeps_epochs_before_the_resumed_one(tmp_path):

@@ -105,6 +105,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None) -> dict[str, Any
     _stage("4/4 evaluating every direction, cross-domain and robustness; writing the report")
     from geobridge.eval.pipeline import DEFAULT_CONDITIONS, evaluate_run
     from geobridge.eval.plots import plot_fusion
+    from geobridge.eval.run_info import describe_run
 
     plot_fusion(fusion, report_dir / "fusion.png")
 
@@ -121,6 +122,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None) -> dict[str, Any
             f"held-out countries {', '.join(config.holdout_countries) or 'none'}",
             "Localisation with fusion": _fusion_table(fusion),
         },
+        run=describe_run(run_dir),
         show_progress_bar=True,
     )
     timings["eval_s"] = time.perf_counter() - start

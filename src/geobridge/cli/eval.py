@@ -20,6 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from geobridge.eval.pipeline import DEFAULT_CONDITIONS, evaluate_run
+    from geobridge.eval.run_info import describe_run
     from geobridge.models import GeoBridge
 
     model = GeoBridge.from_pretrained(args.checkpoint)
@@ -34,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
         conditions=() if args.no_robustness else DEFAULT_CONDITIONS,
         batch_size=args.batch_size,
         sections={"Model": f"checkpoint `{args.checkpoint}`", "Data": f"`{args.data}`, split `{args.split}`"},
+        run=describe_run(args.checkpoint),
         show_progress_bar=True,
     )
     primary = metrics["primary_metric"]

@@ -58,6 +58,7 @@ def evaluate_run(
     batch_size: int = 64,
     title: str = "GeoBridge evaluation",
     sections: dict[str, str] | None = None,
+    run: dict[str, str] | None = None,
     show_progress_bar: bool | None = None,
 ) -> dict[str, Any]:
     """Evaluate every direction on ``split`` and write ``metrics.json``, ``report.md`` and plots into ``out_dir``.
@@ -65,6 +66,7 @@ def evaluate_run(
     Adds ``in_domain/`` and ``out_of_domain/`` keys when held-out countries exist (from the manifest unless
     given), ``robust/<condition>/`` keys for each degraded-view condition (directions involving that view),
     and ``missing/<view>/`` summaries: the mean R@1 over the directions left when a view is unavailable.
+    ``run`` (dates, commits, seed, epochs, training time: ``geobridge.eval.run_info.describe_run``) heads the report.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -97,7 +99,7 @@ def evaluate_run(
         robust = RetrievalEvaluator(directions, show_progress_bar=False).evaluate(mixed, mixed)
         metrics.update({f"robust/{condition.name}/{k}": v for k, v in robust.items() if not k.startswith("mean/")})
     plots = write_plots(sets, out)
-    write_report(out, metrics, title=title, sections=sections, plots=plots)
+    write_report(out, metrics, title=title, sections=sections, plots=plots, run=run)
     return metrics
 
 

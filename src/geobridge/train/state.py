@@ -8,6 +8,9 @@ previous checkpoint.
 ``metrics.jsonl`` gets an epoch's line just before that epoch's checkpoint is committed, so a run killed in
 between has logged an epoch that its newest checkpoint does not hold; :func:`truncate_metrics` drops such
 lines (and a torn last line) before a resumed run logs the epoch again.
+
+``run.json`` records the run's provenance for reports: the code's commit, when it started and finished, its
+training time (seconds, summed over resumes), the epochs and steps done.
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ from typing import Any
 import torch
 
 from geobridge._atomic import atomic_write_json, atomic_write_text
+from geobridge._provenance import METRICS_LOG, RUN_RECORD, code_commit, read_run_record, utc_now
 from geobridge.errors import CheckpointError
 from geobridge.models.checkpoint import load_tensors, read_json, save_tensors
 
 LATEST = "latest.json"
-METRICS = "metrics.jsonl"
+METRICS = METRICS_LOG
 
 
 def optimizer_to_flat(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -132,3 +136,23 @@ def _epoch_of(line: str) -> int | None:
         return None
     epoch = record.get("epoch") if isinstance(record, dict) else None
     return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
+
+
+def start_run_record(run_dir: Path, *, resumed: bool) -> dict[str, Any]:
+    """Write ``run.json`` as a run (re)starts: a resumed run keeps its start time and commit."""
+    record = read_run_record(run_dir) if resumed else {}
+    record.setdefault("started", utc_now())
+    record.setdefault("commit", code_commit())
+    record.pop("finished", None)
+    atomic_write_json(run_dir / RUN_RECORD, record)
+    return record
+
+
+def finish_run_record(run_dir: Path, *, train_s: float, epochs: int, steps: int) -> dict[str, Any]:
+    """Complete ``run.json`` when training ends."""
+    record = read_run_record(run_dir)
+    record.setdefault("commit", code_commit())
+    record.update(finished=utc_now(), train_s=round(train_s, 2), epochs=epochs, steps=steps)
+    atomic_write_json(run_dir / RUN_RECORD, record)
+    return record
+

@@ -23,7 +23,15 @@ from geobridge.losses import GeoBridgeLoss
 from geobridge.models import GeoBridge, get_model_config
 from geobridge.train.config import TrainConfig, to_yaml
 from geobridge.train.distributed import all_reduce_mean, barrier, cleanup, gather_rows, init_distributed
-from geobridge.train.state import METRICS, latest_checkpoint, load_train_state, save_checkpoint, truncate_metrics
+from geobridge.train.state import (
+    METRICS,
+    finish_run_record,
+    latest_checkpoint,
+    load_train_state,
+    save_checkpoint,
+    start_run_record,
+    truncate_metrics,
+)
 from geobridge.views import IMAGE_VIEWS
 
 MAX_LOGIT_SCALE = math.log(100.0)
@@ -329,6 +337,7 @@ class Trainer:
             # the log holds exactly the epochs before this one (a kill after an epoch's line but before its
             # checkpoint would otherwise log that epoch twice)
             truncate_metrics(self.run_dir / METRICS, before_epoch=self.start_epoch)
+            start_run_record(self.run_dir, resumed=self.start_epoch > 0)
         barrier(self.dist)
         log_path = self.run_dir / METRICS
         accum = config.optim.grad_accum
@@ -403,6 +412,8 @@ class Trainer:
             barrier(self.dist)
         if self.dist.is_main:
             self.model.save_pretrained(self.run_dir / "model")
+            epochs_done = len(log_path.read_text().splitlines()) if log_path.is_file() else 0
+            finish_run_record(self.run_dir, train_s=time.time() - started, epochs=epochs_done, steps=self.step)
         barrier(self.dist)
         return last
 
