@@ -458,3 +458,34 @@ def test_report_states_the_run_date_commit_seed_epochs_and_training_time(tmp_pat
         assert line in text, line
     bare = describe_run(tmp_path / "elsewhere")
     assert bare["seed"] == bare["epochs"] == bare["training time"] == "unknown"
+
+
+def test_caption_lines_wrap_and_truncate():
+    from geobridge.eval.plots import caption_lines
+
+    sentence = "A dense city district with a red church in the east and streets on a tilted grid. " * 3
+    lines = caption_lines(sentence, width=24, max_lines=4)
+    assert len(lines) == 4 and all(len(line) <= 24 for line in lines) and lines[-1].endswith("...")
+    assert " ".join(lines)[:-3].split()[:-1] == sentence.split()[: len(" ".join(lines).split()) - 1]
+    assert caption_lines("a red church", width=24, max_lines=4) == ["a red church"]
+
+
+def test_text_retrieval_grid_shows_the_sentence(tmp_path):
+    sets = make_world(seed=3)
+    text = sets["text"]
+    sentences = [f"sentence {i}: a dense city district with a red church in the east" for i in range(len(text))]
+    with_texts = EmbeddingSet(view="text", embeddings=text.embeddings, place_ids=text.place_ids, lat=text.lat,
+                              lon=text.lon, texts=sentences)
+    assert with_texts.subset(np.array([2, 0])).texts == [sentences[2], sentences[0]]
+    result = retrieve(text, sets["satellite"], k=5, show_progress_bar=False)
+    kw = dict(query_indices=[0, 5], top=3, tile_px=160)
+    plain = plot_retrieval_grid(text, sets["satellite"], result, tmp_path / "plain.png", **kw)
+    shown = plot_retrieval_grid(with_texts, sets["satellite"], result, tmp_path / "shown.png", **kw)
+
+    def dark_in_query_column(path):
+        pixels = np.asarray(Image.open(path).convert("L")).astype(int)
+        return int((pixels[:, : pixels.shape[1] // 4] < 80).sum())  # the first of 4 columns holds the queries
+
+    assert dark_in_query_column(shown) > dark_in_query_column(plain) + 100  # two sentences drawn in the tiles
+    with pytest.raises(DataError, match="texts"):
+        EmbeddingSet(view="text", embeddings=text.embeddings, place_ids=text.place_ids, texts=["one"])
