@@ -54,3 +54,33 @@ def test_readme_locate_example_queries_a_test_place_of_the_readme_world():
     (text,) = example.text
     words = set(" ".join(render_place(spec, config).texts).lower().replace(",", " ").replace(".", " ").split())
     assert set(text.lower().split()) - {"a", "the", "with", "on", "in"} <= words  # the place's own description
+
+
+def test_fusion_names_live_in_one_faiss_free_module():
+    from geobridge import fusions
+
+    probe = ("import sys, geobridge.fusions, geobridge.cli.main as m; m.build_parser(); "
+             "print('faiss' in sys.modules, 'torch' in sys.modules)")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    loaded = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert loaded.stdout.split() == ["False", "False"], loaded.stderr
+    from geobridge.cli.main import build_parser
+    from geobridge.index import FUSIONS, LOCATE_FUSIONS
+
+    assert FUSIONS is fusions.FUSIONS and LOCATE_FUSIONS is fusions.LOCATE_FUSIONS
+    locate_action = next(a for a in build_parser()._subparsers._group_actions[0].choices["locate"]._actions
+                         if a.dest == "fusion")
+    assert tuple(locate_action.choices) == fusions.LOCATE_FUSIONS
+    assert set(fusions.SCORE_MEANINGS) == set(fusions.FUSIONS)
+    # no other source spells the list out
+    spelled = re.compile(r"""["']consensus["']\s*,\s*["']max["']""")
+    sources = [p for p in (ROOT / "src" / "geobridge").rglob("*") if p.suffix in (".py", ".js", ".html")]
+    assert [p.name for p in sources if spelled.search(p.read_text(encoding="utf-8"))] == ["fusions.py"]
+
+
+def test_demo_fusion_table_explains_the_weighted_numbers():
+    from geobridge.demo import _fusion_table
+
+    table = _fusion_table({"drone/R@1": 30.0, "drone+street+text/weighted/R@1": 40.0,
+                           "drone+street+text/weighted/w_drone": 20.0, "drone+street+text/weighted/w_text": 2.5})
+    assert "drone 20.0, text 2.5" in table and "logit" in table and "as likely" in table

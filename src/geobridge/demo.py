@@ -196,5 +196,8 @@ def _fusion_table(fusion: dict[str, float]) -> str:
     if weights:
         fitted = ", ".join(f"{view} {weight:.1f}" for view, weight in sorted(weights.items()))
         lines += ["", f"`weighted`: one weight per query view, fitted on the other half of the places (2-fold "
-                      f"cross-fit), so no place is scored with weights fitted on it. drone+street+text: {fitted}."]
+                      f"cross-fit), so no place is scored with weights fitted on it. drone+street+text: {fitted}. "
+                      "A place's weighted score is the logit sum over queries of weight x cosine similarity "
+                      "(unbounded; only differences count): a place scoring 1 more is e = 2.7 times as likely, "
+                      "so a weight of 20 makes 0.05 more similarity in that view worth a factor e."]
     return "\n".join(lines)

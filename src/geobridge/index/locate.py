@@ -37,11 +37,10 @@ import numpy as np
 
 from geobridge.errors import GeoBridgeError
 from geobridge.eval.geo import haversine_km
+from geobridge.fusions import FUSIONS, LOCATE_FUSIONS, score_meaning
 from geobridge.index.store import GeoIndex
 from geobridge.views import IMAGE_VIEWS, VIEWS
 
-FUSIONS: tuple[str, ...] = ("score", "consensus", "max", "weighted")
-LOCATE_FUSIONS: tuple[str, ...] = ("auto", *FUSIONS)
 DEFAULT_RADIUS_KM = 25.0
 DEFAULT_TEMPERATURE = 0.05
 DEFAULT_CANDIDATES = 10  # places fetched per query for fusion (deeper lists measured worse: docs/index.md)
@@ -53,9 +52,10 @@ DEFAULT_COMBOS: tuple[str, ...] = (
 
 @dataclass
 class Match:
-    """One candidate place. ``score`` is the fused score that ranks matches (a similarity for ``score`` and
-    ``max``, a weight share in (0, 1] for ``consensus``); ``similarity`` is the place's best raw cosine
-    similarity over all queries; ``view`` and ``path`` name the gallery item that gave it."""
+    """One candidate place. ``score`` is the fused score that ranks matches (a similarity in [-1, 1] for
+    ``score`` and ``max``, a weight share in (0, 1] for ``consensus``, an unbounded logit for ``weighted``:
+    ``geobridge.fusions.score_meaning``); ``similarity`` is the place's best raw cosine similarity over all
+    queries; ``view`` and ``path`` name the gallery item that gave it."""
 
     rank: int
     place_id: str
@@ -72,7 +72,8 @@ class Match:
 @dataclass
 class LocateResult:
     """The estimated location (``lat``, ``lon``), a confidence in [0, 1], the ranked matches, the queries and
-    the fusion mode used."""
+    the fusion mode used. ``to_dict`` and ``to_geojson`` also state what the matches' scores mean
+    (``score_meaning``)."""
 
     lat: float
     lon: float
@@ -87,6 +88,7 @@ class LocateResult:
             "lon": self.lon,
             "confidence": self.confidence,
             "fusion": self.fusion,
+            "score_meaning": score_meaning(self.fusion),
             "queries": [dict(q) for q in self.queries],
             "matches": [asdict(m) for m in self.matches],
         }
@@ -97,7 +99,7 @@ class LocateResult:
             "type": "Feature",
             "geometry": {"type": "Point", "coordinates": [self.lon, self.lat]},
             "properties": {"kind": "estimate", "confidence": self.confidence, "fusion": self.fusion,
-                           "queries": [dict(q) for q in self.queries]},
+                           "score_meaning": score_meaning(self.fusion), "queries": [dict(q) for q in self.queries]},
         }
         matches = [
             {
