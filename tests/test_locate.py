@@ -98,12 +98,12 @@ def test_fuse_errors_and_serialisation():
         fuse([[], []])
     result = fuse(two_queries(), fusion="score", top_k=3)
     data = json.loads(json.dumps(result.to_dict()))
-    assert set(data) == {"lat", "lon", "confidence", "fusion", "queries", "matches"}
+    assert set(data) == {"lat", "lon", "confidence", "fusion", "score_meaning", "queries", "matches"}
     assert data["matches"][0]["place_id"] == "B" and "distance_km" in data["matches"][0]
     geo = json.loads(json.dumps(result.to_geojson()))
     assert geo["type"] == "FeatureCollection" and len(geo["features"]) == 4
     assert geo["features"][0]["properties"]["kind"] == "estimate"
-    assert "in (0, 1]" in geo["features"][0]["properties"]["score_meaning"]  # consensus: a weight share
+    assert geo["features"][0]["properties"]["score_meaning"] == data["score_meaning"]
     assert geo["features"][0]["geometry"] == {"type": "Point", "coordinates": [2.0, 2.0]}
     assert [f["properties"]["rank"] for f in geo["features"][1:]] == [1, 2, 3]
 
@@ -146,6 +146,7 @@ def test_cli_build_info_and_locate(world, capsys):
     geo = json.loads(geo_out.read_text())
     assert geo["type"] == "FeatureCollection" and len(geo["features"]) == 4
     assert geo["features"][0]["properties"]["kind"] == "estimate"
+    assert "in (0, 1]" in geo["features"][0]["properties"]["score_meaning"]  # consensus: a weight share
     for feature in geo["features"]:
         lon, lat = feature["geometry"]["coordinates"]
         assert -90 <= lat <= 90 and -180 <= lon <= 180
