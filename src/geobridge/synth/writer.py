@@ -37,7 +37,6 @@ from geobridge.synth.scene import Scene, build_scene
 from geobridge.synth.text import describe
 from geobridge.views import IMAGE_VIEWS
 
-
 GENERATOR = f"geobridge.synth {__version__}"
 MARKER = ".geobridge-synth.json"
 FORMATS: tuple[str, ...] = ("geoloc", "university1652", "geotext1652", "cvusa", "cvact", "vigor")
