@@ -115,9 +115,10 @@ def _check_weights_package(value: str | None, key: str) -> None:
 
 
 MIN_SIDE, MAX_SIDE = 8, 4096  # image input sides, pixels
-MAX_WIDTH = 1 << 16  # embedding and hidden widths
+MAX_WIDTH = 1 << 16  # hidden widths
+MAX_EMBED_DIM = 8192  # the joint embedding (also the widest vector an index file may hold)
 MODEL_RULES = {
-    "embed_dim": Range(1, MAX_WIDTH),
+    "embed_dim": Range(1, MAX_EMBED_DIM),
     "init_logit_scale": Range(0.0, math.log(100.0)),
     "image.backbone": _check_backbone,
     "image.input_size": _check_input_size,
