@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from geobridge.data.io import list_images, read_json, read_jsonl
+from geobridge.data.io import list_images, read_json, read_jsonl_numbered
 from geobridge.data.types import Place, Sample, samples_of
 from geobridge.errors import DataError
 from geobridge.views import IMAGE_VIEWS, VIEWS
@@ -39,7 +39,7 @@ class GeoLocDataset:
         self.views = tuple(v for v in (views or listed) if v in VIEWS)
         texts = self._read_texts() if "text" in self.views else {}
         places = []
-        for number, row in enumerate(read_jsonl(self.root / "places.jsonl"), start=1):
+        for number, row in read_jsonl_numbered(self.root / "places.jsonl"):
             place = self._place(row, number, texts)
             if split is None or place.split == split:
                 places.append(place)
@@ -51,7 +51,7 @@ class GeoLocDataset:
         if not path.is_file():
             return {}
         out = {}
-        for number, row in enumerate(read_jsonl(path), start=1):
+        for number, row in read_jsonl_numbered(path):
             texts = row.get("texts")
             if not isinstance(row.get("place_id"), str) or not isinstance(texts, list):
                 raise DataError(f"{path}:{number}: expected {{'place_id': '...', 'texts': ['...', ...]}}")

@@ -26,9 +26,9 @@ MAX_HNSW_M = 256  # graph neighbours per node
 MAX_PQ_BITS = 12  # bits per PQ sub-code: dim * 2^bits centroid floats
 MAX_FACTORY_CHARS = 80
 
-_IVF = re.compile(r"IVF(\d{1,7})(?:_HNSW(\d{1,4}))?")
-_HNSW = re.compile(r"HNSW(\d{1,4})")
-_PQ = re.compile(r"PQ(\d{1,5})(?:x(\d{1,3}))?")
+_IVF = re.compile(r"IVF(\d+)(?:_HNSW(\d+))?")
+_HNSW = re.compile(r"HNSW(\d+)")
+_PQ = re.compile(r"PQ(\d+)(?:x(\d+))?")
 _SQ = ("SQ4", "SQ6", "SQ8", "SQfp16", "SQbf16")
 
 
