@@ -7,8 +7,8 @@ index/factory.py, models/checkpoint.py's tensor checks) and passes now.
 from __future__ import annotations
 
 import hashlib
-import re
 import json
+import re
 import shutil
 import time
 from pathlib import Path
