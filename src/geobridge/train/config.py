@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -110,7 +111,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise GeoBridgeError(f"config file not found: {path}")
         try:
             layers.append(OmegaConf.load(path))
-        except (OmegaConfBaseException, OSError, ValueError) as exc:
+        except (OmegaConfBaseException, OSError, ValueError, yaml.YAMLError) as exc:
             raise GeoBridgeError(f"cannot read config {path}: {_one_line(exc)}") from exc
     bad = [item for item in overrides if "=" not in item or not item.split("=", 1)[0].strip()]
     if bad:
@@ -122,6 +123,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None)
         raise ConfigError(f"{key + ': ' if key else 'bad config: '}{_one_line(exc)}") from exc
+    except yaml.YAMLError as exc:  # a value YAML cannot read, e.g. a control character
+        raise ConfigError(f"bad override value in {list(overrides)}: {_one_line(exc)}") from exc
     config: TrainConfig = build(TrainConfig, data, rules=TRAIN_RULES)
     validate_config(config)
     return config
