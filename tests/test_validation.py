@@ -48,6 +48,8 @@ from geobridge.train import TrainConfig, load_config
         ("data.num_workers=-1", "data.num_workers"),
         ("data.views=[drone,aerial]", "data.views[1]"),
         ("data.views=[]", "data.views"),
+        ("data.views={}", "data.views"),
+        ("out=\x1f", "out"),
         ("train.seed=-1", "train.seed"),
         ("train.view_dropout=1.0", "train.view_dropout"),
         ("train.eval_every=-1", "train.eval_every"),

@@ -123,8 +123,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None)
         raise ConfigError(f"{key + ': ' if key else 'bad config: '}{_one_line(exc)}") from exc
-    except yaml.YAMLError as exc:  # a value YAML cannot read, e.g. a control character
-        raise ConfigError(f"bad override value in {list(overrides)}: {_one_line(exc)}") from exc
+    except (yaml.YAMLError, TypeError, ValueError) as exc:  # e.g. a control character, or a mapping for a list
+        raise ConfigError(f"{_culprit(base, overrides)}: {_one_line(exc)}") from exc
     config: TrainConfig = build(TrainConfig, data, rules=TRAIN_RULES)
     validate_config(config)
     return config
@@ -179,6 +179,16 @@ def _known_pairs(value: dict[str, float], key: str) -> None:
     unknown = sorted(set(value) - set(IMAGE_VIEW_PAIRS))
     if unknown:
         raise ConfigError(f"{key}: unknown view pairs {unknown}; expected some of {list(IMAGE_VIEW_PAIRS)}")
+
+
+def _culprit(base: Any, overrides: list[str] | tuple[str, ...]) -> str:
+    """The key of the first override that cannot be merged on its own (or 'bad override' if none alone fails)."""
+    for item in overrides:
+        try:
+            OmegaConf.merge(base, OmegaConf.from_dotlist([item]))
+        except Exception:  # noqa: BLE001 - any failure marks the culprit; the caller raises the real error
+            return item.split("=", 1)[0].strip()
+    return "bad override"
 
 
 def _one_line(exc: BaseException) -> str:
