@@ -401,11 +401,19 @@ def test_fuzz_places_check_never_passes_what_the_loader_refuses(world_dir, data)
         if error is not None:  # the loader refuses: data check must not say ok, and both name the same line
             assert not report.ok
             assert any(str(error).startswith(p.path + ":") or p.path in str(error) for p in report.problems)
-        try:
-            lines[row].decode("utf-8")
-        except UnicodeDecodeError:
-            assert error is not None and f"places.jsonl:{row + 1}: not valid UTF-8" in str(error)
-            assert "bad-encoding" in {p.kind for p in report.problems}
+        bad_lines = [n for n, raw in enumerate(b"\n".join(lines).split(b"\n"), start=1) if not _is_utf8(raw)]
+        if bad_lines:  # the first line that is not UTF-8 is named by both
+            assert error is not None and f"places.jsonl:{bad_lines[0]}: not valid UTF-8" in str(error)
+            encoding = {p.path for p in report.problems if p.kind == "bad-encoding"}
+            assert f"{root / 'places.jsonl'}:{bad_lines[0]}" in encoding
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------------------------------
