@@ -10,21 +10,21 @@ Every generated input must end in one of two ways:
 Generated inputs per run (fixed ``max_examples``, ``derandomize=True`` so CI sees the same inputs each time):
 
 =====================================================  =====
-training config dot-list overrides (any value)           150
+training config dot-list overrides (any value)           100
 training config overrides out of range                    60
 model config mutations (any JSON value)                  120
 model config mutations of the wrong type                  80
 checkpoint config.json mutations (from_pretrained)        30
-checkpoint tensors (dtype, NaN/inf)                       20
+checkpoint tensors (dtype, NaN/inf)                       12
 dataset manifest mutations (check and loader)             50
 places.jsonl mutations and raw bytes                      50
 index metadata mutations (valid checksum)                100
 index factory strings with large numbers                  60
 index header field and byte mutations                     80
 =====================================================  =====
-total                                                    800
+total                                                    742
 
-The whole file runs in well under 60 s on one CPU core; each example has a 2 s deadline.
+The whole file takes about 25-40 s on a busy 2-core machine; each example has a 2 s deadline.
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def _run_train_cli(overrides: list[str]) -> tuple[int, str]:
     return code, err.getvalue().strip()
 
 
-@settings(max_examples=150, **SETTINGS)
+@settings(max_examples=100, **SETTINGS)
 @given(st.lists(st.tuples(OVERRIDE_KEYS, OVERRIDE_VALUES), min_size=1, max_size=3))
 def test_fuzz_overrides_clean_error_or_valid_config(pairs):
     overrides = [f"{k}={v}" for k, v in pairs]
@@ -151,6 +151,8 @@ def test_fuzz_overrides_clean_error_or_valid_config(pairs):
     except GeoBridgeError as exc:
         message = _one_line_error(exc)
         assert any(k in message or k.split(".")[0] in message for k, _ in pairs) or "bad config" in message, message
+        if len(pairs) > 1:
+            return  # the CLI is checked on the single-override examples (about a third), to bound the time
         code, err = _run_train_cli(overrides)
         assert code == 2 and len(err.splitlines()) == 1 and err.startswith("geobridge train: error: "), err
         return
@@ -298,7 +300,7 @@ def test_fuzz_checkpoint_config_is_a_checkpoint_error(checkpoint, data):
     assert str(folder / "config.json") in _one_line_error(info.value)
 
 
-@settings(max_examples=20, **SETTINGS)
+@settings(max_examples=12, **SETTINGS)
 @given(st.data())
 def test_fuzz_checkpoint_tensors_dtype_and_finiteness(checkpoint, data):
     tensors = load_file(str(checkpoint / "model.safetensors"))
