@@ -41,6 +41,11 @@ class ImageTowerConfig:
     # image views whose embeddings average over the view's symmetries at inference (models/symmetries.py);
     # only for views trained with those augmentations (not satellite/street on north-aligned data such as CVUSA)
     test_time_augment: list[str] = field(default_factory=list)
+    # train only the last N blocks of each backbone (the GeoBridge paper fine-tunes "only the last three layers"):
+    # the blocks are timm's fine-grained parameter groups (``group_matcher``), so a ConvNeXt/ResNet/EfficientNet
+    # block or a ViT block each; the stem and earlier blocks are frozen, BatchNorm statistics included. The head
+    # norm, view embeddings, adapters and projection always train. None: the whole backbone trains.
+    trainable_blocks: int | None = None
 
 
 @dataclass
@@ -92,6 +97,8 @@ class GeoBridgeConfig:
             raise ValueError(f"image.adapter must be 'residual' or 'none', got {self.image.adapter!r}")
         if self.text.kind not in ("minilm", "hashing"):
             raise ValueError(f"text.kind must be 'minilm' or 'hashing', got {self.text.kind!r}")
+        if self.image.trainable_blocks is not None and self.image.trainable_blocks < 0:
+            raise ValueError(f"image.trainable_blocks must be >= 0, got {self.image.trainable_blocks}")
         if self.text.trainable_layers is not None and self.text.trainable_layers < 0:
             raise ValueError(f"text.trainable_layers must be >= 0, got {self.text.trainable_layers}")
         if self.embed_dim <= 0:

@@ -22,6 +22,9 @@ class ModelSection:
     text_kind: str | None = None  # override the config's text tower kind ("minilm" or "hashing")
     text_freeze: bool | None = None  # override the config's freeze flag
     text_trainable_layers: int | None = None  # override: with text_freeze=false, fine-tune only the last N layers
+    # override: train only the last N blocks of the image backbone (ImageTowerConfig.trainable_blocks); None keeps
+    # the model's own setting. Applied to an ``init_from`` model too.
+    image_trainable_blocks: int | None = None
 
 
 @dataclass
@@ -38,6 +41,11 @@ class DataSection:
     augment: bool = True
     text_augment: bool = False  # drop and reorder the sentences of each description (data/captions.py)
     robust_augment: bool = False  # also blur, downscale, strong colour jitter, grayscale (transforms.py)
+    # "places": an epoch shows each training place once (one image of each view); "pairs": an epoch shows every
+    # (query item, reference item) pair of ``pair_views`` once, in place-unique batches, as Sample4Geo's epochs
+    # do (every drone photo with its satellite tile; data/pairs.py)
+    epoch_unit: str = "places"
+    pair_views: list[str] = field(default_factory=lambda: ["drone", "satellite"])  # (query view, reference view)
 
 
 @dataclass
@@ -139,5 +147,25 @@ def _validate(config: TrainConfig) -> None:
         raise GeoBridgeError(f"loss.pair_weights: {exc}") from exc
     if config.data.pipeline not in ("pil", "tensor"):
         raise GeoBridgeError(f"data.pipeline must be pil or tensor, got {config.data.pipeline!r}")
+    _validate_epoch(config)
     if config.data.format not in ("geoloc", "university1652"):
         raise GeoBridgeError(f"data.format must be geoloc or university1652, got {config.data.format!r}")
+
+
+def _validate_epoch(config: TrainConfig) -> None:
+    data = config.data
+    if data.epoch_unit not in ("places", "pairs"):
+        raise GeoBridgeError(f"data.epoch_unit must be places or pairs, got {data.epoch_unit!r}")
+    if data.epoch_unit == "pairs":
+        views = list(data.pair_views)
+        if len(views) != 2 or views[0] == views[1]:
+            raise GeoBridgeError(f"data.pair_views must be two different views (query, reference), got {views}")
+        trained = [v for v in data.views if v not in config.train.drop_views]
+        missing = [v for v in views if v not in trained]
+        if missing:
+            raise GeoBridgeError(f"data.pair_views {views}: {missing} not among the trained data.views {trained}")
+        if "text" in views and not config.loss.use_anchors:
+            raise GeoBridgeError("data.pair_views holds text, which is only trained with loss.use_anchors=true")
+    trainable = config.model.image_trainable_blocks
+    if trainable is not None and trainable < 0:
+        raise GeoBridgeError(f"model.image_trainable_blocks must be >= 0, got {trainable}")

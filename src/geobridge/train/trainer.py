@@ -31,16 +31,44 @@ MAX_LOGIT_SCALE = math.log(100.0)
 
 def build_model(config: TrainConfig) -> GeoBridge:
     """The model a run trains: a built-in/JSON architecture, or a saved model to fine-tune."""
-    if config.model.init_from:
-        return GeoBridge.from_pretrained(config.model.init_from)
-    model_config = get_model_config(config.model.name)
-    if config.model.text_kind is not None:
-        model_config.text.kind = config.model.text_kind
-    if config.model.text_freeze is not None:
-        model_config.text.freeze = config.model.text_freeze
-    if config.model.text_trainable_layers is not None:
-        model_config.text.trainable_layers = config.model.text_trainable_layers
-    return GeoBridge(model_config, backbone_file=config.model.backbone_file)
+    section = config.model
+    if section.init_from:
+        model = GeoBridge.from_pretrained(section.init_from)  # strict: every tensor, with its shape
+        _check_init_overrides(model, config)
+        if section.text_trainable_layers is not None:
+            try:
+                model.text.set_trainable_layers(section.text_trainable_layers)
+            except ValueError as exc:
+                raise GeoBridgeError(f"model.text_trainable_layers with model.init_from: {exc}") from exc
+    else:
+        model_config = get_model_config(section.name)
+        if section.text_kind is not None:
+            model_config.text.kind = section.text_kind
+        if section.text_freeze is not None:
+            model_config.text.freeze = section.text_freeze
+        if section.text_trainable_layers is not None:
+            model_config.text.trainable_layers = section.text_trainable_layers
+        model = GeoBridge(model_config, backbone_file=section.backbone_file)
+    if section.image_trainable_blocks is not None:
+        try:
+            model.image.set_trainable_blocks(section.image_trainable_blocks)
+        except ValueError as exc:
+            raise GeoBridgeError(f"model.image_trainable_blocks: {exc}") from exc
+    return model
+
+
+def _check_init_overrides(model: GeoBridge, config: TrainConfig) -> None:
+    """The architecture of an ``init_from`` model is the checkpoint's: overrides that would change it are errors."""
+    text = model.config.text
+    for key, wanted, saved in (("text_kind", config.model.text_kind, text.kind),
+                               ("text_freeze", config.model.text_freeze, text.freeze)):
+        if wanted is not None and wanted != saved:
+            raise GeoBridgeError(
+                f"model.{key}={wanted} conflicts with model.init_from={config.model.init_from}, "
+                f"whose text tower has {key.removeprefix('text_')}={saved}"
+            )
+    if config.model.backbone_file:
+        raise GeoBridgeError("model.backbone_file and model.init_from are exclusive: the checkpoint holds the backbone")
 
 
 def lr_at(step: int, *, total_steps: int, warmup_steps: int, base_lr: float, min_lr_ratio: float) -> float:
@@ -115,7 +143,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ data
     def _build_data(self) -> None:
-        from geobridge.data import PlaceBatchSampler, load_places
+        from geobridge.data import PairBatchSampler, PlaceBatchSampler, epoch_pairs, load_places
 
         config = self.config
         places = load_places(config.data.root, fmt=config.data.format, split=config.data.train_split)
@@ -127,10 +155,8 @@ class Trainer:
         self.places = places
         coords = np.array([[p.lat, p.lon] for p in places], dtype=np.float64)
         gps_now = config.sampler.strategy == "gps" and config.sampler.gps_epochs == "all"
-        self.sampler = PlaceBatchSampler(
-            [p.place_id for p in places],
+        common = dict(
             batch_size=config.optim.batch_size,
-            shuffle=True,
             drop_last=True,
             seed=config.train.seed,
             strategy="gps" if gps_now else "random",  # "embedding" starts after the first epoch (see _set_epoch)
@@ -138,6 +164,18 @@ class Trainer:
             num_replicas=self.dist.world_size,
             rank=self.dist.rank,
         )
+        self.pairs = None
+        if config.data.epoch_unit == "pairs":
+            self.pairs = epoch_pairs(places, views=config.data.pair_views)
+            with_pairs = len(np.unique(self.pairs.place))
+            if with_pairs < config.optim.batch_size:
+                raise GeoBridgeError(
+                    f"{config.data.root}: {with_pairs} {config.data.train_split} places have both data.pair_views "
+                    f"{list(config.data.pair_views)}, fewer than one batch ({config.optim.batch_size})"
+                )
+            self.sampler = PairBatchSampler(self.pairs.place, n_places=len(places), **common)
+        else:
+            self.sampler = PlaceBatchSampler([p.place_id for p in places], shuffle=True, **common)
         if config.data.pipeline == "tensor":
             self.loader = self._tensor_batches(places)
         else:
@@ -170,6 +208,7 @@ class Trainer:
             transforms=transforms,
             seed=config.train.seed,
             text_augment=config.data.text_augment,
+            pairs=self.pairs,
         )
         return DataLoader(
             self.dataset,
@@ -213,6 +252,7 @@ class Trainer:
             device=self.device,
             seed=config.train.seed,
             rank=self.dist.rank,
+            pairs=self.pairs,
         )
         return self.dataset
 
