@@ -11,7 +11,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from geobridge.errors import GeoBridgeError
 from geobridge.losses import OBJECTIVES
-from geobridge.views import check_view_pairs
+from geobridge.views import IMAGE_VIEWS, check_view_pairs
 
 
 @dataclass
@@ -25,6 +25,9 @@ class ModelSection:
     # override: train only the last N blocks of the image backbone (ImageTowerConfig.trainable_blocks); None keeps
     # the model's own setting. Applied to an ``init_from`` model too.
     image_trainable_blocks: int | None = None
+    # override: (H, W) per image view, merged into the model's input sizes (e.g. CVUSA's 1232 x 224 panoramas as
+    # street: [140, 768], Sample4Geo's size); applied to an ``init_from`` model too and saved with the fine-tuned one
+    image_input_size: dict[str, list[int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -41,6 +44,9 @@ class DataSection:
     augment: bool = True
     text_augment: bool = False  # drop and reorder the sentences of each description (data/captions.py)
     robust_augment: bool = False  # also blur, downscale, strong colour jitter, grayscale (transforms.py)
+    # false: satellite tiles stay north-up and unflipped, panoramas north-first and unshifted (north-aligned data
+    # such as CVUSA, CVACT and VIGOR; the per-view augmentation cannot rotate a tile and its panorama together)
+    rotate: bool = True
     # "places": an epoch shows each training place once (one image of each view); "pairs": an epoch shows every
     # (query item, reference item) pair of ``pair_views`` once, in place-unique batches, as Sample4Geo's epochs
     # do (every drone photo with its satellite tile; data/pairs.py)
@@ -148,8 +154,9 @@ def _validate(config: TrainConfig) -> None:
     if config.data.pipeline not in ("pil", "tensor"):
         raise GeoBridgeError(f"data.pipeline must be pil or tensor, got {config.data.pipeline!r}")
     _validate_epoch(config)
-    if config.data.format not in ("geoloc", "university1652"):
-        raise GeoBridgeError(f"data.format must be geoloc or university1652, got {config.data.format!r}")
+    formats = _dataset_formats()
+    if config.data.format not in formats:
+        raise GeoBridgeError(f"data.format must be one of {', '.join(formats)}, got {config.data.format!r}")
 
 
 def _validate_epoch(config: TrainConfig) -> None:
@@ -166,6 +173,19 @@ def _validate_epoch(config: TrainConfig) -> None:
             raise GeoBridgeError(f"data.pair_views {views}: {missing} not among the trained data.views {trained}")
         if "text" in views and not config.loss.use_anchors:
             raise GeoBridgeError("data.pair_views holds text, which is only trained with loss.use_anchors=true")
+    for view, size in config.model.image_input_size.items():
+        if view not in IMAGE_VIEWS or len(size) != 2 or min(size) < 1:
+            raise GeoBridgeError(
+                f"model.image_input_size.{view}={list(size)}: expected an image view ({', '.join(IMAGE_VIEWS)}) "
+                "and a positive [H, W]"
+            )
     trainable = config.model.image_trainable_blocks
     if trainable is not None and trainable < 0:
         raise GeoBridgeError(f"model.image_trainable_blocks must be >= 0, got {trainable}")
+
+
+def _dataset_formats() -> tuple[str, ...]:
+    """The layouts ``geobridge.data`` reads (its ``FORMATS`` registry where it has one)."""
+    import geobridge.data
+
+    return tuple(getattr(geobridge.data, "FORMATS", ("geoloc", "university1652")))

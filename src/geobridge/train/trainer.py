@@ -49,6 +49,8 @@ def build_model(config: TrainConfig) -> GeoBridge:
         if section.text_trainable_layers is not None:
             model_config.text.trainable_layers = section.text_trainable_layers
         model = GeoBridge(model_config, backbone_file=section.backbone_file)
+    for view, size in section.image_input_size.items():
+        model.config.image.input_size[view] = [int(v) for v in size]  # the transforms and caches read these
     if section.image_trainable_blocks is not None:
         try:
             model.image.set_trainable_blocks(section.image_trainable_blocks)
@@ -198,6 +200,7 @@ class Trainer:
                 std=tuple(image_cfg.std),
                 interpolation=image_cfg.interpolation,
                 train=config.data.augment,
+                rotate=config.data.rotate,
                 robust=config.data.augment and config.data.robust_augment,
             )
             for view in self.image_views
@@ -238,6 +241,7 @@ class Trainer:
                 mean=tuple(image_cfg.mean),
                 std=tuple(image_cfg.std),
                 train=config.data.augment,
+                rotate=config.data.rotate,
                 robust=config.data.augment and config.data.robust_augment,
             )
             for view in self.image_views
@@ -274,10 +278,16 @@ class Trainer:
         view = "satellite" if "satellite" in self.image_views else self.image_views[0]
         items = [p.images[view][0] for p in self.places]
         emb = self.model.encode(items, view=view, batch_size=128, show_progress_bar=False)  # (P, D)
-        sims = emb @ emb.T  # (P, P): the training set is small enough to hold
-        np.fill_diagonal(sims, -np.inf)
         k = min(self.config.sampler.neighbours, len(self.places) - 1)
-        return np.argsort(-sims, axis=1)[:, :k]
+        out = np.empty((len(emb), k), dtype=np.int64)
+        for start in range(0, len(emb), 2048):  # (2048, P) similarities at a time: CVUSA's P = 35,532 would be 5 GB
+            sims = emb[start : start + 2048] @ emb.T  # (C, P)
+            rows = np.arange(sims.shape[0])
+            sims[rows, start + rows] = -np.inf
+            best = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < sims.shape[1] else np.argsort(-sims, axis=1)
+            order = np.argsort(-np.take_along_axis(sims, best, axis=1), axis=1, kind="stable")
+            out[start : start + 2048] = np.take_along_axis(best, order, axis=1)[:, :k]
+        return out
 
     # ------------------------------------------------------------------ steps
     def _forward_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
