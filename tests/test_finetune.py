@@ -134,6 +134,9 @@ def test_finetune_recipes_are_shipped_and_pair_based(name):
 # One entry per layout that `geobridge synth --format` writes and `load_places` reads: (format, recipe overrides).
 LAYOUTS = [
     pytest.param("university1652", [], id="university1652"),
+    # similarity hard negatives (the CVUSA/CVACT/VIGOR recipes' sampler) re-mined after every epoch
+    pytest.param("university1652", ["sampler.strategy=embedding", "sampler.embedding_refresh=1", "optim.epochs=2"],
+                 id="university1652-embedding"),
 ]
 
 
