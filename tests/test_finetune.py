@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import load_file
 from test_data import make_geoloc
 
-from geobridge.data import epoch_pairs, load_places
-from geobridge.data.pairs import full_batches
+from geobridge.data import load_places
+from geobridge.data.pairs import epoch_pairs, full_batches
 from geobridge.errors import CheckpointError, GeoBridgeError
 from geobridge.models import GeoBridge, get_model_config
 from geobridge.models.image_tower import frozen_parameters

@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from geobridge.data import PairBatchSampler, Place, PlaceDataset, epoch_pairs, load_places
+from geobridge.data import Place, PlaceDataset, load_places
 from geobridge.data.batch_augment import BatchAugment
-from geobridge.data.pairs import full_batches
+from geobridge.data.pairs import PairBatchSampler, epoch_pairs, full_batches
 from geobridge.data.tensor_cache import TensorBatches, build_view_cache
 from tests.conftest import make_world
 

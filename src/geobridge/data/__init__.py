@@ -10,7 +10,6 @@ from geobridge.data.datasets import PlaceDataset, ViewDataset, collate_places
 from geobridge.data.geoloc import GeoLocDataset
 from geobridge.data.geotext1652 import load_geotext1652
 from geobridge.data.io import load_image
-from geobridge.data.pairs import PairBatchSampler, PairTable, epoch_pairs
 from geobridge.data.sampler import PlaceBatchSampler
 from geobridge.data.tensor_cache import TensorBatches, ViewCache, build_view_cache
 from geobridge.data.transforms import make_view_transform
@@ -31,8 +30,6 @@ __all__ = [
     "BatchAugment",
     "CheckReport",
     "GeoLocDataset",
-    "PairBatchSampler",
-    "PairTable",
     "Place",
     "PlaceBatchSampler",
     "PlaceDataset",
@@ -45,7 +42,6 @@ __all__ = [
     "build_view_cache",
     "check_dataset",
     "collate_places",
-    "epoch_pairs",
     "load_geotext1652",
     "load_image",
     "load_places",

@@ -145,7 +145,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ data
     def _build_data(self) -> None:
-        from geobridge.data import PairBatchSampler, PlaceBatchSampler, epoch_pairs, load_places
+        from geobridge.data import PlaceBatchSampler, load_places
+        from geobridge.data.pairs import PairBatchSampler, epoch_pairs
 
         config = self.config
         places = load_places(config.data.root, fmt=config.data.format, split=config.data.train_split)
