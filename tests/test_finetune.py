@@ -156,7 +156,13 @@ def test_finetune_recipe_end_to_end_on_a_generated_layout(pretrained, tmp_path, 
     places = load_places(world, fmt=fmt, split=config.data.train_split)
     pairs = epoch_pairs(places, views=config.data.pair_views)
     expected_steps = full_batches(np.bincount(pairs.place), 4)
-    assert expected_steps > len(places) // 4  # a pair epoch is longer than a place epoch
+
+    def items(place, view):
+        return len(place.texts) if view == "text" else len(place.images.get(view, ()))
+
+    query, reference = config.data.pair_views  # every query item of a place with a reference item, once
+    assert len(pairs) == sum(items(p, query) for p in places if items(p, reference))
+    assert expected_steps >= len(places) // 4  # at least a place epoch (54 times one on University-1652)
     result = train(config)
     log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [expected_steps * (e + 1) for e in range(config.optim.epochs)]
