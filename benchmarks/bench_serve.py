@@ -153,8 +153,7 @@ async def _load(
 def _in_process_baseline(
     checkpoint: Path, index_path: Path, payload: bytes, *, repeats: int, top_k: int
 ) -> list[float]:
-    from PIL import Image
-
+    from geobridge.images import decode_image_bytes
     from geobridge.index import GeoIndex, locate
     from geobridge.models import GeoBridge
 
@@ -163,8 +162,7 @@ def _in_process_baseline(
     times: list[float] = []
     for i in range(repeats + 2):
         start = time.perf_counter()
-        with Image.open(io.BytesIO(payload)) as img:
-            image = img.convert("RGB")
+        image = decode_image_bytes(payload, name="payload.png")  # the decoder the service uses
         locate(model, index, images=[("drone", image)], top_k=top_k)
         if i >= 2:  # two warm-up calls
             times.append(time.perf_counter() - start)

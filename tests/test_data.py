@@ -112,14 +112,19 @@ def test_geotext1652_annotations(tmp_path):
         {"image_id": "0839/image-01.jpeg", "image": "train/drone/0839/image-01.jpeg",
          "caption": "A tall white building with a red roof.", "sentences": ["a red roof"], "bboxes": [[0, 0, 1, 1]]},
         {"image": "train/drone/0839/image-02.jpeg", "caption": "A tall white building with a red roof."},
-        {"image": "train/satellite/0840/0840.jpg", "sentences": ["a green field", "a road to the north"]},
+        {"image": "train/satellite/0840/0840.jpg", "caption": ["A green field.", "A road to the north."],
+         "sentences": ["a green field", "a road to the north"]},
     ]
     path = tmp_path / "train.json"
     path.write_text(json.dumps(entries))
-    texts = load_geotext1652(path)
+    texts = load_geotext1652(path)  # captions only: region sentences are grounding, never captions
     assert texts == {"0839": ["A tall white building with a red roof."],
-                     "0840": ["a green field", "a road to the north"]}
+                     "0840": ["A green field.", "A road to the north."]}
     assert set(load_geotext1652(path, views=("satellite",))) == {"0840"}
+    path.write_text(json.dumps([{"image": "train/0841/image-01.jpeg", "sentences": ["a field"]}]))
+    with pytest.raises(DataError, match="entry 0.*caption"):
+        load_geotext1652(path)
+    path.write_text(json.dumps(entries))
     root = make_university(tmp_path / "u")
     ds = University1652Dataset(root, split="train")
     ds.attach_texts({"0001": ["a brick tower"]})

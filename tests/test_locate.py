@@ -222,3 +222,33 @@ def test_combinations_with_several_items_of_one_view(world):
     metrics = evaluate_fusion(model, index, places, combos=("drone", "text*1", "drone*2"), show_progress_bar=False)
     assert "text*1/R@1" in metrics and metrics["text*1/n"] == 6.0
     assert not any(k.startswith("drone*2") for k in metrics)  # one drone photo per place: nothing to fuse
+
+
+def test_cli_locate_decodes_16_bit_rotated_and_bad_images_like_every_reader(world, capsys, tmp_path):
+    from _image_files import encode, expected8, gradient16, gradient16_png, png_claiming, rotated_jpeg
+
+    out = tmp_path / "sat.gbx"
+    assert main(["index", "build", "--checkpoint", str(world["run"]), "--data", str(world["data"]), "--split", "test",
+                 "--out", str(out), "--views", "satellite", "--no-progress"]) == 0
+    capsys.readouterr()
+
+    def located(path) -> list[tuple[str, float]]:
+        assert main(["locate", "--index", str(out), "--image", str(path), "--top-k", "6"]) == 0
+        return [(m["place_id"], m["score"]) for m in json.loads(capsys.readouterr().out)["matches"]]
+
+    files = {
+        "g16.png": gradient16_png(48, 48),
+        "g8.png": encode(Image.fromarray(expected8(gradient16(48, 48)))),
+        "r.jpg": rotated_jpeg(6)[0],
+        "u.png": encode(Image.fromarray(rotated_jpeg(6)[1])),
+        "cut.png": gradient16_png(48, 48)[:-60],
+        "over.png": png_claiming(7000, 7000),
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    assert located(tmp_path / "g16.png") == located(tmp_path / "g8.png")
+    assert located(tmp_path / "r.jpg") == located(tmp_path / "u.png")
+    for name, message in (("cut.png", "truncated"), ("over.png", "too large")):
+        assert main(["locate", "--index", str(out), "--image", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and str(tmp_path / name) in err and "Traceback" not in err

@@ -276,3 +276,93 @@ def test_serve_cli_is_registered():
 
     args = build_parser().parse_args(["serve", "--index", "idx", "--port", "8123"])
     assert args.port == 8123 and args.host == "127.0.0.1" and args.checkpoint is None
+
+
+# ---------------------------------------------------------------------- the one decoder and the one request reader
+def _scores(response) -> list[tuple[str, float]]:
+    assert response.status_code == 200, response.text
+    return [(m["place_id"], round(m["score"], 5)) for m in response.json()["matches"]]
+
+
+def test_uploads_use_the_one_decoder(client):
+    from _image_files import encode, expected8, gradient16, gradient16_png, palette_png, rgba_png, rotated_jpeg
+
+    def located(name: str, data: bytes, ctype: str = "image/png") -> list[tuple[str, float]]:
+        return _scores(client.post("/locate", files=[("images", (name, data, ctype))], data={"top_k": "8"}))
+
+    as_png = lambda array: encode(Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)))  # noqa: E731
+    assert located("g16.png", gradient16_png(64, 64)) == located("g8.png", as_png(expected8(gradient16(64, 64))))
+    jpeg, upright = rotated_jpeg(6)
+    assert located("r.jpg", jpeg, "image/jpeg") == located("u.png", as_png(upright))
+    palette, palette_rgb = palette_png()
+    assert located("p.png", palette) == located("p8.png", as_png(palette_rgb))
+    rgba, rgba_rgb = rgba_png(alpha=255)
+    assert located("a.png", rgba) == located("a8.png", as_png(rgba_rgb))
+
+
+def test_the_service_uses_the_one_pixel_limit(served):
+    from geobridge.images import MAX_IMAGE_PIXELS
+    from geobridge.serve.app import create_app
+
+    model, index, _ = served
+    with TestClient(create_app(model=model, index=index)) as default:
+        assert default.get("/health").json()["limits"]["max_pixels"] == MAX_IMAGE_PIXELS
+    with pytest.raises(ValueError, match="max_pixels"):
+        create_app(model=model, index=index, max_pixels=MAX_IMAGE_PIXELS + 1)
+
+
+def _multipart(boundary: bytes, parts: list[tuple[bytes, bytes]]) -> bytes:
+    body = b"".join(
+        b"--" + boundary + b"\r\nContent-Disposition: form-data; name=\"" + name + b"\"\r\n\r\n" + value + b"\r\n"
+        for name, value in parts
+    )
+    return body + b"--" + boundary + b"--\r\n"
+
+
+def _malformed_requests() -> list:
+    long_boundary = b"b" * 300
+    return [
+        pytest.param({"content": b"[" * 50_000, "headers": {"content-type": "application/json"}}, 400, "bad_json",
+                     "nested", id="json_50000_brackets"),
+        pytest.param({"content": b'{"text": ' + b"{" * 40 + b"}" * 40 + b"}", "headers": {"content-type":
+                      "application/json"}}, 400, "bad_json", "nested", id="json_deep_object"),
+        pytest.param({"content": _multipart(long_boundary, [(b"text", b"a lake")]),
+                      "headers": {"content-type": f"multipart/form-data; boundary={long_boundary.decode()}"}},
+                     400, "bad_multipart", "oundary", id="boundary_300_chars"),
+        pytest.param({"content": _multipart(b"zz", [(b"text", b"caf\xe9 by a lake")]),
+                      "headers": {"content-type": "multipart/form-data; boundary=zz"}},
+                     400, "bad_encoding", "'text'", id="multipart_text_not_utf8"),
+        pytest.param({"content": b"text=caf%E9+by+a+lake", "headers": {"content-type":
+                      "application/x-www-form-urlencoded"}}, 400, "bad_encoding", "'text'", id="urlencoded_not_utf8"),
+        pytest.param({"content": b"text=caf\xe9", "headers": {"content-type": "application/x-www-form-urlencoded"}},
+                     400, "bad_encoding", "'text'", id="urlencoded_raw_byte"),
+        pytest.param({"json": {"text": {"a": 1}}}, 422, "invalid_field", "'text'", id="json_text_object"),
+        pytest.param({"json": {"text": ["a", "b"]}}, 422, "invalid_field", "'text'", id="json_text_array"),
+        pytest.param({"json": {"text": 5}}, 422, "invalid_field", "'text'", id="json_text_number"),
+        pytest.param({"json": {"text": "x", "top_k": 2.5}}, 422, "invalid_field", "'top_k'", id="json_top_k_float"),
+        pytest.param({"json": {"text": "x", "top_k": True}}, 422, "invalid_field", "'top_k'", id="json_top_k_bool"),
+        pytest.param({"json": {"text": "x", "fusion": ["max"]}}, 422, "invalid_field", "'fusion'",
+                     id="json_fusion_array"),
+        pytest.param({"json": {"text": "x", "views": ["drone", 3]}}, 422, "invalid_field", "'views'",
+                     id="json_views_number"),
+        pytest.param({"json": {"text": "x", "top_k": int("9" * 30)}}, 422, "bad_top_k", "top_k", id="json_top_k_huge"),
+        pytest.param({"content": b'{"text": "x", "top_k": ' + b"9" * 5000 + b"}", "headers": {"content-type":
+                      "application/json"}}, 400, "bad_json", "digits", id="json_5000_digit_int"),
+        pytest.param({"content": b'{"text": "a", "text": "b"}', "headers": {"content-type": "application/json"}},
+                     400, "bad_json", "'text'", id="json_duplicate_key"),
+        pytest.param({"json": {"text": "x", "nope": None}}, 422, "unknown_field", "nope", id="json_unknown_null"),
+        pytest.param({"content": b'{"text": "\\ud800 lake"}', "headers": {"content-type": "application/json"}}, 422,
+                     "invalid_field", "'text'", id="json_lone_surrogate"),
+        pytest.param({"data": {"text": ["a", "b"]}}, 422, "repeated_field", "'text'", id="multipart_text_twice"),
+        pytest.param({"content": b"[1, 2]", "headers": {"content-type": "application/json"}}, 400, "bad_json",
+                     "object", id="json_array_body"),
+    ]
+
+
+@pytest.mark.parametrize("kwargs,status,code,named", _malformed_requests())
+def test_malformed_bodies_are_4xx_naming_the_problem(client, kwargs, status, code, named):
+    body = _assert_error(client.post("/locate", **kwargs), status, code)
+    assert named in body["detail"], body
+    assert client.get("/health").json()["status"] == "ok"
+    good = client.post("/locate", json={"text": "a church", "top_k": 2})
+    assert good.status_code == 200, good.text

@@ -236,7 +236,7 @@ def test_university1652_layout(tmp_path, capsys):
     train = University1652Dataset(root, split="train")
     test = University1652Dataset(root, split="test")
     train_ids = [p.place_id for p in train.places]
-    test_ids = [p.place_id for p in test.places]
+    test_ids = [p.place_id for p in test.places_for("gallery")]
     assert len(train_ids) == 4 and len(test_ids) == 2 and sorted(train_ids + test_ids) == sorted(coords)
     assert [p.place_id for p in test.places_for("query")] == [p.place_id for p in test.places_for("gallery")]
     assert len(test.samples("drone", role="query")) == len(test.samples("drone", role="gallery")) == 4

@@ -6,12 +6,17 @@ import argparse
 import json
 import sys
 
+# the names of the layouts, kept here so that building the parser imports no dataset code
+FORMATS = ("geoloc", "university1652", "geotext1652", "cvusa", "cvact", "vigor")
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("data", help="check or summarise a dataset folder")
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     check = sub.add_parser("check", help="list every problem in a dataset (exit 1 if any)")
-    check.add_argument("root", help="dataset folder (GeoLoc format or University-1652)")
+    check.add_argument("root", help="dataset folder (GeoLoc or a published layout, see --format)")
+    check.add_argument("--format", default=None, choices=FORMATS,
+                       help="the layout to check against (default: detected from the folder's files)")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.add_argument("--quiet", action="store_true", help="no progress bar")
     check.set_defaults(func=run_check)
@@ -23,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run_check(args: argparse.Namespace) -> int:
     from geobridge.data import check_dataset
 
-    report = check_dataset(args.root, show_progress_bar=False if args.quiet or args.json else None)
+    report = check_dataset(args.root, fmt=args.format, show_progress_bar=False if args.quiet or args.json else None)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
         return 0 if report.ok else 1

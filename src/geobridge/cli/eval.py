@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from geobridge.eval.protocols import Protocol
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -10,6 +14,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint", required=True, help="model folder or training run folder")
     parser.add_argument("--data", required=True, help="dataset root")
     parser.add_argument("--out", required=True, help="report folder")
+    parser.add_argument(
+        "--protocol", default=None, metavar="NAME",
+        help="a benchmark's official protocol: university1652, sample4geo-university, cvusa, cvact, vigor-same, "
+        "vigor-cross, sample4geo-vigor-same, sample4geo-vigor-cross or geotext1652 (roles, junk, ties, K of R@1%%; "
+        "docs/protocols.md); --format, --split, --holdout and --no-robustness do not apply to it",
+    )
+    parser.add_argument("--multi-query", action="store_true",
+                        help="with --protocol: all query images of one group (building) form one query")
     parser.add_argument("--format", default="geoloc", choices=("geoloc", "university1652"))
     parser.add_argument("--split", default="test")
     parser.add_argument("--holdout", default=None, help="comma-separated held-out countries (default: manifest)")
@@ -19,8 +31,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from geobridge.eval.pipeline import DEFAULT_CONDITIONS, evaluate_run
+    from geobridge.errors import GeoBridgeError
     from geobridge.models import GeoBridge
+
+    if args.protocol is not None:
+        from geobridge.eval.protocols import get_protocol
+
+        try:
+            protocol = get_protocol(args.protocol).with_options(multi_query=args.multi_query or None)
+        except ValueError as exc:  # an unknown name: a user error, shown as one line
+            raise GeoBridgeError(f"--protocol: {exc}") from None
+        return _run_protocol(GeoBridge.from_pretrained(args.checkpoint), protocol, args)
+    if args.multi_query:
+        raise GeoBridgeError("--multi-query needs --protocol")
+    from geobridge.eval.pipeline import DEFAULT_CONDITIONS, evaluate_run
 
     model = GeoBridge.from_pretrained(args.checkpoint)
     holdout = None if args.holdout is None else tuple(c for c in args.holdout.split(",") if c)
@@ -38,5 +62,27 @@ def run(args: argparse.Namespace) -> int:
     )
     primary = metrics["primary_metric"]
     print(f"{primary} = {metrics[primary]:.2f}")
+    print(f"report: {args.out}/report.md")
+    return 0
+
+
+def _run_protocol(model: Any, protocol: Protocol, args: argparse.Namespace) -> int:
+    from geobridge.eval.protocol_run import run_protocol
+
+    metrics = run_protocol(
+        model,
+        protocol,
+        args.data,
+        args.out,
+        batch_size=args.batch_size,
+        sections={"Model": f"checkpoint `{args.checkpoint}`", "Data": f"`{args.data}`"},
+        show_progress_bar=True,
+    )
+    for key in sorted(k for k in metrics if k.endswith("/R@1%_K")):
+        direction = key.split("/")[0]
+        print(f"{direction}: R@1 = {float(metrics[f'{direction}/R@1']):.2f}, "
+              f"R@1% (K = {int(float(metrics[key]))}) = {float(metrics[f'{direction}/R@1%']):.2f}")
+    primary = str(metrics["primary_metric"])
+    print(f"{primary} = {float(metrics[primary]):.2f}")
     print(f"report: {args.out}/report.md")
     return 0

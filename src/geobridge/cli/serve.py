@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from geobridge.images import MAX_IMAGE_PIXELS
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("serve", help="serve POST /locate and the map page over an index")
@@ -15,7 +17,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=2, help="decode/inference threads")
     parser.add_argument("--max-upload-mb", type=float, default=8.0, help="per-file upload limit in MiB")
-    parser.add_argument("--max-pixels", type=int, default=40_000_000, help="per-image decoded pixel limit")
+    parser.add_argument("--max-pixels", type=int, default=MAX_IMAGE_PIXELS,
+                        help=f"per-image decoded pixel limit, at most the decoder's {MAX_IMAGE_PIXELS:,} (the default)")
     parser.add_argument(
         "--thumbnails-root", default=None, help="folder that relative reference paths in the index are under"
     )
@@ -40,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise GeoBridgeError(f"--workers must be >= 1, got {args.workers}")
+    if not 1 <= args.max_pixels <= MAX_IMAGE_PIXELS:
+        raise GeoBridgeError(f"--max-pixels must be between 1 and {MAX_IMAGE_PIXELS:,}, got {args.max_pixels}")
     if args.max_upload_mb <= 0:
         raise GeoBridgeError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
     if args.torch_threads >= 1:

@@ -20,7 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="generate a synthetic multi-view world",
         description="Generate a procedural world of places, each with oblique drone views, a north-up satellite "
         "tile, a street-level 360° panorama and text descriptions, in the GeoLoc layout (docs/data-format.md) "
-        "or the University-1652 layout.",
+        "or a benchmark's layout (University-1652, GeoText-1652, CVUSA, CVACT, VIGOR).",
     )
     parser.add_argument("--out", required=True, help="output directory (new, empty, or a previous world)")
     parser.add_argument("--places", type=int, default=600, help="number of places (default 600)")
@@ -42,7 +42,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     split.add_argument("--test-places", type=int, default=None, help="number of test places (holdout included)")
     split.add_argument("--test-fraction", type=float, default=0.25, help="fraction of test places (default 0.25)")
     parser.add_argument("--val-fraction", type=float, default=0.0, help="fraction of validation places (geoloc)")
-    parser.add_argument("--format", choices=("geoloc", "university1652"), default="geoloc", help="output layout")
+    parser.add_argument("--format", choices=("geoloc", "university1652", "geotext1652", "cvusa", "cvact", "vigor"),
+                        default="geoloc", help="output layout (default geoloc)")
+    parser.add_argument("--distractor-fraction", type=float, default=0.25,
+                        help="benchmark layouts: share of test places written to the gallery only (default 0.25)")
     parser.add_argument("--season", default="none", help="appearance shift: none, summer, autumn or winter")
     parser.add_argument("--time-of-day", default="noon", help="appearance shift: noon, dusk or night")
     parser.add_argument("--blur", type=float, default=0.0, help="appearance shift: Gaussian blur sigma in pixels")
@@ -71,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         test_places=args.test_places,
         val_fraction=args.val_fraction,
         format=args.format,
+        distractor_fraction=args.distractor_fraction,
         season=args.season,
         time_of_day=args.time_of_day,
         blur=args.blur,

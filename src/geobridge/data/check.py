@@ -10,7 +10,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from geobridge.data.io import IMAGE_SUFFIXES, list_images, load_image
+from geobridge.data.io import list_images, load_image
 from geobridge.errors import DataError
 from geobridge.views import IMAGE_VIEWS, VIEWS
 
@@ -30,7 +30,7 @@ class Problem:
 @dataclass
 class CheckReport:
     root: str
-    layout: str  # "geoloc", "university1652" or "unknown"
+    layout: str  # "geoloc", a published layout (geobridge.data.layouts.FORMATS) or "unknown"
     problems: list[Problem] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
 
@@ -52,15 +52,13 @@ class CheckReport:
 
 
 def detect_layout(root: Path) -> str:
-    if (root / "manifest.json").is_file() or (root / "places.jsonl").is_file():
-        return "geoloc"
-    if (root / "train").is_dir() or (root / "test").is_dir():
-        return "university1652"
-    return "unknown"
+    from geobridge.data.check_layouts import detect_format
+
+    return detect_format(root)
 
 
-def check_dataset(root: str | Path, *, show_progress_bar: bool | None = None) -> CheckReport:
-    """Validate a GeoLoc-format or University-1652 folder; every problem found is listed in the report."""
+def check_dataset(root: str | Path, *, fmt: str | None = None, show_progress_bar: bool | None = None) -> CheckReport:
+    """Validate a dataset folder in layout ``fmt`` (default: detected); every problem found is in the report."""
     root = Path(root)
     report = CheckReport(root=str(root), layout="unknown")
     if not root.exists():
@@ -69,17 +67,20 @@ def check_dataset(root: str | Path, *, show_progress_bar: bool | None = None) ->
     if not root.is_dir():
         report.add("not-a-folder", root, "expected a dataset folder, got a file")
         return report
-    report.layout = detect_layout(root)
+    report.layout = fmt or detect_layout(root)
     if report.layout == "geoloc":
         _check_geoloc(root, report, show_progress_bar)
-    elif report.layout == "university1652":
-        _check_university(root, report, show_progress_bar)
+    elif report.layout != "unknown":
+        from geobridge.data.check_layouts import check_layout
+
+        check_layout(root, report.layout, report, show_progress_bar=show_progress_bar)
     else:
         report.add(
             "unknown-layout",
             root,
-            "neither a GeoLoc-format dataset (manifest.json, places.jsonl, texts.jsonl, <view>/<place_id>/) "
-            "nor University-1652 (train/<view>/<id>/, test/query_<view>/<id>/); see docs/data-format.md",
+            "not a GeoLoc-format dataset (manifest.json, places.jsonl, texts.jsonl, <view>/<place_id>/) nor a "
+            "University-1652, GeoText-1652, CVUSA, CVACT or VIGOR folder; name one with --format; "
+            "see docs/data-format.md",
         )
     return report
 
@@ -198,38 +199,3 @@ def _check_images(images: list[Path], report: CheckReport, show_progress_bar: bo
             load_image(path)
         except DataError as exc:
             report.add("unreadable-image", path, str(exc))
-
-
-def _check_university(root: Path, report: CheckReport, show_progress_bar: bool | None) -> None:
-    expected = {
-        "train": [root / "train" / v for v in IMAGE_VIEWS],
-        "test": [root / "test" / f"{r}_{v}" for r in ("query", "gallery") for v in IMAGE_VIEWS],
-    }
-    images: list[Path] = []
-    for split, folders in expected.items():
-        if not (root / split).is_dir():
-            continue
-        existing = [f for f in folders if f.is_dir()]
-        if not existing:
-            names = ", ".join(f.name for f in folders)
-            report.add("wrong-layout", root / split, f"none of the expected folders ({names})")
-        for folder in existing:
-            for place in sorted(p for p in folder.iterdir() if p.is_dir()):
-                files = list_images(place)
-                if not files:
-                    report.add("missing-view", place, "no images in this building folder")
-                images.extend(files)
-            stray = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
-            for path in stray:
-                report.add("wrong-layout", path, "image directly under a view folder; expected <view>/<id>/<image>")
-    coords = root / "coords.csv"
-    if coords.is_file():
-        from geobridge.data.university1652 import _read_coords
-
-        try:
-            for building, (lat, lon) in _read_coords(coords).items():
-                _check_coordinates({"lat": lat, "lon": lon}, f"{coords}:{building}", {}, report)
-        except DataError as exc:
-            report.add("bad-coordinates", coords, str(exc))
-    _check_images(images, report, show_progress_bar)
-    report.stats.update({"images": len(images)})

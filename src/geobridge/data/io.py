@@ -1,4 +1,4 @@
-"""Reading images and JSON lines with errors that name the file."""
+"""Reading dataset files with errors that name the file: images (via :mod:`geobridge.images`) and JSON lines."""
 
 from __future__ import annotations
 
@@ -6,26 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
-
 from geobridge.errors import DataError
+from geobridge.images import MAX_IMAGE_PIXELS, load_image
+
+__all__ = ["IMAGE_SUFFIXES", "MAX_IMAGE_PIXELS", "list_images", "load_image", "parse_jsonl", "read_json", "read_jsonl"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-MAX_IMAGE_PIXELS = 64_000_000  # refuse decompression bombs
-
-
-def load_image(path: Path) -> Image.Image:
-    """Decode an image fully into RGB, or raise DataError naming the path."""
-    try:
-        with Image.open(path) as img:
-            if img.width * img.height > MAX_IMAGE_PIXELS:
-                raise DataError(f"image too large ({img.width}x{img.height} pixels): {path}")
-            img.load()
-            return img.convert("RGB")
-    except FileNotFoundError as exc:
-        raise DataError(f"image not found: {path}") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"unreadable or truncated image {path}: {exc}") from exc
 
 
 def list_images(folder: Path) -> tuple[Path, ...]:

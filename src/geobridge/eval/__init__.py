@@ -10,6 +10,9 @@ Units: in metric dictionaries, rates (R@K, R@1%, AP, MRR, acc@<t>km) are percent
 counts are floats; functions that return a single number (``recall_at_k``, ``mean_average_precision``...) return
 fractions 0..1. Ranks are 0-based, junk is removed before ranking and ties are broken pessimistically (see
 :mod:`geobridge.eval.metrics`). ``AP`` is University-1652's trapezoid variant unless ``ap_variant="standard"``.
+
+Benchmark numbers come from the named protocols (:func:`get_protocol`, :mod:`geobridge.eval.protocol_score`,
+``geobridge eval --protocol NAME``), which follow each benchmark's official script: its roles, junk, ties and K.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from geobridge.eval.metrics import (
     average_precision,
     average_precision_batch,
     cmc_curve,
+    k_for_one_percent,
     mean_average_precision,
     mean_reciprocal_rank,
     positive_ranks_from_scores,
@@ -52,6 +56,7 @@ from geobridge.eval.plots import (
     plot_recall_curves,
     plot_retrieval_grid,
 )
+from geobridge.eval.protocols import PROTOCOLS, Protocol, get_protocol, list_protocols
 from geobridge.eval.report import write_report
 from geobridge.eval.retrieval import RetrievalResult, auto_chunk_size, compute_retrieval
 
@@ -59,6 +64,8 @@ __all__ = [
     "DEFAULT_THRESHOLDS_KM",
     "EARTH_RADIUS_KM",
     "EmbeddingSet",
+    "PROTOCOLS",
+    "Protocol",
     "RetrievalEvaluator",
     "RetrievalResult",
     "accuracy_within_km",
@@ -73,7 +80,10 @@ __all__ = [
     "evaluate_direction",
     "evaluate_groups",
     "geodesic_metrics",
+    "get_protocol",
     "haversine_km",
+    "k_for_one_percent",
+    "list_protocols",
     "mean_average_precision",
     "mean_reciprocal_rank",
     "mean_summaries",

@@ -37,12 +37,45 @@ def recall_k_for_percent(n_gallery: int, *, percent: float = 1.0) -> int:
     The product is rounded half up (so 1% of 950 is 10, of 949 is 9, of 50 is 1), and K is at least 1.
     Note: University-1652's script prints ``CMC[round(0.01 * M)]``, which is the recall at
     ``round(0.01 * M) + 1`` because its CMC index is 0-based; we use K = round(0.01 * M) as the name says.
+    The named protocols use each benchmark's own K instead: :func:`k_for_one_percent`.
     """
     if n_gallery < 0:
         raise ValueError(f"n_gallery must be >= 0, got {n_gallery}")
     if not percent > 0:
         raise ValueError(f"percent must be > 0, got {percent}")
     return max(1, math.floor(n_gallery * percent / 100.0 + 0.5))
+
+
+KRule = Literal["round-half-up", "round-plus-one", "floor-plus-one", "floor"]
+K_RULES: tuple[str, ...] = ("round-half-up", "round-plus-one", "floor-plus-one", "floor")
+
+
+def k_for_one_percent(n_gallery: int, *, rule: KRule) -> int:
+    """The K at which a benchmark's script reports "Recall@1%" (or "Recall@top1%") for a gallery of ``n_gallery``.
+
+    * ``"round-half-up"``: :func:`recall_k_for_percent` (GeoBridge's own evaluator), at least 1;
+    * ``"round-plus-one"``: ``round(M / 100) + 1`` with Python's round-half-to-even -- University-1652's
+      ``evaluate_gpu.py`` and Sample4Geo's university script print ``CMC[round(M * 0.01)]``, and ``CMC[i]`` is the
+      recall at ``i + 1``;
+    * ``"floor-plus-one"``: ``M // 100 + 1`` -- VIGOR's ``validate_top`` (``prediction < int(M * 0.01) + 1``);
+    * ``"floor"``: ``M // 100`` -- Sample4Geo's CVUSA, CVACT and VIGOR scripts (``topk.append(R // 100)``) and
+      SAFA's ``test_cvusa.py`` (its last printed column); 0 when M < 100, where those scripts report 0.
+
+    Exact integer arithmetic; it equals the scripts' float expressions for every M below 200,000 (checked).
+    """
+    if n_gallery < 0:
+        raise ValueError(f"n_gallery must be >= 0, got {n_gallery}")
+    hundreds, rest = divmod(int(n_gallery), 100)
+    if rule == "round-half-up":
+        return recall_k_for_percent(n_gallery)
+    if rule == "round-plus-one":
+        rounded = hundreds + (1 if rest > 50 or (rest == 50 and hundreds % 2 == 1) else 0)
+        return rounded + 1
+    if rule == "floor-plus-one":
+        return hundreds + 1
+    if rule == "floor":
+        return hundreds
+    raise ValueError(f"unknown K rule {rule!r}; expected one of {', '.join(K_RULES)}")
 
 
 def _valid_first_ranks(first_ranks: np.ndarray) -> np.ndarray:

@@ -92,10 +92,12 @@ def _tile(image_path: str | None, size: int, border: tuple[int, int, int], label
     canvas = Image.new("RGB", (inner, inner), (235, 235, 235))
     image = None
     if image_path:
+        from geobridge.errors import DataError
+        from geobridge.images import load_image
+
         try:
-            with Image.open(image_path) as src:
-                image = src.convert("RGB")
-        except (OSError, ValueError):
+            image = load_image(image_path)
+        except DataError:  # a missing or unreadable reference image is drawn as an empty tile
             image = None
     if image is not None:
         image.thumbnail((inner, inner), Image.Resampling.BILINEAR)

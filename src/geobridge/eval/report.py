@@ -58,8 +58,10 @@ def write_report(
     primary = metrics.get("primary_metric")
     if isinstance(primary, str) and isinstance(metrics.get(primary), (int, float)):
         lines += [f"Primary metric: **{primary} = {_fmt(primary, float(metrics[primary]))}**", ""]
+    own_k = any(str(k).endswith("/R@1%_K") for k in metrics)  # a named protocol: each direction has its own K
+    one_percent = "R@1% (the recall at the K listed per direction below)" if own_k else "R@1% (K = 1% of the gallery)"
     lines += [
-        "Recall@K, R@1% (K = 1% of the gallery), AP (University-1652 variant), MRR and acc@ (share of queries whose "
+        f"Recall@K, {one_percent}, AP (University-1652 variant), MRR and acc@ (share of queries whose "
         "top-1 item lies within the distance) are percentages; distances are great-circle km to the top-1 item.",
         "",
     ]

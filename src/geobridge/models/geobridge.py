@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from geobridge._atomic import atomic_write_json
 from geobridge.errors import CheckpointError
+from geobridge.images import load_image, to_rgb
 from geobridge.models.checkpoint import load_tensors, read_json, refuse_pickle, save_tensors
 from geobridge.models.config import GeoBridgeConfig, get_model_config
 from geobridge.models.image_tower import ImageTower
@@ -225,13 +226,11 @@ def _as_text(item: object) -> str:
 
 def _as_image(item: ImageLike) -> Image.Image:
     if isinstance(item, Image.Image):
-        return item.convert("RGB")
+        return to_rgb(item)  # 16-bit, float, palette and alpha images as the file decoder reads them
     if isinstance(item, np.ndarray):
         if item.ndim != 3 or item.shape[2] != 3 or item.dtype != np.uint8:
             raise ValueError(f"image arrays must be uint8 (H, W, 3), got {item.dtype} {item.shape}")
         return Image.fromarray(item)
     if isinstance(item, (str, Path)):
-        from geobridge.data.io import load_image
-
         return load_image(Path(item))
     raise TypeError(f"expected a PIL image, a path or a uint8 array, got {type(item).__name__}")

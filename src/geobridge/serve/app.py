@@ -26,15 +26,9 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from geobridge.errors import GeoBridgeError
-from geobridge.serve.uploads import (
-    CONTENT_TYPE_FORMATS,
-    ApiError,
-    ParsedForm,
-    check_upload,
-    decode_image,
-    parse_multipart,
-    read_bounded,
-)
+from geobridge.images import MAX_IMAGE_PIXELS
+from geobridge.serve.forms import FieldSpec, FormLimits, ParsedForm, read_form
+from geobridge.serve.uploads import CONTENT_TYPE_FORMATS, ApiError, check_upload, decode_image
 from geobridge.views import IMAGE_VIEWS
 
 logger = logging.getLogger(__name__)
@@ -45,7 +39,14 @@ DEFAULT_VIEW = "drone"
 MAX_TOP_K = 100
 MAX_TEXT_CHARS = 2000
 THUMB_SIZE = 192
-_LOCATE_FIELDS = ("views", "view", "text", "top_k", "fusion")
+_LOCATE_FIELDS: dict[str, FieldSpec] = {
+    "views": FieldSpec(repeated=True),
+    "view": FieldSpec(),
+    "text": FieldSpec(),
+    "top_k": FieldSpec(kind="int"),
+    "fusion": FieldSpec(),
+}
+_LOCATE_FILE_FIELDS = ("images",)
 
 _TEXT_ONLY_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -85,10 +86,11 @@ _LOCATE_OPENAPI: dict[str, Any] = {
         },
     },
     "responses": {
-        "400": {"description": "malformed request"},
+        "400": {"description": "malformed body: bad or too deeply nested JSON, bad multipart, text not in UTF-8"},
         "413": {"description": "a file is over the byte or pixel limit"},
         "415": {"description": "wrong content type"},
-        "422": {"description": "empty, corrupt or non-image file, unknown view, bad option or empty request"},
+        "422": {"description": "empty, corrupt or non-image file, unknown, repeated or mistyped field, bad option "
+                "or empty request"},
     },
 }
 
@@ -98,7 +100,7 @@ def create_app(
     model: Any,
     index: Any,
     max_upload_bytes: int = 8 * 1024 * 1024,
-    max_pixels: int = 40_000_000,
+    max_pixels: int = MAX_IMAGE_PIXELS,
     allowed_types: Sequence[str] = ("image/png", "image/jpeg", "image/webp"),
     workers: int = 2,
     thumbnails_root: str | Path | None = None,
@@ -118,6 +120,9 @@ def create_app(
         raise ValueError(f"workers must be >= 1, got {workers}")
     if max_upload_bytes < 1 or max_pixels < 1 or max_images < 1:
         raise ValueError("max_upload_bytes, max_pixels and max_images must be positive")
+    if max_pixels > MAX_IMAGE_PIXELS:
+        raise ValueError(f"max_pixels may lower the image decoder's limit of {MAX_IMAGE_PIXELS:,}, not raise it")
+    limits = FormLimits(max_file_bytes=max_upload_bytes, max_files=max_images)
     unknown = sorted(set(allowed_types) - set(CONTENT_TYPE_FORMATS))
     if unknown:
         raise ValueError(f"unsupported allowed_types {unknown}; choose from {', '.join(CONTENT_TYPE_FORMATS)}")
@@ -197,16 +202,10 @@ def create_app(
         request: Request,
         format: str = Query("json", pattern="^(json|geojson)$", description="json or geojson"),
     ) -> Response:
-        form = await _read_request(request, max_file_bytes=max_upload_bytes, max_files=max_images)
-        unknown_fields = sorted(set(form.fields) - set(_LOCATE_FIELDS))
-        if unknown_fields:
-            raise ApiError(
-                422, "unknown_field", f"unknown form field(s) {unknown_fields}; expected {', '.join(_LOCATE_FIELDS)}"
-            )
-        uploads = [f for f in form.files if f.field == "images"]
-        stray = [f.field for f in form.files if f.field != "images"]
-        if stray:
-            raise ApiError(422, "unknown_field", f"files must be sent in the 'images' field, got {sorted(set(stray))}")
+        form = await read_form(
+            request.headers, request.stream(), fields=_LOCATE_FIELDS, file_fields=_LOCATE_FILE_FIELDS, limits=limits
+        )
+        uploads = form.files
         views = _resolve_views(form, count=len(uploads))
         text = (form.get("text") or "").strip()
         if len(text) > MAX_TEXT_CHARS:
@@ -296,39 +295,6 @@ def checkpoint_from_index(index: Any) -> str | None:
 
 
 # ---------------------------------------------------------------------- helpers
-async def _read_request(request: Request, *, max_file_bytes: int, max_files: int) -> ParsedForm:
-    content_type = request.headers.get("content-type", "")
-    declared = request.headers.get("content-length")
-    ceiling = max_files * max_file_bytes + 256 * 1024  # files plus the small text fields and part headers
-    if declared is not None and declared.isdigit() and int(declared) > ceiling:
-        raise ApiError(413, "body_too_large", f"the request body ({int(declared):,} bytes) is over {ceiling:,} bytes")
-    media_type = content_type.split(";")[0].strip().lower()
-    if media_type == "application/x-www-form-urlencoded":  # a text-only form without files
-        from urllib.parse import parse_qs
-
-        body = await read_bounded(request.stream(), max_bytes=64 * 1024)
-        form = ParsedForm()
-        try:
-            form.fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=64)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise ApiError(400, "bad_form", f"the form body does not parse: {exc}") from exc
-        return form
-    if media_type == "application/json":
-        body = await read_bounded(request.stream(), max_bytes=64 * 1024)
-        try:
-            data = json.loads(body or b"{}")
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ApiError(400, "bad_json", f"the JSON body does not parse: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ApiError(400, "bad_json", "the JSON body must be an object")
-        form = ParsedForm()
-        for key, value in data.items():
-            values = value if isinstance(value, list) else [value]
-            form.fields[str(key)] = ["" if v is None else str(v) for v in values]
-        return form
-    return await parse_multipart(content_type, request.stream(), max_file_bytes=max_file_bytes, max_files=max_files)
-
-
 def _resolve_views(form: ParsedForm, *, count: int) -> list[str]:
     listed = [v.strip() for value in form.get_all("views") for v in value.split(",") if v.strip()]
     single = (form.get("view") or "").strip()
@@ -398,7 +364,7 @@ class _ThumbnailRegistry:
 
 
 def _make_thumbnail(path: Path) -> bytes | None:
-    from geobridge.data.io import load_image
+    from geobridge.images import load_image
 
     if not path.is_file():
         return None

@@ -14,6 +14,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from geobridge.errors import DataError
+from geobridge.images import load_image
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -92,8 +93,7 @@ def write_preview(root: str | os.PathLike[str], out_png: str | os.PathLike[str],
         x = 0
         for path, size in cells:
             if path is not None:
-                with Image.open(path) as img:
-                    sheet.paste(img.convert("RGB").resize(size, Image.Resampling.BILINEAR), (x, y))
+                sheet.paste(load_image(path).resize(size, Image.Resampling.BILINEAR), (x, y))
             else:
                 draw.rectangle([x, y, x + size[0] - 1, y + size[1] - 1], fill=(220, 220, 220))
             x += size[0] + gap

@@ -1,4 +1,4 @@
-"""Generate a whole synthetic world on disk, in the GeoLoc layout or the University-1652 layout.
+"""Generate a whole synthetic world on disk, in the GeoLoc layout or a benchmark's (:mod:`geobridge.synth.layouts`).
 
 Every place has its own seed, derived from the world seed with ``numpy.random.SeedSequence(seed,
 spawn_key=(index,))``: a place renders identically whatever the number of workers or places, and two runs
@@ -41,14 +41,13 @@ logger = logging.getLogger(__name__)
 
 GENERATOR = f"geobridge.synth {__version__}"
 MARKER = ".geobridge-synth.json"
-FORMATS: tuple[str, ...] = ("geoloc", "university1652")
+FORMATS: tuple[str, ...] = ("geoloc", "university1652", "geotext1652", "cvusa", "cvact", "vigor")
 # What a previous world may hold; only these are removed when a world is regenerated in place.
 _WORLD_ENTRIES: tuple[str, ...] = (
     "drone", "satellite", "street", "train", "test", "manifest.json", "places.jsonl", "texts.jsonl", "coords.csv",
-    "preview.png", MARKER,
+    "preview.png", MARKER, "train.json", "test_951_version.json", "bingmap", "streetview", "splits", "ACT_data.mat",
+    "ANU_data_small", "ANU_data_test", "NewYork", "Seattle", "SanFrancisco", "Chicago",
 )
-_U1652_TEST_DIRS = {"drone": ("query_drone", "gallery_drone"), "satellite": ("query_satellite", "gallery_satellite"),
-                    "street": ("query_street", "gallery_street")}
 
 
 @dataclass
@@ -69,6 +68,9 @@ class WorldConfig:
     test_fraction: float = 0.25
     test_places: int | None = None  # overrides test_fraction
     val_fraction: float = 0.0  # geoloc only
+    # benchmark layouts: the share of test places written to the gallery only (University-1652's and GeoText-1652's
+    # gallery-only buildings, VIGOR's tiles without a panorama, CVACT_test's pairs outside CVACT_val)
+    distractor_fraction: float = 0.25
     format: str = "geoloc"
     season: str = "none"
     time_of_day: str = "noon"
@@ -117,8 +119,10 @@ class WorldConfig:
             raise GeoBridgeError(f"val_fraction must be within [0, 1), got {self.val_fraction}")
         if self.test_places is not None and not 0 <= self.test_places < self.places:
             raise GeoBridgeError(f"test_places must be within [0, places), got {self.test_places}")
-        if self.val_fraction > 0 and self.format == "university1652":
-            raise GeoBridgeError("the University-1652 layout has no validation split; use val_fraction=0")
+        if self.val_fraction > 0 and self.format != "geoloc":
+            raise GeoBridgeError(f"the {self.format} layout has no validation split of its own; use val_fraction=0")
+        if not 0 <= self.distractor_fraction < 1:
+            raise GeoBridgeError(f"distractor_fraction must be within [0, 1), got {self.distractor_fraction}")
         if self.workers is not None and self.workers < 1:
             raise GeoBridgeError(f"workers must be >= 1, got {self.workers}")
         self.appearance()  # raises with the valid names of seasons, times of day and views
@@ -256,16 +260,10 @@ def render_place(spec: PlaceSpec, config: WorldConfig) -> PlaceViews:
     return PlaceViews(spec=spec, scene=scene, images=images, texts=texts, drone_headings=headings)
 
 
-def _image_paths(root: Path, spec: PlaceSpec, view: str, count: int, fmt: str) -> list[list[Path]]:
-    """For each image of a view, the paths it is written to (University-1652 test images go to two folders)."""
+def _image_paths(root: Path, spec: PlaceSpec, view: str, count: int) -> list[Path]:
+    """The path of each image of a view in the GeoLoc layout."""
     names = [f"{k:02d}.png" for k in range(count)] if view == "drone" else ["0.png"]
-    if fmt == "geoloc":
-        folders = [root / view / spec.place_id]
-    elif spec.split == "test":
-        folders = [root / "test" / sub / spec.place_id for sub in _U1652_TEST_DIRS[view]]
-    else:
-        folders = [root / "train" / view / spec.place_id]
-    return [[folder / name for folder in folders] for name in names]
+    return [root / view / spec.place_id / name for name in names]
 
 
 def _save_png(img: np.ndarray, path: Path) -> None:
@@ -282,16 +280,8 @@ def _write_place(job: tuple[PlaceSpec, WorldConfig, str]) -> dict[str, object]:
     count = 0
     for view in IMAGE_VIEWS:
         imgs = views.images[view]
-        for img, paths in zip(imgs, _image_paths(Path(root), spec, view, len(imgs), config.format), strict=True):
-            _save_png(img, paths[0])
-            for extra in paths[1:]:
-                extra.parent.mkdir(parents=True, exist_ok=True)
-                if extra.exists():
-                    extra.unlink()
-                try:
-                    os.link(paths[0], extra)
-                except OSError:
-                    shutil.copyfile(paths[0], extra)
+        for img, path in zip(imgs, _image_paths(Path(root), spec, view, len(imgs)), strict=True):
+            _save_png(img, path)
             count += 1
     return {"record": views.record(), "texts": views.texts, "images": count}
 
@@ -362,6 +352,10 @@ def generate_world(out_dir: str | os.PathLike[str], config: WorldConfig, *,
     _write_text_atomic(root / MARKER, _marker(config, complete=False))
     if show_progress_bar is None:
         show_progress_bar = logger.getEffectiveLevel() <= logging.INFO
+    if config.format != "geoloc":
+        from geobridge.synth.layouts import generate_layout
+
+        return generate_layout(root, config, show_progress_bar=show_progress_bar)
     specs = plan_places(config)
     workers = config.workers if config.workers is not None else default_workers()
     workers = max(1, min(workers, len(specs)))
@@ -389,27 +383,22 @@ def generate_world(out_dir: str | os.PathLike[str], config: WorldConfig, *,
     records = [r["record"] for r in results]
     text_lines = [json.dumps({"place_id": r["record"]["place_id"], "texts": r["texts"]}) for r in results]
     _write_text_atomic(root / "texts.jsonl", "\n".join(text_lines) + "\n")
-    if config.format == "geoloc":
-        _write_text_atomic(root / "places.jsonl", "\n".join(json.dumps(r) for r in records) + "\n")
-    else:
-        rows = ["building_id,lat,lon"] + [f"{r['place_id']},{r['lat']},{r['lon']}" for r in records]
-        _write_text_atomic(root / "coords.csv", "\n".join(rows) + "\n")
+    _write_text_atomic(root / "places.jsonl", "\n".join(json.dumps(r) for r in records) + "\n")
     used = [c for c in config.country_styles() if any(r["country"] == c for r in records)]
-    if config.format == "geoloc":
-        manifest = {
-            "format": "geoloc",
-            "format_version": 1,
-            "name": config.name,
-            "views": ["drone", "satellite", "street", "text"],
-            "image_size": config.image_size,
-            "drone_views": config.drone_views,
-            "countries": [country_record(get_country(c)) for c in used],
-            "holdout_countries": list(config.holdout_countries),
-            "seed": config.seed,
-            "generator": GENERATOR,
-            "appearance": config.appearance().to_dict(),
-        }
-        _write_text_atomic(root / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    manifest = {
+        "format": "geoloc",
+        "format_version": 1,
+        "name": config.name,
+        "views": ["drone", "satellite", "street", "text"],
+        "image_size": config.image_size,
+        "drone_views": config.drone_views,
+        "countries": [country_record(get_country(c)) for c in used],
+        "holdout_countries": list(config.holdout_countries),
+        "seed": config.seed,
+        "generator": GENERATOR,
+        "appearance": config.appearance().to_dict(),
+    }
+    _write_text_atomic(root / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     _write_text_atomic(root / MARKER, _marker(config, complete=True))
     seconds = time.perf_counter() - start
     return WorldSummary(

@@ -1,0 +1,211 @@
+"""``geobridge eval --protocol NAME``: load a benchmark's test splits, embed them, score them, write the report.
+
+:func:`protocol_splits` is the one place that turns a protocol into :class:`~geobridge.data.evalsplit.EvalSplit`
+objects. It calls the benchmark loaders' ``geobridge.data.load_eval_split(root, fmt=..., query=..., gallery=...)``
+when the installed ``geobridge.data`` provides it, and otherwise reads the University-1652 layout with
+:func:`university1652_split` (the only layout with a role-aware reader before the benchmark loaders).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geobridge.data.evalsplit import EvalItem, EvalSplit
+from geobridge.errors import DataError
+from geobridge.eval.protocol_score import DirectionResult, protocol_metrics, score_split
+from geobridge.eval.protocols import Protocol
+from geobridge.eval.retrieval import RetrievalResult
+
+SplitLoader = Callable[..., EvalSplit]
+
+
+def university1652_split(root: str | Path, *, query: str, gallery: str) -> EvalSplit:
+    """``test/query_<query>/`` against ``test/gallery_<gallery>/`` of a University-1652 folder.
+
+    Every image is an item; its building folder is its place. Gallery buildings that no query shows (the
+    published gallery's 250 distractor buildings) get ``place_id=None``. Query items are grouped by building
+    (for multi-query); coordinates come from the optional ``coords.csv``.
+    """
+    from geobridge.data.university1652 import University1652Dataset
+
+    dataset = University1652Dataset(root, split="test")
+    base = Path(root) / "test"
+    qplaces = [p for p in dataset.places_for("query") if p.images.get(query)]
+    query_ids = {p.place_id for p in qplaces}
+    queries = tuple(
+        EvalItem(key=_key(path, base), view=query, place_id=p.place_id, path=path, lat=p.lat, lon=p.lon,
+                 group=p.place_id)
+        for p in qplaces for path in p.images[query]
+    )
+    items = tuple(
+        EvalItem(key=_key(path, base), view=gallery, place_id=p.place_id if p.place_id in query_ids else None,
+                 path=path, lat=p.lat, lon=p.lon)
+        for p in dataset.places_for("gallery") for path in p.images.get(gallery, ())
+    )
+    if not queries:
+        raise DataError(f"{base / f'query_{query}'}: no query images")
+    if not items:
+        raise DataError(f"{base / f'gallery_{gallery}'}: no gallery images")
+    return EvalSplit(name=f"query_{query}->gallery_{gallery}", queries=queries, gallery=items, source=base)
+
+
+def _key(path: Path, base: Path) -> str:
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _installed_loader() -> SplitLoader | None:
+    import geobridge.data as data
+
+    loader = getattr(data, "load_eval_split", None)
+    return loader if callable(loader) else None
+
+
+def protocol_splits(
+    protocol: Protocol, root: str | Path, *, loader: SplitLoader | None = None
+) -> dict[str, EvalSplit]:
+    """One split per direction of ``protocol`` (``"<q>-><g>"`` -> split), read from ``root``.
+
+    ``loader`` defaults to ``geobridge.data.load_eval_split`` when it exists; it is called as
+    ``loader(root, fmt=protocol.layout, query=q, gallery=g, **dict(protocol.loader_options))``.
+    """
+    loader = loader or _installed_loader()
+    splits = {}
+    for query, gallery in protocol.directions:
+        if loader is not None:
+            split = loader(root, fmt=protocol.layout, query=query, gallery=gallery, **dict(protocol.loader_options))
+        elif protocol.layout == "university1652":
+            split = university1652_split(root, query=query, gallery=gallery)
+        else:
+            raise DataError(
+                f"protocol {protocol.name!r} reads the {protocol.layout} layout, but this geobridge has no loader "
+                f"for it (geobridge.data.load_eval_split); cannot read {root}"
+            )
+        if (split.query_view, split.gallery_view) != (query, gallery):
+            raise DataError(
+                f"{split.name}: the loader returned {split.query_view}->{split.gallery_view}, "
+                f"expected {query}->{gallery} ({root})"
+            )
+        splits[f"{query}->{gallery}"] = split
+    return splits
+
+
+def embed_items(
+    model: Any, items: Sequence[EvalItem], *, batch_size: int = 64, show_progress_bar: bool | None = None
+) -> np.ndarray:
+    """(N, D) embeddings of items of one view with ``model.encode(..., view=...)`` (paths or texts)."""
+    view = items[0].view
+    inputs = [item.text if view == "text" else item.path for item in items]
+    return np.asarray(model.encode(inputs, view=view, batch_size=batch_size, show_progress_bar=show_progress_bar))
+
+
+def evaluate_protocol(
+    model: Any,
+    protocol: Protocol,
+    splits: dict[str, EvalSplit],
+    *,
+    batch_size: int = 64,
+    show_progress_bar: bool | None = None,
+) -> tuple[dict[str, float | str], dict[str, DirectionResult]]:
+    """Embed and score every split; items shared by two directions (GeoText's) are embedded once."""
+    cache: dict[tuple[str, tuple[str, ...]], np.ndarray] = {}
+
+    def embedded(items: Sequence[EvalItem]) -> np.ndarray:
+        key = (items[0].view, tuple(item.key for item in items))
+        if key not in cache:
+            cache[key] = embed_items(model, items, batch_size=batch_size, show_progress_bar=show_progress_bar)
+        return cache[key]
+
+    results = {}
+    for direction, split in splits.items():
+        results[direction] = score_split(
+            protocol, split, embedded(split.queries), embedded(split.gallery), show_progress_bar=show_progress_bar
+        )
+    return protocol_metrics(protocol, results), results
+
+
+def run_protocol(
+    model: Any,
+    protocol: Protocol,
+    data: str | Path,
+    out_dir: str | Path,
+    *,
+    batch_size: int = 64,
+    sections: dict[str, str] | None = None,
+    show_progress_bar: bool | None = None,
+    loader: SplitLoader | None = None,
+) -> dict[str, float | str]:
+    """Evaluate ``model`` on ``data`` with ``protocol``; write ``metrics.json``, ``report.md`` and a recall plot."""
+    from geobridge.eval.plots import plot_recall_curves
+    from geobridge.eval.report import write_report
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    splits = protocol_splits(protocol, data, loader=loader)
+    metrics, results = evaluate_protocol(
+        model, protocol, splits, batch_size=batch_size, show_progress_bar=show_progress_bar
+    )
+    curves = {d: _as_retrieval_result(r, count_misses=protocol.no_positive != "exclude") for d, r in results.items()}
+    plots = {"recall@K": plot_recall_curves(curves, out / "recall_curves.png", title=f"Recall@K ({protocol.name})")}
+    body = {"Protocol": protocol_section(protocol, results, metrics), **(sections or {})}
+    write_report(out, metrics, title=f"GeoBridge evaluation: {protocol.name}", sections=body, plots=plots)
+    return metrics
+
+
+def protocol_section(
+    protocol: Protocol, results: dict[str, DirectionResult], metrics: dict[str, float | str]
+) -> str:
+    """Markdown: the protocol's conventions, the K of R@1% per direction, and its extra metrics."""
+    lines = [
+        f"`{protocol.name}`: {protocol.description}.",
+        "",
+        f"- source: {protocol.source}",
+        f"- ties: {protocol.ties}; queries without a positive: {protocol.no_positive}; distractors: "
+        f"{protocol.distractors}; semi-positives for recall: {protocol.semi_positives}; multi-query: "
+        f"{'yes' if protocol.multi_query else 'no'}",
+        f"- R@1% is the recall at K, K = rule `{protocol.k_rule}` of the gallery size M (junk included)",
+        "",
+        "| direction | queries | gallery M | K of R@1% | R@1% | extra |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for direction, result in results.items():
+        m = result.metrics
+        extra = ", ".join(
+            f"{name} {m[name]:.2f}" for name in ("AP", "hit_rate", "median_m", "mean_m") if name in m
+        )
+        r1p, k = (f"{m['R@1%']:.2f}", str(result.k_percent)) if "R@1%" in m else ("-", "-")
+        lines.append(f"| `{direction}` | {result.n_queries} | {result.n_gallery} | {k} | {r1p} | {extra or '-'} |")
+    means = [
+        f"- {name} = {value:.2f}"
+        for name in ("txt_r_mean", "img_r_mean", "r_mean")
+        if isinstance(value := metrics.get(name), float) and math.isfinite(value)
+    ]
+    if means:
+        lines += ["", "GeoText's means of R@1, R@5 and R@10 (txt: image->text, img: text->image):", "", *means]
+    return "\n".join(lines)
+
+
+def _as_retrieval_result(result: DirectionResult, *, count_misses: bool) -> RetrievalResult:
+    """A ranks-only :class:`RetrievalResult` for the recall plot; with ``count_misses`` a query without a positive
+    gets the rank M (outside every K), so the curve divides by all queries as the protocol does."""
+    first = result.first_rank.copy()
+    if count_misses:
+        first[first < 0] = result.n_gallery
+    n = first.shape[0]
+    return RetrievalResult(
+        topk_indices=np.zeros((n, 0), dtype=np.int64),
+        topk_scores=np.zeros((n, 0), dtype=np.float32),
+        topk_is_positive=np.zeros((n, 0), dtype=bool),
+        positive_ranks=result.positive_ranks,
+        positive_offsets=result.positive_offsets,
+        first_positive_rank=first,
+        average_precision=np.full(n, np.nan),
+        n_gallery=result.n_gallery,
+    )

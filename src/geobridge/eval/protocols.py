@@ -1,0 +1,218 @@
+"""Named evaluation protocols: each benchmark's test directions and the conventions of its official script.
+
+A :class:`Protocol` fixes everything that makes two "R@1" numbers comparable: which query role is ranked against
+which gallery role, what is junk (removed from the ranking), what counts as a hit, how tied scores are ordered,
+what happens to a query without a positive, the K of "R@1%", and the metrics reported.
+:func:`geobridge.eval.protocol_score.score_split` applies one to embeddings;
+:func:`geobridge.eval.protocol_run.run_protocol` runs it end to end (``geobridge eval --protocol NAME``).
+
+>>> get_protocol("vigor-same").k_rule
+'floor-plus-one'
+
+docs/protocols.md lists, per protocol, where each convention comes from in the peer's public code and what differs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+from geobridge.eval.metrics import K_RULES, KRule
+from geobridge.views import check_view
+
+Distractors = Literal["negative", "junk"]
+SemiPositives = Literal["negative", "junk"]
+Ties = Literal["pessimistic", "optimistic"]
+NoPositive = Literal["miss", "exclude", "error"]
+METRICS: tuple[str, ...] = ("recall", "R@1%", "AP", "hit_rate", "localisation", "r_mean")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The evaluation conventions of one benchmark.
+
+    ``directions``: (query view, gallery view) pairs, each scored on its own split (query role against gallery
+    role, e.g. ``query_drone/`` against ``gallery_satellite/``). ``layout``: the dataset format its loader reads.
+    ``distractors``: gallery items without a place (``place_id=None``) are negatives or junk. ``semi_positives``:
+    for recall and AP the split's semi-positive tiles are negatives or junk; the hit rate always counts them as
+    hits. ``ties``: ``"pessimistic"`` ranks a negative tied with a positive before it, ``"optimistic"`` after it
+    (scripts that count strictly better items). ``no_positive``: a query without a positive is a miss (counted in
+    the denominator), excluded, or an error. ``k_rule``: the K of R@1% (see
+    :func:`geobridge.eval.metrics.k_for_one_percent`), from the full gallery size including junk, as the scripts
+    do. ``metrics``: a subset of :data:`METRICS`. ``multi_query``: the queries of one group (all drone photos of
+    a building) are merged into one query, the mean of their unit embeddings re-normalised.
+    """
+
+    name: str
+    layout: str
+    directions: tuple[tuple[str, str], ...]
+    k_rule: KRule
+    ties: Ties
+    no_positive: NoPositive
+    distractors: Distractors = "negative"
+    semi_positives: SemiPositives = "negative"
+    metrics: tuple[str, ...] = ("recall", "R@1%")
+    recall_ks: tuple[int, ...] = (1, 5, 10)
+    multi_query: bool = False
+    loader_options: tuple[tuple[str, str], ...] = ()
+    source: str = ""
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.directions:
+            raise ValueError(f"protocol {self.name!r}: no directions")
+        for query, gallery in self.directions:
+            check_view(query)
+            check_view(gallery)
+        if self.k_rule not in K_RULES:
+            raise ValueError(f"protocol {self.name!r}: unknown k_rule {self.k_rule!r}; expected one of {K_RULES}")
+        for field_name, allowed in (
+            ("ties", ("pessimistic", "optimistic")),
+            ("no_positive", ("miss", "exclude", "error")),
+            ("distractors", ("negative", "junk")),
+            ("semi_positives", ("negative", "junk")),
+        ):
+            if getattr(self, field_name) not in allowed:
+                raise ValueError(
+                    f"protocol {self.name!r}: {field_name}={getattr(self, field_name)!r}; expected one of {allowed}"
+                )
+        unknown = set(self.metrics) - set(METRICS)
+        if unknown:
+            raise ValueError(f"protocol {self.name!r}: unknown metrics {sorted(unknown)}; expected some of {METRICS}")
+        if not self.recall_ks or min(self.recall_ks) < 1:
+            raise ValueError(f"protocol {self.name!r}: recall_ks must be positive, got {self.recall_ks}")
+
+    def with_options(self, *, multi_query: bool | None = None) -> Protocol:
+        """A copy with the given options changed (``None`` keeps the current value)."""
+        return dataclasses.replace(self, multi_query=self.multi_query if multi_query is None else multi_query)
+
+
+_U1652_DIRECTIONS = (("drone", "satellite"), ("satellite", "drone"))
+_STREET = (("street", "satellite"),)
+
+PROTOCOLS: tuple[Protocol, ...] = (
+    Protocol(
+        name="university1652",
+        layout="university1652",
+        directions=_U1652_DIRECTIONS,
+        k_rule="round-plus-one",
+        ties="pessimistic",
+        no_positive="miss",
+        distractors="negative",
+        metrics=("recall", "R@1%", "AP"),
+        source="layumi/University1652-Baseline evaluate_gpu.py: evaluate(), compute_mAP()",
+        description="query_<view> against gallery_<view>; the 250 distractor buildings of the gallery are negatives",
+    ),
+    Protocol(
+        name="sample4geo-university",
+        layout="university1652",
+        directions=_U1652_DIRECTIONS,
+        k_rule="round-plus-one",
+        ties="pessimistic",
+        no_positive="miss",
+        distractors="junk",
+        metrics=("recall", "R@1%", "AP"),
+        source="Skyy93/Sample4Geo sample4geo/evaluate/university.py: evaluate(), eval_query(), compute_mAP(); "
+        "sample4geo/dataset/university.py: U1652DatasetEval (label -1 for gallery ids absent from the queries)",
+        description="as university1652, but gallery buildings that no query shows are junk (dropped from the ranking)",
+    ),
+    Protocol(
+        name="cvusa",
+        layout="cvusa",
+        directions=_STREET,
+        k_rule="floor",
+        ties="optimistic",
+        no_positive="error",
+        source="Skyy93/Sample4Geo sample4geo/evaluate/cvusa_and_cvact.py: calculate_scores(); "
+        "YujiaoShi/cross_view_localization_SAFA script/test_cvusa.py: validate()",
+        description="street panorama -> its one aerial tile, ranked by the tiles that score strictly higher",
+    ),
+    Protocol(
+        name="cvact",
+        layout="cvact",
+        directions=_STREET,
+        k_rule="floor",
+        ties="optimistic",
+        no_positive="error",
+        source="Skyy93/Sample4Geo sample4geo/evaluate/cvusa_and_cvact.py: calculate_scores()",
+        description="as cvusa, on the CVACT split the loader gives (val_8884 in most published tables)",
+    ),
+    Protocol(
+        name="vigor-same",
+        layout="vigor",
+        directions=_STREET,
+        k_rule="floor-plus-one",
+        ties="optimistic",
+        no_positive="error",
+        semi_positives="negative",
+        metrics=("recall", "R@1%", "hit_rate", "localisation"),
+        loader_options=(("area", "same"),),
+        source="Jeff-Zilence/VIGOR train_SAFA.py: validate_top(); evaluate_from_npy.py: generate_distances() with "
+        "zero offset (top-1 tile centre)",
+        description="VIGOR same-area test split; semi-positive tiles: negatives for recall, hits for the hit rate",
+    ),
+    Protocol(
+        name="vigor-cross",
+        layout="vigor",
+        directions=_STREET,
+        k_rule="floor-plus-one",
+        ties="optimistic",
+        no_positive="error",
+        semi_positives="negative",
+        metrics=("recall", "R@1%", "hit_rate", "localisation"),
+        loader_options=(("area", "cross"),),
+        source="Jeff-Zilence/VIGOR train_SAFA.py: validate_top(); evaluate_from_npy.py: generate_distances()",
+        description="VIGOR cross-area test split (the two test cities), otherwise as vigor-same",
+    ),
+    Protocol(
+        name="sample4geo-vigor-same",
+        layout="vigor",
+        directions=_STREET,
+        k_rule="floor",
+        ties="optimistic",
+        no_positive="error",
+        semi_positives="negative",
+        metrics=("recall", "R@1%", "hit_rate"),
+        loader_options=(("area", "same"),),
+        source="Skyy93/Sample4Geo sample4geo/evaluate/vigor.py: calculate_scores()",
+        description="vigor-same with Sample4Geo's K of R@1% (M // 100 instead of M // 100 + 1)",
+    ),
+    Protocol(
+        name="sample4geo-vigor-cross",
+        layout="vigor",
+        directions=_STREET,
+        k_rule="floor",
+        ties="optimistic",
+        no_positive="error",
+        semi_positives="negative",
+        metrics=("recall", "R@1%", "hit_rate"),
+        loader_options=(("area", "cross"),),
+        source="Skyy93/Sample4Geo sample4geo/evaluate/vigor.py: calculate_scores()",
+        description="vigor-cross with Sample4Geo's K of R@1%",
+    ),
+    Protocol(
+        name="geotext1652",
+        layout="geotext1652",
+        directions=(("text", "drone"), ("drone", "text")),
+        k_rule="round-plus-one",
+        ties="pessimistic",
+        no_positive="error",
+        metrics=("recall", "r_mean"),
+        source="MultimodalGeo/GeoText-1652 Method/re_bbox.py: itm_eval() (matches by building via img2building)",
+        description="text -> drone image and drone image -> text; a hit is any item of the same building",
+    ),
+)
+
+
+def list_protocols() -> tuple[str, ...]:
+    """The names of the registered protocols, in registry order."""
+    return tuple(p.name for p in PROTOCOLS)
+
+
+def get_protocol(name: str) -> Protocol:
+    """The protocol called ``name``; a ``ValueError`` lists the valid names otherwise."""
+    for protocol in PROTOCOLS:
+        if protocol.name == name:
+            return protocol
+    raise ValueError(f"unknown protocol {name!r}; expected one of {', '.join(list_protocols())}")
