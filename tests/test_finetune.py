@@ -14,6 +14,7 @@ from test_data import make_geoloc
 from geobridge.data import load_places
 from geobridge.data.pairs import epoch_pairs, full_batches
 from geobridge.errors import CheckpointError, GeoBridgeError
+from geobridge.eval.protocols import get_protocol
 from geobridge.models import GeoBridge, get_model_config
 from geobridge.models.image_tower import frozen_parameters
 from geobridge.train import load_config, train
@@ -116,24 +117,42 @@ def test_init_from_loads_strictly_and_refuses_architecture_overrides(pretrained,
         build_model(load_config(None, [f"model.init_from={broken}"]))
 
 
+def test_recipe_options_are_checked():
+    with pytest.raises(GeoBridgeError, match="eval_protocol"):
+        load_config(None, ["data.format=cvusa", "train.eval_protocol=university1652"])
+    with pytest.raises(GeoBridgeError, match="eval_protocol"):
+        load_config(None, ["train.eval_protocol=cvusa-2"])
+    with pytest.raises(GeoBridgeError, match="epoch_unit"):
+        load_config(None, ["data.epoch_unit=images"])
+    with pytest.raises(GeoBridgeError, match="pair_views"):
+        load_config(None, ["data.epoch_unit=pairs", "data.views=[drone,street]"])
+    with pytest.raises(GeoBridgeError, match="image_trainable_blocks"):
+        load_config(None, ["model.image_trainable_blocks=-2"])
+
+
 @pytest.mark.parametrize("name", FINETUNE)
 def test_finetune_recipes_are_shipped_and_pair_based(name):
     shipped, packaged = CONFIGS / f"{name}-finetune.yaml", RECIPES / f"{name}-finetune.yaml"
     assert packaged.read_text() == shipped.read_text(), "configs/ and geobridge/train/recipes/ differ"
-    try:
-        config = load_config(shipped)
-    except GeoBridgeError as exc:
-        if "data.format must be" in str(exc):
-            pytest.skip(f"the {name} loader is not in geobridge.data yet")
-        raise
+    config = load_config(shipped)
     assert config.data.format == name and config.model.init_from is None
+    assert get_protocol(config.train.eval_protocol).layout == name
     assert config.data.epoch_unit == "pairs" and set(config.data.pair_views) <= set(config.data.views)
     assert config.model.image_trainable_blocks == 3  # the GeoBridge paper: only the last three layers train
 
 
 # One entry per layout that `geobridge synth --format` writes and `load_places` reads: (format, recipe overrides).
+# the panorama recipes' 40 epochs and 384 px, cut to 2 epochs (the second on similarity hard negatives) at 32 px
+SMALL_PANORAMAS = ["optim.epochs=2", "model.image_input_size.satellite=[32,32]",
+                   "model.image_input_size.street=[32,64]"]
 LAYOUTS = [
     pytest.param("university1652", [], id="university1652"),
+    pytest.param("cvusa", SMALL_PANORAMAS, id="cvusa"),
+    pytest.param("cvact", SMALL_PANORAMAS, id="cvact"),
+    pytest.param("vigor", SMALL_PANORAMAS, id="vigor-same"),
+    pytest.param("vigor", [*SMALL_PANORAMAS, "data.loader_options.mode=cross", "train.eval_protocol=vigor-cross"],
+                 id="vigor-cross"),
+    pytest.param("geotext1652", [], id="geotext1652"),
     # similarity hard negatives (the CVUSA/CVACT/VIGOR recipes' sampler) re-mined after every epoch
     pytest.param("university1652", ["sampler.strategy=embedding", "sampler.embedding_refresh=1", "optim.epochs=2"],
                  id="university1652-embedding"),
@@ -166,7 +185,9 @@ def test_finetune_recipe_end_to_end_on_a_generated_layout(pretrained, tmp_path, 
     result = train(config)
     log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [expected_steps * (e + 1) for e in range(config.optim.epochs)]
-    assert 0.0 <= result["drone->satellite/R@1"] <= 100.0
+    protocol = get_protocol(config.train.eval_protocol)  # the recipe's final evaluation is its benchmark's
+    for query, gallery in protocol.directions:
+        assert 0.0 <= result[f"{query}->{gallery}/R@1"] <= 100.0
     # only the last three blocks of the backbone moved; the head, adapters and projection trained too
     before = load_file(str(pretrained / "model" / "model.safetensors"))
     after = load_file(str(out / "model" / "model.safetensors"))

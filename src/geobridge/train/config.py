@@ -50,6 +50,9 @@ class DataSection:
     # "places": an epoch shows each training place once (one image of each view); "pairs": an epoch shows every
     # (query item, reference item) pair of ``pair_views`` once, in place-unique batches, as Sample4Geo's epochs
     # do (every drone photo with its satellite tile; data/pairs.py)
+    # keyword options of the layout's loader (geobridge.data.load_places), e.g. {mode: cross} for VIGOR's
+    # cross-area split or {include_google: true} for University-1652's google photos
+    loader_options: dict[str, Any] = field(default_factory=dict)
     epoch_unit: str = "places"
     pair_views: list[str] = field(default_factory=lambda: ["drone", "satellite"])  # (query view, reference view)
 
@@ -95,6 +98,9 @@ class TrainSection:
     drop_views: list[str] = field(default_factory=list)  # ablation: never train on these views
     view_dropout: float = 0.0  # probability of hiding each image view of each place in a batch
     eval_every: int = 0  # epochs between evaluations on the eval split (0 = at the end only)
+    # a named benchmark protocol for the evaluations (geobridge eval --protocol NAME: its roles, junk, ties, K of
+    # R@1%); None: every direction over the places of data.eval_split
+    eval_protocol: str | None = None
     max_steps: int | None = None  # stop early (tests)
     log_every: int = 10
 
@@ -154,9 +160,10 @@ def _validate(config: TrainConfig) -> None:
     if config.data.pipeline not in ("pil", "tensor"):
         raise GeoBridgeError(f"data.pipeline must be pil or tensor, got {config.data.pipeline!r}")
     _validate_epoch(config)
-    formats = _dataset_formats()
-    if config.data.format not in formats:
-        raise GeoBridgeError(f"data.format must be one of {', '.join(formats)}, got {config.data.format!r}")
+    from geobridge.data.layouts import FORMATS
+
+    if config.data.format not in FORMATS:
+        raise GeoBridgeError(f"data.format must be one of {', '.join(FORMATS)}, got {config.data.format!r}")
 
 
 def _validate_epoch(config: TrainConfig) -> None:
@@ -179,13 +186,18 @@ def _validate_epoch(config: TrainConfig) -> None:
                 f"model.image_input_size.{view}={list(size)}: expected an image view ({', '.join(IMAGE_VIEWS)}) "
                 "and a positive [H, W]"
             )
+    if config.train.eval_protocol is not None:
+        from geobridge.eval.protocols import get_protocol
+
+        try:
+            protocol = get_protocol(config.train.eval_protocol)
+        except (KeyError, ValueError) as exc:
+            raise GeoBridgeError(f"train.eval_protocol: {exc}") from exc
+        if protocol.layout != config.data.format:
+            raise GeoBridgeError(
+                f"train.eval_protocol={protocol.name} reads the {protocol.layout} layout, not data.format="
+                f"{config.data.format}"
+            )
     trainable = config.model.image_trainable_blocks
     if trainable is not None and trainable < 0:
         raise GeoBridgeError(f"model.image_trainable_blocks must be >= 0, got {trainable}")
-
-
-def _dataset_formats() -> tuple[str, ...]:
-    """The layouts ``geobridge.data`` reads (its ``FORMATS`` registry where it has one)."""
-    import geobridge.data
-
-    return tuple(getattr(geobridge.data, "FORMATS", ("geoloc", "university1652")))

@@ -149,7 +149,11 @@ class Trainer:
         from geobridge.data.pairs import PairBatchSampler, epoch_pairs
 
         config = self.config
-        places = load_places(config.data.root, fmt=config.data.format, split=config.data.train_split)
+        try:
+            places = load_places(config.data.root, fmt=config.data.format, split=config.data.train_split,
+                                 **config.data.loader_options)
+        except TypeError as exc:  # an option the loader does not take
+            raise GeoBridgeError(f"data.loader_options {dict(config.data.loader_options)}: {exc}") from exc
         if len(places) < config.optim.batch_size:
             raise GeoBridgeError(
                 f"{config.data.root} has {len(places)} {config.data.train_split} places, "
@@ -453,7 +457,15 @@ class Trainer:
         return last
 
     def evaluate(self) -> dict[str, Any]:
-        """Every-direction retrieval metrics of the current model on the eval split."""
+        """Retrieval metrics of the current model: its benchmark protocol's, or every direction on the eval split."""
+        if self.config.train.eval_protocol:
+            from geobridge.eval.protocol_run import evaluate_protocol, protocol_splits
+            from geobridge.eval.protocols import get_protocol
+
+            protocol = get_protocol(self.config.train.eval_protocol)
+            splits = protocol_splits(protocol, self.config.data.root)
+            metrics, _ = evaluate_protocol(self.model, protocol, splits, show_progress_bar=self.show_progress_bar)
+            return dict(metrics)
         from geobridge.eval.embed import evaluate_model
 
         return evaluate_model(
