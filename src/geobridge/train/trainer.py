@@ -457,7 +457,9 @@ class Trainer:
         return last
 
     def evaluate(self) -> dict[str, Any]:
-        """Retrieval metrics of the current model: its benchmark protocol's, or every direction on the eval split."""
+        """Metrics of the current model: with ``train.eval_protocol``, that protocol's on ``data.root``; else on
+        the eval split every direction (GeoLoc), or the layout's default protocol for a benchmark layout (e.g.
+        ``university1652``: query_* against gallery_*, distractors)."""
         if self.config.train.eval_protocol:
             from geobridge.eval.protocol_run import evaluate_protocol, protocol_splits
             from geobridge.eval.protocols import get_protocol
