@@ -47,12 +47,12 @@ class DataSection:
     # false: satellite tiles stay north-up and unflipped, panoramas north-first and unshifted (north-aligned data
     # such as CVUSA, CVACT and VIGOR; the per-view augmentation cannot rotate a tile and its panorama together)
     rotate: bool = True
-    # "places": an epoch shows each training place once (one image of each view); "pairs": an epoch shows every
-    # (query item, reference item) pair of ``pair_views`` once, in place-unique batches, as Sample4Geo's epochs
-    # do (every drone photo with its satellite tile; data/pairs.py)
     # keyword options of the layout's loader (geobridge.data.load_places), e.g. {mode: cross} for VIGOR's
     # cross-area split or {include_google: true} for University-1652's google photos
     loader_options: dict[str, Any] = field(default_factory=dict)
+    # "places": an epoch shows each training place once (one image of each view); "pairs": an epoch shows every
+    # (query item, reference item) pair of ``pair_views`` once, in place-unique batches, as Sample4Geo's epochs
+    # do (every drone photo with its satellite tile; data/pairs.py)
     epoch_unit: str = "places"
     pair_views: list[str] = field(default_factory=lambda: ["drone", "satellite"])  # (query view, reference view)
 
