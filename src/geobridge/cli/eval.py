@@ -38,6 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from geobridge.errors import GeoBridgeError
+    from geobridge.eval.run_info import describe_run
     from geobridge.models import GeoBridge
 
     protocol = _chosen_protocol(args)
@@ -59,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         conditions=() if args.no_robustness else DEFAULT_CONDITIONS,
         batch_size=args.batch_size,
         sections={"Model": f"checkpoint `{args.checkpoint}`", "Data": f"`{args.data}`, split `{args.split}`"},
+        run=describe_run(args.checkpoint),
         show_progress_bar=True,
     )
     primary = metrics["primary_metric"]
@@ -92,6 +94,7 @@ def _chosen_protocol(args: argparse.Namespace) -> Protocol | None:
 
 def _run_protocol(model: Any, protocol: Protocol, args: argparse.Namespace) -> int:
     from geobridge.eval.protocol_run import run_protocol
+    from geobridge.eval.run_info import describe_run
 
     metrics = run_protocol(
         model,
@@ -100,6 +103,7 @@ def _run_protocol(model: Any, protocol: Protocol, args: argparse.Namespace) -> i
         args.out,
         batch_size=args.batch_size,
         sections={"Model": f"checkpoint `{args.checkpoint}`", "Data": f"`{args.data}`"},
+        run=describe_run(args.checkpoint),
         show_progress_bar=True,
     )
     for key in sorted(k for k in metrics if k.endswith("/R@1%_K")):

@@ -52,7 +52,7 @@ def embed_places(
         emb = model.encode(items, view=view, batch_size=batch_size, show_progress_bar=show_progress_bar)
         sets[view] = EmbeddingSet(
             view=view, embeddings=emb, place_ids=ids, lat=np.array(lat), lon=np.array(lon), paths=paths,
-            countries=countries,
+            countries=countries, texts=[str(t) for t in items] if view == "text" else None,
         )
     return sets
 

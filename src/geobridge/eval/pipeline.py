@@ -58,6 +58,7 @@ def evaluate_run(
     batch_size: int = 64,
     title: str = "GeoBridge evaluation",
     sections: dict[str, str] | None = None,
+    run: dict[str, str] | None = None,
     show_progress_bar: bool | None = None,
 ) -> dict[str, Any]:
     """Evaluate every direction on ``split`` and write ``metrics.json``, ``report.md`` and plots into ``out_dir``.
@@ -67,13 +68,14 @@ def evaluate_run(
     and ``missing/<view>/`` summaries: the mean R@1 over the directions left when a view is unavailable.
     A benchmark layout (``fmt`` other than ``geoloc``) is evaluated with its default protocol instead
     (:func:`geobridge.eval.protocol_run.run_protocol`; held-out countries and conditions do not apply).
+    ``run`` (dates, commits, seed, epochs, training time: ``geobridge.eval.run_info.describe_run``) heads the report.
     """
     protocol = benchmark_protocol(fmt, split)
     if protocol is not None:
         from geobridge.eval.protocol_run import run_protocol
 
         return dict(run_protocol(model, protocol, data, out_dir, batch_size=batch_size, sections=sections,
-                                 show_progress_bar=show_progress_bar))
+                                 run=run, show_progress_bar=show_progress_bar))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     places = load_places(data, fmt=fmt, split=split)
@@ -105,7 +107,7 @@ def evaluate_run(
         robust = RetrievalEvaluator(directions, show_progress_bar=False).evaluate(mixed, mixed)
         metrics.update({f"robust/{condition.name}/{k}": v for k, v in robust.items() if not k.startswith("mean/")})
     plots = write_plots(sets, out)
-    write_report(out, metrics, title=title, sections=sections, plots=plots)
+    write_report(out, metrics, title=title, sections=sections, plots=plots, run=run)
     return metrics
 
 

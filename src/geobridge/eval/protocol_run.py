@@ -94,6 +94,7 @@ def run_protocol(
     *,
     batch_size: int = 64,
     sections: dict[str, str] | None = None,
+    run: dict[str, str] | None = None,
     show_progress_bar: bool | None = None,
     loader: SplitLoader | None = None,
 ) -> dict[str, float | str]:
@@ -110,7 +111,7 @@ def run_protocol(
     curves = {d: _as_retrieval_result(r, count_misses=protocol.no_positive != "exclude") for d, r in results.items()}
     plots = {"recall@K": plot_recall_curves(curves, out / "recall_curves.png", title=f"Recall@K ({protocol.name})")}
     body = {"Protocol": protocol_section(protocol, results, metrics), **(sections or {})}
-    write_report(out, metrics, title=f"GeoBridge evaluation: {protocol.name}", sections=body, plots=plots)
+    write_report(out, metrics, title=f"GeoBridge evaluation: {protocol.name}", sections=body, plots=plots, run=run)
     return metrics
 
 

@@ -24,8 +24,8 @@ from geobridge.index.locate import (
     evaluate_fusion,
     fuse,
     locate,
-    search_depth,
 )
+from geobridge.index.search import search_depth
 from geobridge.index.store import FORMAT_VERSION, GeoIndex, SearchResult
 
 __all__ = [

@@ -443,8 +443,8 @@ class GeoIndex:
     def save(self, path: str | Path) -> Path:
         """Write the index to the single file ``path`` atomically; returns the path.
 
-        A save that is killed part-way leaves the previous file untouched (only a hidden ``.tmp`` file next to it
-        may remain).
+        A save that is killed part-way leaves the previous file untouched; the hidden ``.tmp`` file it leaves
+        next to it is removed by the next save of the same path (``geobridge._atomic``).
         """
         path = Path(path)
         if path.is_dir():

@@ -26,6 +26,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from geobridge.errors import GeoBridgeError
+from geobridge.fusions import LOCATE_FUSIONS, fusion_help
 from geobridge.images import MAX_IMAGE_PIXELS
 from geobridge.serve.forms import FieldSpec, FormLimits, ParsedForm, read_form
 from geobridge.serve.uploads import CONTENT_TYPE_FORMATS, ApiError, check_upload, decode_image
@@ -34,7 +35,6 @@ from geobridge.views import IMAGE_VIEWS
 logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
-FUSIONS: tuple[str, ...] = ("auto", "score", "consensus", "max", "weighted")  # = geobridge.index.LOCATE_FUSIONS
 DEFAULT_VIEW = "drone"
 MAX_TOP_K = 100
 MAX_TEXT_CHARS = 2000
@@ -53,7 +53,7 @@ _TEXT_ONLY_SCHEMA: dict[str, Any] = {
     "properties": {
         "text": {"type": "string"},
         "top_k": {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K, "default": 10},
-        "fusion": {"type": "string", "enum": list(FUSIONS), "default": "auto"},
+        "fusion": {"type": "string", "enum": list(LOCATE_FUSIONS), "default": "auto", "description": fusion_help()},
     },
 }
 _LOCATE_OPENAPI: dict[str, Any] = {
@@ -77,7 +77,8 @@ _LOCATE_OPENAPI: dict[str, Any] = {
                         "view": {"type": "string", "enum": list(IMAGE_VIEWS), "description": "view of every image"},
                         "text": {"type": "string", "description": "a description of the place"},
                         "top_k": {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K, "default": 10},
-                        "fusion": {"type": "string", "enum": list(FUSIONS), "default": "auto"},
+                        "fusion": {"type": "string", "enum": list(LOCATE_FUSIONS), "default": "auto",
+                                   "description": fusion_help()},
                     },
                 }
             },
@@ -86,6 +87,8 @@ _LOCATE_OPENAPI: dict[str, Any] = {
         },
     },
     "responses": {
+        "200": {"description": "the estimate (lat, lon, confidence in [0, 1]), the fusion used, score_meaning (what "
+                "each match's score is under that fusion, and its range) and the ranked matches"},
         "400": {"description": "malformed body: bad or too deeply nested JSON, bad multipart, text not in UTF-8"},
         "413": {"description": "a file is over the byte or pixel limit"},
         "415": {"description": "wrong content type"},
@@ -113,7 +116,6 @@ def create_app(
     image, ``workers`` the number of decode/inference threads. Relative reference paths recorded in the index
     are resolved against ``thumbnails_root`` (default: the working directory) for ``GET /thumb/{id}``.
     """
-    from geobridge.index import LOCATE_FUSIONS as fusions
     from geobridge.index import locate
 
     if workers < 1:
@@ -187,7 +189,7 @@ def create_app(
             "index_size": len(index),
             "index": info,
             "views": list(IMAGE_VIEWS),
-            "fusions": list(fusions),
+            "fusions": list(LOCATE_FUSIONS),
             "limits": {
                 "max_upload_bytes": max_upload_bytes,
                 "max_pixels": max_pixels,
@@ -212,8 +214,10 @@ def create_app(
             raise ApiError(422, "text_too_long", f"text is {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
         top_k = _parse_top_k(form.get("top_k"))
         fusion = (form.get("fusion") or "auto").strip()
-        if fusion not in fusions:
-            raise ApiError(422, "unknown_fusion", f"unknown fusion {fusion!r}; expected one of {', '.join(fusions)}")
+        if fusion not in LOCATE_FUSIONS:
+            raise ApiError(
+                422, "unknown_fusion", f"unknown fusion {fusion!r}; expected one of {', '.join(LOCATE_FUSIONS)}"
+            )
         if not uploads and not text:
             raise ApiError(422, "empty_request", "send at least one image (field 'images') or a description ('text')")
         for upload in uploads:
