@@ -89,9 +89,13 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run / "model" / "model.safetensors"))
 
 
-@pytest.mark.parametrize("pipeline", ["pil", "tensor"])
-def test_resume_after_kill_is_exact(world, tmp_path, pipeline):
-    args = ["train", "--data", str(world), "--no-eval", "optim.epochs=4", f"data.pipeline={pipeline}", *TINY]
+@pytest.mark.parametrize("pipeline,epoch_unit", [("pil", "places"), ("tensor", "places"), ("pil", "pairs"),
+                                                 ("tensor", "pairs")])
+def test_resume_after_kill_is_exact(world, tmp_path, pipeline, epoch_unit):
+    # pairs: 2 drone photos per place, so an epoch is 7 steps instead of 3 (data/pairs.py); 2 epochs suffice
+    epochs = 4 if epoch_unit == "places" else 2
+    args = ["train", "--data", str(world), "--no-eval", f"optim.epochs={epochs}", f"data.pipeline={pipeline}",
+            f"data.epoch_unit={epoch_unit}", *TINY]
     ref = _cli([*args, "--out", str(tmp_path / "ref")], timeout=300)
     assert ref.returncode == 0, ref.stderr[-2000:]
     run = tmp_path / "killed"
@@ -117,12 +121,12 @@ def test_resume_after_kill_is_exact(world, tmp_path, pipeline):
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
                     reason="torchrun not installed")
-@pytest.mark.parametrize("pipeline", ["pil", "tensor"])
-def test_ddp_two_processes_match_single_process(world, tmp_path, pipeline):
+@pytest.mark.parametrize("pipeline,epoch_unit", [("pil", "places"), ("tensor", "places"), ("tensor", "pairs")])
+def test_ddp_two_processes_match_single_process(world, tmp_path, pipeline, epoch_unit):
     """2-process gloo DDP on the CPU vs one process on the same global batch: the same losses and weights
     (tolerance 1e-5: only the order of floating-point sums differs)."""
     args = ["--data", str(world), "--no-eval", "optim.epochs=1", "train.max_steps=3", "data.augment=false",
-            f"data.pipeline={pipeline}", *TINY]
+            f"data.pipeline={pipeline}", f"data.epoch_unit={epoch_unit}", *TINY]
     single = _cli(["train", "--out", str(tmp_path / "single"), *args], timeout=300)
     assert single.returncode == 0, single.stderr[-2000:]
     torchrun = str(Path(sys.executable).with_name("torchrun"))

@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 
 from geobridge.data.captions import augment_caption
 from geobridge.data.io import load_image
+from geobridge.data.pairs import PairTable
 from geobridge.data.types import Place, Sample
 from geobridge.views import IMAGE_VIEWS
 
@@ -41,6 +42,9 @@ class PlaceDataset(Dataset):
     Where a place has several images of a view (drone orbits) or several texts, one is drawn at random,
     reproducibly from ``(seed, epoch, index)``: call ``set_epoch`` each epoch. Views a place lacks are left
     out of its item. Item: ``{"place_index": i, "images": {view: (3, H, W)}, "text": str | None}``.
+
+    With ``pairs`` (a pair-based epoch, ``data/pairs.py``) item ``i`` is pair ``i`` instead: its place, with the
+    pair's two items in the pair's views, and the other views drawn as above from ``(seed, epoch, i)``.
     """
 
     def __init__(
@@ -51,8 +55,10 @@ class PlaceDataset(Dataset):
         transforms: dict[str, Transform],
         seed: int = 0,
         text_augment: bool = False,
+        pairs: PairTable | None = None,
     ) -> None:
         self.places = list(places)
+        self.pairs = pairs
         self.image_views = [v for v in IMAGE_VIEWS if v in views]
         missing = [v for v in self.image_views if v not in transforms]
         if missing:
@@ -67,23 +73,27 @@ class PlaceDataset(Dataset):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.places)
+        return len(self.places) if self.pairs is None else len(self.pairs)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        place = self.places[index]
+        place_index = index if self.pairs is None else int(self.pairs.place[index])
+        place = self.places[place_index]
         rng = np.random.default_rng((self.seed, self.epoch, index))
         images = {}
         for view in self.image_views:
             paths = place.images.get(view, ())
             if paths:
-                path = paths[int(rng.integers(len(paths)))]
-                images[view] = self.transforms[view](load_image(path))
+                drawn = int(rng.integers(len(paths)))  # drawn in every case, so the other draws do not shift
+                fixed = None if self.pairs is None else self.pairs.item(index, view)
+                images[view] = self.transforms[view](load_image(paths[drawn if fixed is None else fixed]))
         text = None
         if self.use_text and place.texts:
-            text = place.texts[int(rng.integers(len(place.texts)))]
+            drawn = int(rng.integers(len(place.texts)))
+            fixed = None if self.pairs is None else self.pairs.item(index, "text")
+            text = place.texts[drawn if fixed is None else fixed]
             if self.text_augment:
                 text = augment_caption(text, rng)
-        return {"place_index": index, "images": images, "text": text}
+        return {"place_index": place_index, "images": images, "text": text}
 
 
 def collate_places(items: list[dict[str, Any]]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from geobridge.data.batch_augment import BatchAugment
 from geobridge.data.captions import augment_caption
 from geobridge.data.io import load_image
+from geobridge.data.pairs import PairBatchSampler, PairTable
 from geobridge.data.sampler import PlaceBatchSampler
 from geobridge.data.types import Place
 from geobridge.views import IMAGE_VIEWS
@@ -81,6 +82,9 @@ class TensorBatches:
     (B_v,)}, "text": [T strings], "text_index": (T,)}``. Which drone photo and which description a place shows
     is drawn from ``(seed, epoch, place)``, the augmentation from ``(seed, epoch, batch, rank)``, so a resumed
     run sees the same batches.
+
+    With ``pairs`` (a pair-based epoch, ``data/pairs.py``) the sampler yields pair indices: each item shows its
+    pair's two items in the pair's views, and the other views are drawn from ``(seed, epoch, place, pair)``.
     """
 
     def __init__(
@@ -88,15 +92,17 @@ class TensorBatches:
         places: Sequence[Place],
         caches: dict[str, ViewCache],
         *,
-        sampler: PlaceBatchSampler,
+        sampler: PlaceBatchSampler | PairBatchSampler,
         augment: dict[str, BatchAugment],
         use_text: bool,
         text_augment: bool = False,
         device: torch.device,
         seed: int = 0,
         rank: int = 0,
+        pairs: PairTable | None = None,
     ) -> None:
         self.places = list(places)
+        self.pairs = pairs
         self.image_views = [v for v in IMAGE_VIEWS if v in caches]
         self.caches = {v: caches[v] for v in self.image_views}
         self.augment = augment
@@ -121,15 +127,20 @@ class TensorBatches:
             yield self.batch(indices, number=number)
 
     def batch(self, indices: Sequence[int], *, number: int) -> dict[str, Any]:
-        """The batch of the places ``indices``, the ``number``-th of this epoch."""
+        """The batch of the places (or pairs) ``indices``, the ``number``-th of this epoch."""
         state = np.random.SeedSequence((self.seed, self.epoch, number, self.rank)).generate_state(1, dtype=np.uint64)
         gen = torch.Generator().manual_seed(int(state[0]) & 0x7FFF_FFFF_FFFF_FFFF)
-        place_index = torch.as_tensor(list(indices), dtype=torch.long)
-        # which image of each view and which text: per place, from (seed, epoch, place) as in PlaceDataset, so
-        # the choice does not depend on how DDP splits a batch across ranks
+        items = [int(i) for i in indices]
+        if self.pairs is None:
+            place_index = torch.as_tensor(items, dtype=torch.long)
+            keys = [(self.seed, self.epoch, p) for p in items]
+        else:
+            place_index = torch.as_tensor(self.pairs.place[items], dtype=torch.long)
+            keys = [(self.seed, self.epoch, int(p), i) for p, i in zip(place_index, items, strict=True)]
+        # which image of each view and which text: per place (or pair), from (seed, epoch, place[, pair]) as in
+        # PlaceDataset, so the choice does not depend on how DDP splits a batch across ranks
         draws = torch.as_tensor(
-            np.stack([np.random.default_rng((self.seed, self.epoch, int(p))).random(4) for p in place_index]),
-            dtype=torch.float64,
+            np.stack([np.random.default_rng(key).random(4) for key in keys]), dtype=torch.float64
         )  # (B, 4): one uniform per image view, and one for the text
         images: dict[str, torch.Tensor] = {}
         index: dict[str, torch.Tensor] = {}
@@ -140,19 +151,24 @@ class TensorBatches:
             if rows.numel() == 0:
                 continue
             starts = torch.as_tensor(cache.start[place_index[rows].numpy()], dtype=torch.long)
-            pick = starts + (draws[rows, IMAGE_VIEWS.index(view)] * counts[rows]).long()  # one image each
+            offset = self._pair_items(items, rows, view)
+            if offset is None:
+                offset = (draws[rows, IMAGE_VIEWS.index(view)] * counts[rows]).long()  # one image each
+            pick = starts + offset
             raw = self._images[view][pick.to(self.device)]  # (B_v, 3, H, W) uint8
             images[view] = self.augment[view](raw, generator=gen)
             index[view] = rows
         texts: list[str] = []
         text_rows: list[int] = []
         if self.use_text:
+            fixed = self._pair_items(items, torch.arange(len(items)), "text")
             for row, p in enumerate(place_index.tolist()):
                 options = self.places[p].texts
                 if options:
-                    text = options[min(len(options) - 1, int(draws[row, 3] * len(options)))]
+                    drawn = min(len(options) - 1, int(draws[row, 3] * len(options)))
+                    text = options[drawn if fixed is None else int(fixed[row])]
                     if self.text_augment:
-                        text = augment_caption(text, np.random.default_rng((self.seed, self.epoch, p, 1)))
+                        text = augment_caption(text, np.random.default_rng((*keys[row], 1)))
                     texts.append(text)
                     text_rows.append(row)
         return {
@@ -162,3 +178,10 @@ class TensorBatches:
             "text": texts,
             "text_index": torch.as_tensor(text_rows, dtype=torch.long),
         }
+
+    def _pair_items(self, items: list[int], rows: torch.Tensor, view: str) -> torch.Tensor | None:
+        """(len(rows),) the item of ``view`` shown by the pairs at batch positions ``rows``; None: not a pair view."""
+        if self.pairs is None or view not in self.pairs.views:
+            return None
+        table = self.pairs.query if view == self.pairs.views[0] else self.pairs.reference
+        return torch.as_tensor(table[[items[r] for r in rows.tolist()]], dtype=torch.long)

@@ -45,6 +45,11 @@ class ImageTowerConfig:
     # image views whose embeddings average over the view's symmetries at inference (models/symmetries.py);
     # only for views trained with those augmentations (not satellite/street on north-aligned data such as CVUSA)
     test_time_augment: list[str] = field(default_factory=list)
+    # train only the last N blocks of each backbone (the GeoBridge paper fine-tunes "only the last three layers"):
+    # the blocks are timm's fine-grained parameter groups (``group_matcher``), so a ConvNeXt/ResNet/EfficientNet
+    # block or a ViT block each; the stem and earlier blocks are frozen, BatchNorm statistics included. The head
+    # norm, view embeddings, adapters and projection always train. None: the whole backbone trains.
+    trainable_blocks: int | None = None
 
 
 @dataclass
@@ -131,6 +136,7 @@ MODEL_RULES = {
     "image.adapter": Choice(("residual", "none")),
     "image.test_time_augment.*": Choice(IMAGE_VIEWS),
     "text.kind": Choice(("minilm", "hashing")),
+    "image.trainable_blocks": Range(0, 4096),
     "text.trainable_layers": Range(0, 1024),
     "text.hidden_dim": Range(1, MAX_WIDTH),
     "text.vocab_size": Range(1, 1 << 24),

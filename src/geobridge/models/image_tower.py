@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import timm
@@ -65,6 +66,31 @@ class ImageTower(nn.Module):
         else:
             self.adapters = None
         self.proj = nn.Linear(width, embed_dim)
+        if config.trainable_blocks is not None:
+            self.set_trainable_blocks(config.trainable_blocks)
+
+    def set_trainable_blocks(self, count: int | None) -> None:
+        """Train only the last ``count`` backbone blocks (``ImageTowerConfig.trainable_blocks``); None: all."""
+        if count is not None and count < 0:
+            raise ValueError(f"image.trainable_blocks must be >= 0, got {count}")
+        self.config.trainable_blocks = count
+        for backbone in self._backbones():
+            frozen = set() if count is None else frozen_parameters(backbone, trainable_blocks=count)
+            for name, param in backbone.named_parameters():
+                param.requires_grad_(name not in frozen)
+
+    def train(self, mode: bool = True) -> ImageTower:
+        super().train(mode)
+        if mode and self.config.trainable_blocks is not None:
+            for backbone in self._backbones():  # frozen blocks keep their BatchNorm statistics too
+                for module in backbone.modules():
+                    weight = getattr(module, "weight", None)
+                    if isinstance(module, nn.modules.batchnorm._BatchNorm) and weight is not None:
+                        module.train(bool(weight.requires_grad))
+        return self
+
+    def _backbones(self) -> list[nn.Module]:
+        return [self.backbone] if self.view_backbones is None else list(self.view_backbones.values())
 
     def forward(self, images: torch.Tensor, *, view: str) -> torch.Tensor:
         """(B, 3, H, W) images of one view -> (B, D) unnormalised embeddings."""
@@ -80,6 +106,31 @@ class ImageTower(nn.Module):
         """The timm backbone that embeds ``view``."""
         check_view(view, allowed=IMAGE_VIEWS)
         return self.backbone if self.view_backbones is None else self.view_backbones[view]
+
+
+_INDEXED = re.compile(r"(^|\.)\d+(\.|$)")  # a numbered path segment: "stages.3.blocks.1.", "layer4.0.", "blocks.11."
+
+
+def frozen_parameters(backbone: nn.Module, *, trainable_blocks: int) -> set[str]:
+    """Names of the parameters of ``backbone`` outside its last ``trainable_blocks`` blocks.
+
+    The blocks are timm's fine-grained parameter groups (``group_matcher(coarse=False)``): group 0 is the stem,
+    then one group per block; a last group without numbered modules (ConvNeXt's ``head.norm``, ViT's ``norm``)
+    is the head, which always trains. ``trainable_blocks`` at least the number of blocks freezes nothing.
+    """
+    matcher = getattr(backbone, "group_matcher", None)
+    if matcher is None:
+        raise ValueError(f"image.trainable_blocks: backbone {type(backbone).__name__} has no timm group_matcher")
+    groups = timm.models.group_parameters(backbone, matcher(coarse=False))  # {group id: [parameter names]}
+    ordered = [groups[k] for k in sorted(groups)]
+    head: list[str] = []
+    if len(ordered) > 2 and not any(_INDEXED.search(name) for name in ordered[-1]):
+        head = ordered.pop()
+    blocks = ordered[1:]
+    if trainable_blocks >= len(blocks):
+        return set()
+    keep = set(head).union(*blocks[len(blocks) - trainable_blocks :]) if trainable_blocks else set(head)
+    return {name for group in ordered for name in group if name not in keep}
 
 
 def _create_backbone(

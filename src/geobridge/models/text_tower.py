@@ -151,6 +151,18 @@ class TextTower(nn.Module):
             raise ValueError("encode_text needs at least one text")
         return self.proj(self.encoder(texts))
 
+    def set_trainable_layers(self, count: int) -> None:
+        """Fine-tune only the last ``count`` layers of an unfrozen MiniLM encoder (``text.trainable_layers``)."""
+        if self.config.kind != "minilm" or self.config.freeze:
+            raise ValueError(
+                f"text.trainable_layers needs an unfrozen minilm text tower (kind={self.config.kind!r}, "
+                f"freeze={self.config.freeze})"
+            )
+        if count < 0:
+            raise ValueError(f"text.trainable_layers must be >= 0, got {count}")
+        self.config.trainable_layers = count
+        self.encoder._train_top_layers(count)  # type: ignore[operator]
+
     def frozen_prefixes(self) -> tuple[str, ...]:
         """State-dict prefixes that are not trained and need not be saved (the frozen pretrained encoder)."""
         if self.config.kind == "minilm" and self.config.freeze:

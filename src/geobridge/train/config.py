@@ -13,7 +13,7 @@ from omegaconf.errors import OmegaConfBaseException
 from geobridge.errors import ConfigError, GeoBridgeError
 from geobridge.losses import OBJECTIVES
 from geobridge.schema import Choice, Range, build, check
-from geobridge.views import IMAGE_VIEW_PAIRS, VIEWS
+from geobridge.views import IMAGE_VIEW_PAIRS, IMAGE_VIEWS, VIEWS
 
 
 @dataclass
@@ -24,6 +24,12 @@ class ModelSection:
     text_kind: str | None = None  # override the config's text tower kind ("minilm" or "hashing")
     text_freeze: bool | None = None  # override the config's freeze flag
     text_trainable_layers: int | None = None  # override: with text_freeze=false, fine-tune only the last N layers
+    # override: train only the last N blocks of the image backbone (ImageTowerConfig.trainable_blocks); None keeps
+    # the model's own setting. Applied to an ``init_from`` model too.
+    image_trainable_blocks: int | None = None
+    # override: (H, W) per image view, merged into the model's input sizes (e.g. CVUSA's 1232 x 224 panoramas as
+    # street: [140, 768], Sample4Geo's size); applied to an ``init_from`` model too and saved with the fine-tuned one
+    image_input_size: dict[str, list[int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -40,6 +46,17 @@ class DataSection:
     augment: bool = True
     text_augment: bool = False  # drop and reorder the sentences of each description (data/captions.py)
     robust_augment: bool = False  # also blur, downscale, strong colour jitter, grayscale (transforms.py)
+    # false: satellite tiles stay north-up and unflipped, panoramas north-first and unshifted (north-aligned data
+    # such as CVUSA, CVACT and VIGOR; the per-view augmentation cannot rotate a tile and its panorama together)
+    rotate: bool = True
+    # keyword options of the layout's loader (geobridge.data.load_places), e.g. {mode: cross} for VIGOR's
+    # cross-area split or {include_google: true} for University-1652's google photos
+    loader_options: dict[str, Any] = field(default_factory=dict)
+    # "places": an epoch shows each training place once (one image of each view); "pairs": an epoch shows every
+    # (query item, reference item) pair of ``pair_views`` once, in place-unique batches, as Sample4Geo's epochs
+    # do (every drone photo with its satellite tile; data/pairs.py)
+    epoch_unit: str = "places"
+    pair_views: list[str] = field(default_factory=lambda: ["drone", "satellite"])  # (query view, reference view)
 
 
 @dataclass
@@ -83,6 +100,9 @@ class TrainSection:
     drop_views: list[str] = field(default_factory=list)  # ablation: never train on these views
     view_dropout: float = 0.0  # probability of hiding each image view of each place in a batch
     eval_every: int = 0  # epochs between evaluations on the eval split (0 = at the end only)
+    # a named benchmark protocol for the evaluations (geobridge eval --protocol NAME: its roles, junk, ties, K of
+    # R@1%); None: every direction over the places of data.eval_split
+    eval_protocol: str | None = None
     max_steps: int | None = None  # stop early (tests)
     log_every: int = 10
 
@@ -139,6 +159,47 @@ def validate_config(config: TrainConfig) -> None:
     check(config, rules=TRAIN_RULES)
     if not (config.loss.use_pairs or config.loss.use_anchors):
         raise ConfigError("loss.use_pairs and loss.use_anchors are both false: the loss would have no term")
+    _validate_epoch(config)
+
+
+def _validate_epoch(config: TrainConfig) -> None:
+    """Cross-field rules of pair-based epochs, per-view input sizes and the evaluation protocol."""
+    data = config.data
+    if data.epoch_unit == "pairs":
+        views = list(data.pair_views)
+        if len(views) != 2 or views[0] == views[1]:
+            raise ConfigError(f"data.pair_views: expected two different views (query, reference), got {views}")
+        trained = [v for v in data.views if v not in config.train.drop_views]
+        missing = [v for v in views if v not in trained]
+        if missing:
+            raise ConfigError(f"data.pair_views: {views}: {missing} not among the trained data.views {trained}")
+        if "text" in views and not config.loss.use_anchors:
+            raise ConfigError("data.pair_views: holds text, which is only trained with loss.use_anchors=true")
+    for view, size in config.model.image_input_size.items():
+        if view not in IMAGE_VIEWS or len(size) != 2 or min(size) < 1:
+            raise ConfigError(
+                f"model.image_input_size.{view}: expected an image view ({', '.join(IMAGE_VIEWS)}) "
+                f"and a positive [H, W], got {list(size)}"
+            )
+    if config.train.eval_protocol is not None:
+        from geobridge.eval.protocols import get_protocol
+
+        try:
+            protocol = get_protocol(config.train.eval_protocol)
+        except (KeyError, ValueError) as exc:
+            raise ConfigError(f"train.eval_protocol: {exc}") from exc
+        if protocol.layout != config.data.format:
+            raise ConfigError(
+                f"train.eval_protocol: {protocol.name} reads the {protocol.layout} layout, not data.format="
+                f"{config.data.format}"
+            )
+
+
+def _check_format(value: str, key: str) -> None:
+    from geobridge.data.layouts import FORMATS  # lazily: the data package loads torch
+
+    if value not in FORMATS:
+        raise ConfigError(f"{key}: expected one of {', '.join(FORMATS)}, got {value!r}")
 
 
 def _check_out(value: str, key: str) -> None:
@@ -204,7 +265,9 @@ TRAIN_RULES = {
     "model.name": _check_model_name,
     "model.text_kind": Choice(("minilm", "hashing")),
     "model.text_trainable_layers": Range(0, 1024),
-    "data.format": Choice(("geoloc", "university1652")),
+    "data.format": _check_format,
+    "data.epoch_unit": Choice(("places", "pairs")),
+    "model.image_trainable_blocks": Range(0, 4096),
     "data.views": _non_empty,
     "data.views.*": Choice(VIEWS),
     "data.num_workers": Range(0, 256),

@@ -39,16 +39,46 @@ MAX_LOGIT_SCALE = math.log(100.0)
 
 def build_model(config: TrainConfig) -> GeoBridge:
     """The model a run trains: a built-in/JSON architecture, or a saved model to fine-tune."""
-    if config.model.init_from:
-        return GeoBridge.from_pretrained(config.model.init_from)
-    model_config = get_model_config(config.model.name)
-    if config.model.text_kind is not None:
-        model_config.text.kind = config.model.text_kind
-    if config.model.text_freeze is not None:
-        model_config.text.freeze = config.model.text_freeze
-    if config.model.text_trainable_layers is not None:
-        model_config.text.trainable_layers = config.model.text_trainable_layers
-    return GeoBridge(model_config, backbone_file=config.model.backbone_file)
+    section = config.model
+    if section.init_from:
+        model = GeoBridge.from_pretrained(section.init_from)  # strict: every tensor, with its shape
+        _check_init_overrides(model, config)
+        if section.text_trainable_layers is not None:
+            try:
+                model.text.set_trainable_layers(section.text_trainable_layers)
+            except ValueError as exc:
+                raise GeoBridgeError(f"model.text_trainable_layers with model.init_from: {exc}") from exc
+    else:
+        model_config = get_model_config(section.name)
+        if section.text_kind is not None:
+            model_config.text.kind = section.text_kind
+        if section.text_freeze is not None:
+            model_config.text.freeze = section.text_freeze
+        if section.text_trainable_layers is not None:
+            model_config.text.trainable_layers = section.text_trainable_layers
+        model = GeoBridge(model_config, backbone_file=section.backbone_file)
+    for view, size in section.image_input_size.items():
+        model.config.image.input_size[view] = [int(v) for v in size]  # the transforms and caches read these
+    if section.image_trainable_blocks is not None:
+        try:
+            model.image.set_trainable_blocks(section.image_trainable_blocks)
+        except ValueError as exc:
+            raise GeoBridgeError(f"model.image_trainable_blocks: {exc}") from exc
+    return model
+
+
+def _check_init_overrides(model: GeoBridge, config: TrainConfig) -> None:
+    """The architecture of an ``init_from`` model is the checkpoint's: overrides that would change it are errors."""
+    text = model.config.text
+    for key, wanted, saved in (("text_kind", config.model.text_kind, text.kind),
+                               ("text_freeze", config.model.text_freeze, text.freeze)):
+        if wanted is not None and wanted != saved:
+            raise GeoBridgeError(
+                f"model.{key}={wanted} conflicts with model.init_from={config.model.init_from}, "
+                f"whose text tower has {key.removeprefix('text_')}={saved}"
+            )
+    if config.model.backbone_file:
+        raise GeoBridgeError("model.backbone_file and model.init_from are exclusive: the checkpoint holds the backbone")
 
 
 def lr_at(step: int, *, total_steps: int, warmup_steps: int, base_lr: float, min_lr_ratio: float) -> float:
@@ -126,9 +156,14 @@ class Trainer:
     # ------------------------------------------------------------------ data
     def _build_data(self) -> None:
         from geobridge.data import PlaceBatchSampler, load_places
+        from geobridge.data.pairs import PairBatchSampler, epoch_pairs
 
         config = self.config
-        places = load_places(config.data.root, fmt=config.data.format, split=config.data.train_split)
+        try:
+            places = load_places(config.data.root, fmt=config.data.format, split=config.data.train_split,
+                                 **config.data.loader_options)
+        except TypeError as exc:  # an option the loader does not take
+            raise GeoBridgeError(f"data.loader_options {dict(config.data.loader_options)}: {exc}") from exc
         if len(places) < config.optim.batch_size:
             raise GeoBridgeError(
                 f"{config.data.root} has {len(places)} {config.data.train_split} places, "
@@ -137,10 +172,8 @@ class Trainer:
         self.places = places
         coords = np.array([[p.lat, p.lon] for p in places], dtype=np.float64)
         gps_now = config.sampler.strategy == "gps" and config.sampler.gps_epochs == "all"
-        self.sampler = PlaceBatchSampler(
-            [p.place_id for p in places],
+        common = dict(
             batch_size=config.optim.batch_size,
-            shuffle=True,
             drop_last=True,
             seed=config.train.seed,
             strategy="gps" if gps_now else "random",  # "embedding" starts after the first epoch (see _set_epoch)
@@ -148,6 +181,18 @@ class Trainer:
             num_replicas=self.dist.world_size,
             rank=self.dist.rank,
         )
+        self.pairs = None
+        if config.data.epoch_unit == "pairs":
+            self.pairs = epoch_pairs(places, views=config.data.pair_views)
+            with_pairs = len(np.unique(self.pairs.place))
+            if with_pairs < config.optim.batch_size:
+                raise GeoBridgeError(
+                    f"{config.data.root}: {with_pairs} {config.data.train_split} places have both data.pair_views "
+                    f"{list(config.data.pair_views)}, fewer than one batch ({config.optim.batch_size})"
+                )
+            self.sampler = PairBatchSampler(self.pairs.place, n_places=len(places), **common)
+        else:
+            self.sampler = PlaceBatchSampler([p.place_id for p in places], shuffle=True, **common)
         if config.data.pipeline == "tensor":
             self.loader = self._tensor_batches(places)
         else:
@@ -170,6 +215,7 @@ class Trainer:
                 std=tuple(image_cfg.std),
                 interpolation=image_cfg.interpolation,
                 train=config.data.augment,
+                rotate=config.data.rotate,
                 robust=config.data.augment and config.data.robust_augment,
             )
             for view in self.image_views
@@ -180,6 +226,7 @@ class Trainer:
             transforms=transforms,
             seed=config.train.seed,
             text_augment=config.data.text_augment,
+            pairs=self.pairs,
         )
         return DataLoader(
             self.dataset,
@@ -209,6 +256,7 @@ class Trainer:
                 mean=tuple(image_cfg.mean),
                 std=tuple(image_cfg.std),
                 train=config.data.augment,
+                rotate=config.data.rotate,
                 robust=config.data.augment and config.data.robust_augment,
             )
             for view in self.image_views
@@ -223,6 +271,7 @@ class Trainer:
             device=self.device,
             seed=config.train.seed,
             rank=self.dist.rank,
+            pairs=self.pairs,
         )
         return self.dataset
 
@@ -244,10 +293,16 @@ class Trainer:
         view = "satellite" if "satellite" in self.image_views else self.image_views[0]
         items = [p.images[view][0] for p in self.places]
         emb = self.model.encode(items, view=view, batch_size=128, show_progress_bar=False)  # (P, D)
-        sims = emb @ emb.T  # (P, P): the training set is small enough to hold
-        np.fill_diagonal(sims, -np.inf)
         k = min(self.config.sampler.neighbours, len(self.places) - 1)
-        return np.argsort(-sims, axis=1)[:, :k]
+        out = np.empty((len(emb), k), dtype=np.int64)
+        for start in range(0, len(emb), 2048):  # (2048, P) similarities at a time: CVUSA's P = 35,532 would be 5 GB
+            sims = emb[start : start + 2048] @ emb.T  # (C, P)
+            rows = np.arange(sims.shape[0])
+            sims[rows, start + rows] = -np.inf
+            best = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < sims.shape[1] else np.argsort(-sims, axis=1)
+            order = np.argsort(-np.take_along_axis(sims, best, axis=1), axis=1, kind="stable")
+            out[start : start + 2048] = np.take_along_axis(best, order, axis=1)[:, :k]
+        return out
 
     # ------------------------------------------------------------------ steps
     def _forward_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -419,8 +474,17 @@ class Trainer:
         return last
 
     def evaluate(self) -> dict[str, Any]:
-        """Metrics of the current model on the eval split: every direction (GeoLoc), or the layout's default
-        protocol for a benchmark layout (e.g. ``university1652``: query_* against gallery_*, distractors)."""
+        """Metrics of the current model: with ``train.eval_protocol``, that protocol's on ``data.root``; else on
+        the eval split every direction (GeoLoc), or the layout's default protocol for a benchmark layout (e.g.
+        ``university1652``: query_* against gallery_*, distractors)."""
+        if self.config.train.eval_protocol:
+            from geobridge.eval.protocol_run import evaluate_protocol, protocol_splits
+            from geobridge.eval.protocols import get_protocol
+
+            protocol = get_protocol(self.config.train.eval_protocol)
+            splits = protocol_splits(protocol, self.config.data.root)
+            metrics, _ = evaluate_protocol(self.model, protocol, splits, show_progress_bar=self.show_progress_bar)
+            return dict(metrics)
         from geobridge.eval.embed import evaluate_model
 
         return evaluate_model(
