@@ -161,3 +161,187 @@ def test_a_raster_larger_than_its_memory_budget_is_indexed_within_it(tmp_path):
     grown_mb = (out["peak_kb"] - out["before_kb"]) / 1024
     assert grown_mb < RSS_BUDGET_MB, f"indexing grew the peak RSS by {grown_mb:.0f} MB"
     assert (tmp_path / "big.tif").stat().st_size < 50e6  # the test raster itself is small on disk
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# search within a prior
+
+
+def _scattered_index(factory: str, *, n: int = 400, dim: int = 16, seed: int = 0):
+    from geobridge.index import GeoIndex
+
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(n, dim)).astype(np.float32)
+    lat = 50.0 + rng.uniform(-1.0, 1.0, n)
+    lon = 15.0 + rng.uniform(-1.5, 1.5, n)
+    views = np.where(np.arange(n) % 3 == 0, "street", "satellite")
+    records = [{"place_id": f"p{i}", "lat": float(lat[i]), "lon": float(lon[i]), "view": str(views[i]),
+                "path": None} for i in range(n)]
+    index = GeoIndex(dim, factory=factory)
+    index.add(vectors, records)
+    return index, vectors, lat, lon, views
+
+
+def _geodesic_km(lat0: float, lon0: float, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    """Independent of geobridge: pyproj's ellipsoidal distance (within 0.5 % of the index's haversine)."""
+    _, _, metres = pyproj.Geod(ellps="WGS84").inv(np.full_like(lon, lon0), np.full_like(lat, lat0), lon, lat)
+    return np.asarray(metres) / 1000.0
+
+
+def test_prior_search_equals_brute_force_within_the_radius(monkeypatch):
+    from geobridge.index import GeoIndex
+
+    index, vectors, lat, lon, views = _scattered_index("Flat")
+    calls = []
+    original = GeoIndex._selector_search
+    monkeypatch.setattr(GeoIndex, "_selector_search",
+                        lambda self, x, k, allowed, **kw: calls.append((k, len(allowed))) or original(
+                            self, x, k, allowed, **kw))
+    rng = np.random.default_rng(1)
+    queries = rng.normal(size=(5, vectors.shape[1])).astype(np.float32)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    qunit = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    centre, radius = (50.2, 14.8), 40.0
+    within = index.ids_within(centre, radius_km=radius)
+    distances = _geodesic_km(*centre, lat, lon)  # the selection agrees with pyproj up to the sphere's 0.5 %
+    assert set(np.flatnonzero(distances <= radius * 0.995).tolist()) <= set(within.tolist())
+    assert set(within.tolist()) <= set(np.flatnonzero(distances <= radius * 1.005).tolist())
+    for view in (None, "satellite"):
+        result = index.search(queries, k=10, near=centre, radius_km=radius, view=view)
+        candidates = within if view is None else within[views[within] == view]
+        sims = qunit @ unit[candidates].T  # (Q, M) brute force over the entries inside the prior
+        expected = candidates[np.argsort(-sims, axis=1, kind="stable")[:, :10]]  # (Q, 10)
+        np.testing.assert_array_equal(result.ids, expected)
+        np.testing.assert_allclose(result.scores, np.take_along_axis(sims, np.argsort(-sims, axis=1)[:, :10], 1),
+                                   atol=1e-5)
+    assert [k for k, _ in calls] == [10, 10]  # faiss was asked for k hits, not an over-fetched multiple
+    assert 0 < calls[0][1] < len(index)  # and searched only the entries within the radius
+
+
+def test_prior_search_is_exact_on_flat_and_stays_inside_on_ivf_and_hnsw():
+    for factory in ("Flat", "IVF8,Flat", "HNSW16"):
+        index, vectors, lat, lon, _ = _scattered_index(factory, seed=2)
+        centre, radius = (49.7, 15.6), 30.0
+        allowed = set(index.ids_within(centre, radius_km=radius).tolist())
+        distances = _geodesic_km(*centre, lat, lon)
+        assert {i for i in range(len(lat)) if distances[i] <= radius - 0.5} <= allowed
+        assert allowed <= {i for i in range(len(lat)) if distances[i] <= radius + 0.5}
+        query = np.random.default_rng(3).normal(size=(1, vectors.shape[1]))
+        kwargs = {"nprobe": 8} if factory.startswith("IVF") else {}
+        result = index.search(query, k=5, near=centre, radius_km=radius, **kwargs)
+        got = result.ids[0][result.ids[0] >= 0].tolist()
+        assert got and set(got) <= allowed
+        if factory != "HNSW16":  # Flat, and IVF probing every list, are exact among the allowed ids
+            ids = np.asarray(sorted(allowed))
+            sims = (vectors[ids] / np.linalg.norm(vectors[ids], axis=1, keepdims=True)) @ (
+                query[0] / np.linalg.norm(query[0]))
+            assert got == ids[np.argsort(-sims)][:5].tolist()
+    with pytest.raises(Exception, match="radius_km"):
+        index.search(query, k=5, near=centre)
+
+
+def test_locate_within_a_prior_returns_positions_in_the_raster_crs_and_footprints(tmp_path, world):
+    from geobridge.index import locate
+
+    crs, x0, y0, pixel = CRS_CASES["utm33n"]
+    near_tif = write_geotiff(tmp_path / "near.tif", crs=crs, x0=x0, y0=y0, pixel=pixel, seed=1)
+    far_tif = write_geotiff(tmp_path / "far.tif", crs=crs, x0=x0 + 50_000.0, y0=y0, pixel=pixel, seed=2)
+    index = build_raster_index(world["model"], [near_tif, far_tif], tile_m=40.0, show_progress_bar=False)
+    query = tmp_path / "q.png"
+    from PIL import Image
+
+    with rasterio.open(far_tif) as src:  # a crop of the far raster: without a prior it could match there
+        Image.fromarray(src.read(window=((0, 64), (0, 64))).transpose(1, 2, 0)).save(query)
+    centre = next(r for _, r in index.records() if r["path"] == str(near_tif))
+    result = locate(world["model"], index, images=[("drone", query)], near=(centre["lat"], centre["lon"]),
+                    near_radius_km=2.0, top_k=5)
+    assert result.matches and all(m.path == str(near_tif) for m in result.matches)
+    assert result.prior == {"lat": centre["lat"], "lon": centre["lon"], "radius_km": 2.0, "source": "near",
+                            "entries": sum(1 for _, r in index.records() if r["path"] == str(near_tif))}
+    to_utm = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    x, y = to_utm.transform(result.lon, result.lat)
+    assert result.native["crs"] == crs and (result.native["x"], result.native["y"]) == pytest.approx((x, y), abs=1e-3)
+    top = index.record(next(i for i, r in index.records() if r["place_id"] == result.matches[0].place_id))
+    assert (result.native["x"], result.native["y"]) == pytest.approx(tuple(top["native_center"]), abs=1e-3)
+    geo = result.to_geojson()
+    polygons = [f for f in geo["features"] if f["properties"]["kind"] == "footprint"]
+    assert len(polygons) == len(result.matches)
+    for feature, match in zip(polygons, result.matches, strict=True):
+        assert feature["geometry"]["type"] == "Polygon" and feature["properties"]["rank"] == match.rank
+        assert feature["geometry"]["coordinates"][0] == match.footprint
+    with pytest.raises(Exception, match="no index entry lies within"):
+        locate(world["model"], index, images=[("drone", query)], near=(0.0, 0.0), near_radius_km=1.0)
+
+
+def _jpeg_with_gps(path: Path, lat: float, lon: float) -> Path:
+    from PIL import Image
+
+    image = Image.fromarray(np.random.default_rng(5).integers(0, 255, (48, 48, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    gps = exif.get_ifd(0x8825)
+    for tag, value, ref in ((2, lat, "NS"), (4, lon, "EW")):
+        magnitude = abs(value)
+        degrees, rest = int(magnitude), (magnitude - int(magnitude)) * 60
+        gps[tag] = (float(degrees), float(int(rest)), round((rest - int(rest)) * 60, 4))
+        gps[tag - 1] = ref[0] if value >= 0 else ref[1]
+    image.save(path, exif=exif)
+    return path
+
+
+def test_exif_gps_prior_reads_the_photo_position_and_fails_cleanly_without_one(tmp_path, world):
+    from geobridge.images import exif_gps
+
+    crs, x0, y0, pixel = CRS_CASES["wgs84"]
+    tif = write_geotiff(tmp_path / "geo.tif", crs=crs, x0=x0, y0=y0, pixel=pixel)
+    index = tmp_path / "geo.gbx"
+    assert main(["index", "build", "--checkpoint", str(world["run"]), "--raster", str(tif), "--tile-m", "40",
+                 "--out", str(index), "--no-progress"]) == 0
+    lat, lon = 49.9995, 15.0007  # inside the raster (50 N, 15 E is its north-west corner)
+    photo = _jpeg_with_gps(tmp_path / "gps.jpg", lat, lon)
+    assert exif_gps(photo) == pytest.approx((lat, lon), abs=1e-6)
+    assert exif_gps(_jpeg_with_gps(tmp_path / "sw.jpg", -33.5, -70.25)) == pytest.approx((-33.5, -70.25), abs=1e-6)
+    out = tmp_path / "out.json"
+    assert main(["locate", "--index", str(index), "--image", str(photo), "--prior", "exif", "--radius-km", "0.05",
+                 "--out", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    assert payload["prior"]["source"] == "exif" and payload["prior"]["lat"] == pytest.approx(lat, abs=1e-6)
+    assert payload["matches"] and all(_geodesic_km(lat, lon, np.array([m["lat"]]), np.array([m["lon"]]))[0] <= 0.05
+                                      for m in payload["matches"])
+    assert payload["native"]["crs"] == "EPSG:4326"
+    plain = tmp_path / "plain.png"
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (10, 20, 30)).save(plain)
+    assert exif_gps(plain) is None
+    assert main(["locate", "--index", str(index), "--image", str(plain), "--prior", "exif",
+                 "--radius-km", "1"]) == 2
+    assert main(["locate", "--index", str(index), "--image", str(photo), "--near", "50,15"]) == 2  # no radius
+
+
+def test_post_locate_searches_within_the_prior(tmp_path, world):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from geobridge.serve.app import create_app
+
+    crs, x0, y0, pixel = CRS_CASES["utm33n"]
+    tifs = [write_geotiff(tmp_path / f"r{i}.tif", crs=crs, x0=x0 + i * 30_000.0, y0=y0, pixel=pixel, size=120,
+                          seed=i) for i in range(2)]
+    index = build_raster_index(world["model"], tifs, tile_m=40.0, show_progress_bar=False)
+    second = [r for _, r in index.records() if r["path"] == str(tifs[1])]
+    image = _jpeg_with_gps(tmp_path / "q.jpg", 50.0, 15.0).read_bytes()
+    with TestClient(create_app(model=world["model"], index=index)) as client:
+        near = f"{second[0]['lat']},{second[0]['lon']}"
+        response = client.post("/locate?format=geojson", files=[("images", ("q.jpg", image, "image/jpeg"))],
+                               data={"near": near, "radius_km": "1.5", "top_k": "20"})
+        assert response.status_code == 200, response.text
+        features = response.json()["features"]
+        matches = [f["properties"] for f in features if f["properties"]["kind"] == "match"]
+        assert {m["place_id"] for m in matches} == {r["place_id"] for r in second}  # all 9 tiles, only those
+        assert features[0]["properties"]["prior"]["entries"] == len(second)
+        assert sum(f["properties"]["kind"] == "footprint" for f in features) == len(matches)
+        response = client.post("/locate", json={"text": "a field", "near": near, "radius_km": 1.5})
+        assert response.status_code == 200 and response.json()["prior"]["radius_km"] == 1.5
+        for bad in ({"near": near}, {"near": "50", "radius_km": "1"}, {"near": near, "radius_km": "-1"}):
+            response = client.post("/locate", data={"text": "a field", **bad})
+            assert response.status_code == 422 and response.json()["error"] == "bad_prior"
