@@ -345,3 +345,43 @@ def test_post_locate_searches_within_the_prior(tmp_path, world):
         for bad in ({"near": near}, {"near": "50", "radius_km": "1"}, {"near": near, "radius_km": "-1"}):
             response = client.post("/locate", data={"text": "a field", **bad})
             assert response.status_code == 422 and response.json()["error"] == "bad_prior"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# region mode of the generator
+
+
+def test_region_is_georeferenced_split_disjointly_and_locatable(tmp_path, world):
+    from geobridge.images import exif_gps
+    from geobridge.index import locate
+
+    root = tmp_path / "region"
+    assert main(["synth", "--out", str(root), "--region", "2", "--drone-views", "1", "--image-size", "48",
+                 "--countries", "DE", "--quiet"]) == 0
+    manifest = json.loads((root / "region.json").read_text())
+    to_wgs84 = pyproj.Transformer.from_crs("EPSG:32633", "EPSG:4326", always_xy=True)
+    bounds = {}
+    for split in ("train", "test"):
+        with rasterio.open(root / split / "ortho.tif") as src:
+            assert src.crs.to_epsg() == 32633 and src.res == pytest.approx((1.5625, 1.5625))
+            assert (src.width, src.height) == (128, 256)  # one column of two 200 m blocks
+            bounds[split] = src.bounds
+        queries = [json.loads(line) for line in (root / split / "queries.jsonl").read_text().splitlines()]
+        assert sorted(q["view"] for q in queries) == ["drone", "drone", "street", "street"]
+        for q in queries:
+            b = bounds[split]
+            assert b.left <= q["x"] <= b.right and b.bottom <= q["y"] <= b.top
+            assert (q["lon"], q["lat"]) == pytest.approx(to_wgs84.transform(q["x"], q["y"]), abs=1e-9)
+            assert exif_gps(root / split / q["path"]) == pytest.approx((q["lat"], q["lon"]), abs=1e-7)
+    assert bounds["train"].right == bounds["test"].left  # adjacent and disjoint
+    assert manifest["splits"]["test"]["columns"] == [1, 2]
+    # the whole path: index the test orthomosaic, locate a test drone photo within a 300 m prior
+    index = build_raster_index(world["model"], [root / "test" / "ortho.tif"], tile_m=100.0, stride_m=50.0,
+                               show_progress_bar=False)
+    drone = next(q for q in (json.loads(line) for line in (root / "test" / "queries.jsonl").read_text().splitlines())
+                 if q["view"] == "drone")
+    result = locate(world["model"], index, images=[("drone", root / "test" / drone["path"])],
+                    near=(drone["lat"], drone["lon"]), near_radius_km=0.3)
+    error_m = 1000 * _geodesic_km(drone["lat"], drone["lon"], np.array([result.lat]), np.array([result.lon]))[0]
+    assert error_m <= 300 + 1  # the estimate is a tile centre within the prior
+    assert result.native["crs"] == "EPSG:32633"
