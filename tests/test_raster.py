@@ -385,3 +385,30 @@ def test_region_is_georeferenced_split_disjointly_and_locatable(tmp_path, world)
     error_m = 1000 * _geodesic_km(drone["lat"], drone["lon"], np.array([result.lat]), np.array([result.lon]))[0]
     assert error_m <= 300 + 1  # the estimate is a tile centre within the prior
     assert result.native["crs"] == "EPSG:32633"
+
+
+def test_coarse_scales_are_read_from_the_overviews(tmp_path):
+    from rasterio.enums import Resampling
+
+    from geobridge.index.raster import read_tile, tile_windows
+
+    path = write_geotiff(tmp_path / "ov.tif", crs="EPSG:32633", x0=500_000.0, y0=5_540_000.0, pixel=1.0, size=256)
+    with rasterio.open(path, "r+") as dst:
+        dst.write(np.full((3, 256, 256), 200, np.uint8))
+        dst.build_overviews([2, 4, 8], Resampling.average)
+    with rasterio.open(path, "r+") as dst:  # change the full-resolution pixels only; the overviews keep 200
+        dst.write(np.full((3, 256, 256), 50, np.uint8))
+    with rasterio.open(path) as src:
+        (window,) = tile_windows(src, tile_m=255.9, stride_m=255.9)  # one 256 px tile
+        assert (window.width, window.height) == (256, 256)
+        coarse, _ = read_tile(src, window, tile_px=32)  # 8x decimation: the 8x overview
+        full, _ = read_tile(src, window, tile_px=256)
+    assert np.all(coarse == 200) and np.all(full == 50)
+
+
+def test_importing_the_index_does_not_load_rasterio_or_pyproj():
+    code = ("import sys, geobridge.index, geobridge.cli.main; "
+            "assert not {'rasterio', 'pyproj'} & set(sys.modules), 'geo modules imported'")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": src})
+    assert done.returncode == 0, done.stderr[-1000:]
