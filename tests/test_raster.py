@@ -385,6 +385,10 @@ def test_region_is_georeferenced_split_disjointly_and_locatable(tmp_path, world)
     error_m = 1000 * _geodesic_km(drone["lat"], drone["lon"], np.array([result.lat]), np.array([result.lon]))[0]
     assert error_m <= 300 + 1  # the estimate is a tile centre within the prior
     assert result.native["crs"] == "EPSG:32633"
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    assert main(["synth", "--out", str(tmp_path / "mine"), "--region", "2", "--quiet"]) == 2
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
 
 def test_coarse_scales_are_read_from_the_overviews(tmp_path):

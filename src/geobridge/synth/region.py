@@ -82,6 +82,8 @@ def generate_region(root: str | Path, config: RegionConfig) -> dict[str, Any]:
 
     config.validate()
     root = Path(root)
+    if root.exists() and any(root.iterdir()) and not (root / "region.json").is_file():
+        raise GeoBridgeError(f"refusing to overwrite {root}: it is not empty and holds no region.json")
     root.mkdir(parents=True, exist_ok=True)
     to_wgs84 = pyproj.Transformer.from_crs(config.crs, "EPSG:4326", always_xy=True)
     n, n_test = config.blocks, config.test_columns_or_default()
