@@ -352,6 +352,9 @@ def locate(
             )
         prior = {"lat": float(near[0]), "lon": float(near[1]), "radius_km": float(near_radius_km),
                  "source": prior_source, "entries": int(len(allowed))}
+        gallery_places = len({index.record(i)["place_id"] for i in allowed.tolist()})  # the prior's gallery
+    else:
+        gallery_places = index.n_places()
     depth = search_depth(index, max(top_k, candidates))
     per_query, described = [], []
     for (view, _, description), vector in zip(queries, vectors, strict=True):
@@ -364,7 +367,7 @@ def locate(
                           "top_place_id": hits[0]["place_id"] if hits else None,
                           "top_score": hits[0]["score"] if hits else None})
     fused = fuse(per_query, fusion=fusion, top_k=top_k, radius_km=radius_km, temperature=temperature,
-                 query_views=[q[0] for q in queries], view_weights=view_weights, gallery_places=index.n_places())
+                 query_views=[q[0] for q in queries], view_weights=view_weights, gallery_places=gallery_places)
     return replace(fused, queries=described, prior=prior, native=native_position(fused))
 
 
