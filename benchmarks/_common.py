@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 STATUSES = ("ok", "skipped", "error")
 
@@ -103,6 +103,53 @@ def target_row(
         "met": met,
         "note": note,
     }
+
+
+@dataclass
+class Findings:
+    """What one benchmark reports, collected as it measures: medians, baseline medians, ratios, the summary rows
+    and notes; :meth:`result` turns them into the results.json record."""
+
+    medians: dict[str, Any] = field(default_factory=dict)
+    baselines: dict[str, Any] = field(default_factory=dict)
+    ratios: dict[str, float | None] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def compare(
+        self,
+        metric: str,
+        *,
+        value: float | None,
+        baseline: float | None,
+        unit: str,
+        key: str | None = None,
+        ratio_value: float | None | Literal["speed-up"] = "speed-up",
+        ratio_name: str | None = None,
+        op: str | None = None,
+        threshold: float | None = None,
+        note: str = "",
+    ) -> float | None:
+        """Add the summary row ``metric`` (``value`` against ``baseline``) and, with ``key``, its ratio to
+        ``ratios``; returns the ratio. By default the ratio is the speed-up (and named so): baseline / value for
+        times (``unit="s"``), value / baseline for throughputs."""
+        if isinstance(ratio_value, str):
+            ratio_value = ratio(baseline, value) if unit == "s" else ratio(value, baseline)
+            ratio_name = "speed-up" if ratio_name is None else ratio_name
+        if key is not None:
+            self.ratios[key] = ratio_value
+        self.rows.append(
+            target_row(metric=metric, value=value, baseline=baseline, ratio_value=ratio_value, unit=unit, op=op,
+                       threshold=threshold, ratio_name=ratio_name or "", note=note)
+        )
+        return ratio_value
+
+    def result(self, name: str, *, title: str, **fields: Any) -> dict[str, Any]:
+        """The record (:func:`make_result`) of what was collected, plus ``fields`` (parameters, target, ...;
+        ``notes`` there come after the collected ones)."""
+        notes = [*self.notes, *fields.pop("notes", [])]
+        return make_result(name, title=title, medians=self.medians, baseline_medians=self.baselines,
+                           ratios=self.ratios, rows=self.rows, notes=notes, **fields)
 
 
 def make_result(

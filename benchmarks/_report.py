@@ -46,30 +46,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, entry in results.get("benchmarks", {}).items():
-        if entry.get("status") != "ok":
-            lines.append(
-                f"| {name} | {entry.get('status')} | – | – | – | {entry.get('target') or '–'} | – | "
-                f"{_escape(entry.get('message') or '')} |"
-            )
-            continue
-        for row in entry.get("rows", []):
-            unit = row.get("unit", "")
-            lines.append(
-                "| "
-                + " | ".join(
-                    [
-                        name,
-                        _escape(row["metric"]),
-                        _value(row.get("value"), unit),
-                        _value(row.get("baseline"), unit),
-                        _ratio(row),
-                        row.get("target") or "–",
-                        MET_MARK[row.get("met")],
-                        _escape(row.get("note") or ""),
-                    ]
-                )
-                + " |"
-            )
+        rows = entry.get("rows", []) if entry.get("status") == "ok" else [None]
+        lines += [_table_line(name, entry, row) for row in rows]
     lines += ["", "## Per benchmark", ""]
     for name, entry in results.get("benchmarks", {}).items():
         verdict = MET_MARK[entry.get("met")]
@@ -92,6 +70,18 @@ def render_markdown(results: dict[str, Any]) -> str:
             lines.append("Parameters: `" + json.dumps(entry["parameters"], default=str) + "`")
             lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _table_line(name: str, entry: dict[str, Any], row: dict[str, Any] | None) -> str:
+    """One line of the summary table: a row of an ok benchmark, or (``row=None``) the status of one that is not."""
+    if row is None:
+        cells = [name, str(entry.get("status")), "–", "–", "–", entry.get("target") or "–", "–",
+                 _escape(entry.get("message") or "")]
+    else:
+        unit = row.get("unit", "")
+        cells = [name, _escape(row["metric"]), _value(row.get("value"), unit), _value(row.get("baseline"), unit),
+                 _ratio(row), row.get("target") or "–", MET_MARK[row.get("met")], _escape(row.get("note") or "")]
+    return "| " + " | ".join(cells) + " |"
 
 
 def write_markdown(results: dict[str, Any], path: Path) -> Path:

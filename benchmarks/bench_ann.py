@@ -10,6 +10,7 @@ per second (median over repetitions of the whole query batch), build time (train
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._common import Context, make_result, ratio, size_label, target_row, time_it
+from benchmarks._common import Context, Findings, size_label, time_it
 from benchmarks._data import gallery_and_queries
 from benchmarks.bench_search import geoindex_available, geoindex_class, result_ids, synthetic_metadata
 
@@ -287,10 +288,7 @@ def bench(ctx: Context) -> dict[str, Any]:
     small = ivfpq_point(ctx, p, which="small", use_geoindex=use_geoindex)
     hnsw = hnsw_point(ctx, p, use_geoindex=use_geoindex)
 
-    medians: dict[str, float] = {}
-    baselines: dict[str, float] = {}
-    ratios: dict[str, float | None] = {}
-    rows: list[dict[str, Any]] = []
+    found = Findings()
     for tag, result, target_speedup in (
         ("ivfpq", large, SPEEDUP_TARGET),
         ("ivfpq", small, None),
@@ -298,51 +296,40 @@ def bench(ctx: Context) -> dict[str, Any]:
     ):
         label = size_label(result["n"])
         key = f"{label}/{tag}"
-        baselines[f"{label}/flat_qps"] = result["flat_qps"]
-        medians[f"{key}/build_s"] = result["build_s"]
-        medians[f"{key}/index_bytes_per_vector"] = result["index_bytes_per_vector"]
-        medians[f"{key}/meta_bytes_per_vector"] = result["meta_bytes_per_vector"]
+        found.baselines[f"{label}/flat_qps"] = result["flat_qps"]
+        found.medians[f"{key}/build_s"] = result["build_s"]
+        found.medians[f"{key}/index_bytes_per_vector"] = result["index_bytes_per_vector"]
+        found.medians[f"{key}/meta_bytes_per_vector"] = result["meta_bytes_per_vector"]
         best = best_at_recall(result["points"], recall=RECALL_TARGET)
         top = max(result["points"], key=lambda q: q["recall_at_10"])
-        medians[f"{key}/max_recall_at_10"] = top["recall_at_10"]
+        found.medians[f"{key}/max_recall_at_10"] = top["recall_at_10"]
         chosen = best or top
         setting = {key_: v for key_, v in chosen.items() if key_ in ("nprobe", "k_factor", "ef_search")}
-        medians[f"{key}/qps_at_recall_{RECALL_TARGET}"] = best["qps"] if best else None
-        medians[f"{key}/recall_at_10"] = chosen["recall_at_10"]
-        ratios[f"{key}/speedup_vs_flat_at_recall_{RECALL_TARGET}"] = (
-            ratio(best["qps"], result["flat_qps"]) if best else None
-        )
-        recall_row = target_row(
-            metric=f"{label}: {result['factory']} recall@10 (best setting {setting})",
-            value=chosen["recall_at_10"],
-            baseline=1.0,
-            unit="",
-            ratio_value=chosen["recall_at_10"],
-            ratio_name="recall@10",
-            op=">=" if tag == "ivfpq" else None,
+        found.medians[f"{key}/qps_at_recall_{RECALL_TARGET}"] = best["qps"] if best else None
+        found.medians[f"{key}/recall_at_10"] = chosen["recall_at_10"]
+        found.compare(
+            f"{label}: {result['factory']} recall@10 (best setting {setting})",
+            value=chosen["recall_at_10"], baseline=1.0, unit="", ratio_value=chosen["recall_at_10"],
+            ratio_name="recall@10", op=">=" if tag == "ivfpq" else None,
             threshold=RECALL_TARGET if tag == "ivfpq" else None,
             note=f"build {result['build_s']:.0f} s, {result['index_bytes_per_vector']:.0f} B/vector "
             f"(+{result['meta_bytes_per_vector']:.0f} B metadata)",
         )
-        rows.append(recall_row)
-        rows.append(
-            target_row(
-                metric=f"{label}: {result['factory']} QPS at recall@10 >= {RECALL_TARGET} vs exact Flat",
-                value=best["qps"] if best else None,
-                baseline=result["flat_qps"],
-                unit="q/s",
-                ratio_value=ratios[f"{key}/speedup_vs_flat_at_recall_{RECALL_TARGET}"],
-                ratio_name="speed-up",
-                op=">=" if target_speedup else None,
-                threshold=target_speedup,
-                note="" if best else f"no setting reached {RECALL_TARGET}",
-            )
+        found.compare(
+            f"{label}: {result['factory']} QPS at recall@10 >= {RECALL_TARGET} vs exact Flat",
+            value=best["qps"] if best else None, baseline=result["flat_qps"], unit="q/s",
+            key=f"{key}/speedup_vs_flat_at_recall_{RECALL_TARGET}", ratio_name="speed-up",
+            op=">=" if target_speedup else None, threshold=target_speedup,
+            note="" if best else f"no setting reached {RECALL_TARGET}",
         )
     no_refine = [q for q in large["points"] if q.get("k_factor") == 1]
     if no_refine:
         top_plain = max(no_refine, key=lambda q: q["recall_at_10"])
-        medians[f"{size_label(large['n'])}/ivfpq_without_reranking_max_recall_at_10"] = top_plain["recall_at_10"]
-    notes = [
+        found.medians[f"{size_label(large['n'])}/ivfpq_without_reranking_max_recall_at_10"] = (
+            top_plain["recall_at_10"]
+        )
+    plain_recall = found.medians.get(f"{size_label(large['n'])}/ivfpq_without_reranking_max_recall_at_10", math.nan)
+    found.notes += [
         "Data: clustered Gaussian mixture on the unit sphere (1000 components, intrinsic dim 16; benchmarks/_data.py),"
         " not iid noise; queries are fresh draws from the same mixture. Ground truth = exact faiss Flat top-10.",
         f"IVF trained on a random subsample ({large['train_size']} of {size_label(large['n'])}, "
@@ -351,8 +338,7 @@ def bench(ctx: Context) -> dict[str, Any]:
         "component and nprobe 1-2 already finds most true neighbours; real embeddings are less tidy, so treat the "
         "speed-up at recall 0.95 as an upper bound and re-check nprobe on real data.",
         "k_factor = 1 re-ranks only the 10 PQ candidates, so its recall is that of plain PQ (no re-ranking): "
-        f"at most {medians.get(size_label(large['n']) + '/ivfpq_without_reranking_max_recall_at_10', float('nan')):.3f}"
-        f" at {size_label(large['n'])}.",
+        f"at most {plain_recall:.3f} at {size_label(large['n'])}.",
         "RFlat keeps the raw float32 vectors for re-ranking, so its memory per vector is that of Flat plus the PQ "
         "codes; a memory-lean variant would re-rank from SQ8 (',Refine(SQ8)') at some recall cost.",
         f"HNSW32 measured at {size_label(hnsw['n'])} only (not at 1M); extrapolated 1M build: about "
@@ -365,8 +351,8 @@ def bench(ctx: Context) -> dict[str, Any]:
     try:
         plot_tradeoff([large, small, hnsw], path=plot_path)
     except Exception as exc:  # noqa: BLE001
-        notes.append(f"ann_tradeoff.png not written: {exc}")
-    return make_result(
+        found.notes.append(f"ann_tradeoff.png not written: {exc}")
+    return found.result(
         NAME,
         title=TITLE,
         parameters={
@@ -383,12 +369,7 @@ def bench(ctx: Context) -> dict[str, Any]:
             "backend": "GeoIndex" if use_geoindex else "bare faiss",
             "plot": "ann_tradeoff.png",
         },
-        medians=medians,
-        baseline_medians=baselines,
-        ratios=ratios,
         target=TARGET,
-        rows=rows,
-        notes=notes,
         details={"sweeps": [large, small, hnsw]},
     )
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._common import Context, make_result, ratio, target_row, time_it
+from benchmarks._common import Context, Findings, ratio, time_it
 
 NAME = "encode"
 TITLE = "Embedding throughput: model.encode vs bare timm forward"
@@ -253,78 +253,50 @@ def bench(ctx: Context) -> dict[str, Any]:
 
     specs = plan(quick=ctx.quick)
     measured = [measure_config(ctx, spec) for spec in specs]
-    medians: dict[str, float] = {}
-    baselines: dict[str, float] = {}
-    ratios: dict[str, float | None] = {}
-    rows: list[dict[str, Any]] = []
-    notes = [
+    found = Findings()
+    found.notes += [
         "Random weights (nothing downloaded); drone view; PIL images 1.5x the input size, already decoded "
         "(encode resizes and normalises them). Measurements are interleaved per repetition; median reported.",
         f"torch intra-op threads: {torch.get_num_threads()}.",
     ]
     for m in measured:
         name = m["config"]
-        medians[f"{name}/encode_images_per_s"] = m["encode_images_per_s"]
-        medians[f"{name}/encode_image_images_per_s"] = m["encode_image_images_per_s"]
-        medians[f"{name}/preprocess_images_per_s"] = m["preprocess_images_per_s"]
-        baselines[f"{name}/bare_timm_forward_images_per_s"] = m["bare_images_per_s"]
-        ratios[f"{name}/encode_overhead_vs_bare"] = ratio(m["encode_s"], m["bare_s"])
-        ratios[f"{name}/encode_image_overhead_vs_bare"] = ratio(m["encode_image_s"], m["bare_s"])
-        ratios[f"{name}/preprocess_share_of_encode"] = ratio(m["preprocess_s"], m["encode_s"])
+        found.medians[f"{name}/encode_images_per_s"] = m["encode_images_per_s"]
+        found.medians[f"{name}/encode_image_images_per_s"] = m["encode_image_images_per_s"]
+        found.medians[f"{name}/preprocess_images_per_s"] = m["preprocess_images_per_s"]
+        found.baselines[f"{name}/bare_timm_forward_images_per_s"] = m["bare_images_per_s"]
+        share = ratio(m["preprocess_s"], m["encode_s"])
         size = f"{m['input_size'][0]}x{m['input_size'][1]}"
-        rows.append(
-            target_row(
-                metric=f"{name} ({size}, batch {m['batch_size']}): model.encode(PIL) vs bare timm forward",
-                value=m["encode_images_per_s"],
-                baseline=m["bare_images_per_s"],
-                unit="img/s",
-                ratio_value=ratios[f"{name}/encode_overhead_vs_bare"],
-                ratio_name="overhead (time / bare time)",
-                op="<=",
-                threshold=OVERHEAD_TARGET,
-                note=f"preprocessing alone: {m['preprocess_images_per_s']:.0f} img/s "
-                f"({100 * ratios[f'{name}/preprocess_share_of_encode']:.0f}% of encode time)",
-            )
-        )
-        rows.append(
-            target_row(
-                metric=f"{name}: model.encode_image(tensor) vs bare timm forward",
-                value=m["encode_image_images_per_s"],
-                baseline=m["bare_images_per_s"],
-                unit="img/s",
-                ratio_value=ratios[f"{name}/encode_image_overhead_vs_bare"],
-                ratio_name="overhead (time / bare time)",
-                op="<=",
-                threshold=OVERHEAD_TARGET,
-                note="model overhead only: view embedding, adapter, projection, normalisation",
-            )
-        )
+        overheads = [  # (method, row, note)
+            ("encode", f"{name} ({size}, batch {m['batch_size']}): model.encode(PIL) vs bare timm forward",
+             f"preprocessing alone: {m['preprocess_images_per_s']:.0f} img/s ({100 * share:.0f}% of encode time)"),
+            ("encode_image", f"{name}: model.encode_image(tensor) vs bare timm forward",
+             "model overhead only: view embedding, adapter, projection, normalisation"),
+        ]
+        for method, metric, note in overheads:
+            found.compare(metric, value=m[f"{method}_images_per_s"], baseline=m["bare_images_per_s"], unit="img/s",
+                          key=f"{name}/{method}_overhead_vs_bare", ratio_value=ratio(m[f"{method}_s"], m["bare_s"]),
+                          ratio_name="overhead (time / bare time)", op="<=", threshold=OVERHEAD_TARGET, note=note)
+        found.ratios[f"{name}/preprocess_share_of_encode"] = share
         for variant, result in m["variants"].items():
             if "s" not in result:
-                notes.append(f"{name} {variant}: {result.get('error')}")
+                found.notes.append(f"{name} {variant}: {result.get('error')}")
                 continue
-            medians[f"{name}/{variant}_images_per_s"] = result["images_per_s"]
-            ratios[f"{name}/{variant}_speedup_vs_fp32"] = result["speedup_vs_fp32_encode_image"]
-            medians[f"{name}/{variant}_cosine_to_fp32"] = result["cosine_to_fp32"]
+            found.medians[f"{name}/{variant}_images_per_s"] = result["images_per_s"]
+            found.ratios[f"{name}/{variant}_speedup_vs_fp32"] = result["speedup_vs_fp32_encode_image"]
+            found.medians[f"{name}/{variant}_cosine_to_fp32"] = result["cosine_to_fp32"]
             extra = ""
             if "compile_s" in result:
                 extra = f"; compile {result['compile_s']:.0f} s"
             if "export_s" in result:
                 extra = f"; export {result['export_s']:.0f} s"
-            rows.append(
-                target_row(
-                    metric=f"{name}: encode_image with {variant} vs fp32",
-                    value=result["images_per_s"],
-                    baseline=m["encode_image_images_per_s"],
-                    unit="img/s",
-                    ratio_value=result["speedup_vs_fp32_encode_image"],
-                    ratio_name="speed-up",
-                    note=f"cosine to fp32 {result['cosine_to_fp32']:.4f}{extra}",
-                )
-            )
+            found.compare(f"{name}: encode_image with {variant} vs fp32", value=result["images_per_s"],
+                          baseline=m["encode_image_images_per_s"], unit="img/s",
+                          ratio_value=result["speedup_vs_fp32_encode_image"], ratio_name="speed-up",
+                          note=f"cosine to fp32 {result['cosine_to_fp32']:.4f}{extra}")
     if ctx.quick:
-        notes.append("--quick: gb-tiny only, 8 images; the base config runs in the full suite.")
-    return make_result(
+        found.notes.append("--quick: gb-tiny only, 8 images; the base config runs in the full suite.")
+    return found.result(
         NAME,
         title=TITLE,
         parameters={
@@ -333,11 +305,6 @@ def bench(ctx: Context) -> dict[str, Any]:
             "warmup": "1 untimed pass of each method",
             "torch_threads": torch.get_num_threads(),
         },
-        medians=medians,
-        baseline_medians=baselines,
-        ratios=ratios,
         target=TARGET,
-        rows=rows,
-        notes=notes,
         details={"per_config": [{k: v for k, v in m.items()} for m in measured]},
     )

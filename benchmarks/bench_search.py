@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._common import Context, make_result, ratio, size_label, target_row, time_it
+from benchmarks._common import Context, Findings, ratio, size_label, time_it
 from benchmarks._data import gallery_and_queries
 
 NAME = "search"
@@ -272,123 +272,77 @@ def bench(ctx: Context) -> dict[str, Any]:
     ctx.cache["search_per_size"] = per_size
     ctx.cache["search_bandwidth"] = bandwidth
 
-    medians: dict[str, float] = {}
-    baselines: dict[str, float] = {}
-    ratios: dict[str, float | None] = {}
-    rows: list[dict[str, Any]] = []
+    found = Findings()
     for n, m in per_size.items():
         label = size_label(n)
-        baselines[f"{label}/faiss_flat_s"] = m["faiss_s"]
-        baselines[f"{label}/numpy_s"] = m["numpy_s"]
-        baselines[f"{label}/torch_s"] = m["torch_s"]
-        baselines[f"{label}/faiss_flat_single_query_s"] = m["faiss_single_query_s"]
-        medians[f"{label}/faiss_flat_scan_bytes_per_s"] = m["gallery_bytes"] / m["faiss_s"]
-        medians[f"{label}/faiss_flat_single_query_scan_bytes_per_s"] = m["gallery_bytes"] / m["faiss_single_query_s"]
-        ratios[f"{label}/faiss_flat_single_query_scan_vs_copy_bandwidth"] = ratio(
+        found.baselines[f"{label}/faiss_flat_s"] = m["faiss_s"]
+        found.baselines[f"{label}/numpy_s"] = m["numpy_s"]
+        found.baselines[f"{label}/torch_s"] = m["torch_s"]
+        found.baselines[f"{label}/faiss_flat_single_query_s"] = m["faiss_single_query_s"]
+        found.medians[f"{label}/faiss_flat_scan_bytes_per_s"] = m["gallery_bytes"] / m["faiss_s"]
+        found.medians[f"{label}/faiss_flat_single_query_scan_bytes_per_s"] = (
+            m["gallery_bytes"] / m["faiss_single_query_s"]
+        )
+        found.ratios[f"{label}/faiss_flat_single_query_scan_vs_copy_bandwidth"] = ratio(
             m["gallery_bytes"] / m["faiss_single_query_s"], bandwidth["copy_bytes_per_s"]
         )
-        ratios[f"{label}/faiss_speedup_vs_numpy"] = ratio(m["numpy_s"], m["faiss_s"])
-        ratios[f"{label}/torch_speedup_vs_numpy"] = ratio(m["numpy_s"], m["torch_s"])
-        if has_geoindex:
-            medians[f"{label}/geoindex_flat_s"] = m["geoindex_s"]
-            medians[f"{label}/geoindex_flat_single_query_s"] = m["geoindex_single_query_s"]
-            medians[f"{label}/geoindex_flat_qps"] = n_queries / m["geoindex_s"]
-            medians[f"{label}/geoindex_flat_scan_bytes_per_s"] = m["gallery_bytes"] / m["geoindex_s"]
-            medians[f"{label}/geoindex_single_query_scan_bytes_per_s"] = (
-                m["gallery_bytes"] / m["geoindex_single_query_s"]
+        found.ratios[f"{label}/faiss_speedup_vs_numpy"] = ratio(m["numpy_s"], m["faiss_s"])
+        found.ratios[f"{label}/torch_speedup_vs_numpy"] = ratio(m["numpy_s"], m["torch_s"])
+        if not has_geoindex:
+            found.compare(f"{label}: raw faiss IndexFlatIP vs numpy (GeoIndex missing)", value=m["faiss_s"],
+                          baseline=m["numpy_s"], unit="s")
+            continue
+        found.medians[f"{label}/geoindex_flat_s"] = m["geoindex_s"]
+        found.medians[f"{label}/geoindex_flat_single_query_s"] = m["geoindex_single_query_s"]
+        found.medians[f"{label}/geoindex_flat_qps"] = n_queries / m["geoindex_s"]
+        found.medians[f"{label}/geoindex_flat_scan_bytes_per_s"] = m["gallery_bytes"] / m["geoindex_s"]
+        found.medians[f"{label}/geoindex_single_query_scan_bytes_per_s"] = (
+            m["gallery_bytes"] / m["geoindex_single_query_s"]
+        )
+        found.ratios[f"{label}/geoindex_single_query_speedup_vs_faiss"] = ratio(
+            m["faiss_single_query_s"], m["geoindex_single_query_s"]
+        )
+        found.ratios[f"{label}/geoindex_single_query_scan_vs_copy_bandwidth"] = ratio(
+            m["gallery_bytes"] / m["geoindex_single_query_s"], bandwidth["copy_bytes_per_s"]
+        )
+        # (baseline, its name in the row, the row's ratio name, the target speed-up or None)
+        versus = [
+            ("faiss", f"raw faiss IndexFlatIP ({n_queries} q)", "speed-up (baseline time / time)", 0.95),
+            ("numpy", "numpy matmul+argpartition", "speed-up", 3.0),
+            ("torch", "torch matmul+topk", "speed-up", None),
+        ]
+        for baseline, described, ratio_name, target in versus:
+            found.compare(
+                f"{label}: GeoIndex Flat vs {described}", value=m["geoindex_s"], baseline=m[f"{baseline}_s"],
+                unit="s", key=f"{label}/geoindex_speedup_vs_{baseline}", ratio_name=ratio_name,
+                op=">=" if target is not None else None, threshold=target,
             )
-            ratios[f"{label}/geoindex_speedup_vs_faiss"] = ratio(m["faiss_s"], m["geoindex_s"])
-            ratios[f"{label}/geoindex_speedup_vs_numpy"] = ratio(m["numpy_s"], m["geoindex_s"])
-            ratios[f"{label}/geoindex_speedup_vs_torch"] = ratio(m["torch_s"], m["geoindex_s"])
-            ratios[f"{label}/geoindex_single_query_speedup_vs_faiss"] = ratio(
-                m["faiss_single_query_s"], m["geoindex_single_query_s"]
-            )
-            ratios[f"{label}/geoindex_single_query_scan_vs_copy_bandwidth"] = ratio(
-                m["gallery_bytes"] / m["geoindex_single_query_s"], bandwidth["copy_bytes_per_s"]
-            )
-            rows.append(
-                target_row(
-                    metric=f"{label}: GeoIndex Flat vs raw faiss IndexFlatIP ({n_queries} q)",
-                    value=m["geoindex_s"],
-                    baseline=m["faiss_s"],
-                    unit="s",
-                    ratio_value=ratios[f"{label}/geoindex_speedup_vs_faiss"],
-                    ratio_name="speed-up (baseline time / time)",
-                    op=">=",
-                    threshold=0.95,
+            if baseline == "faiss" and "faiss_idmap2_s" in m:
+                beyond_s = m["geoindex_s"] - m["faiss_idmap2_s"]
+                found.medians[f"{label}/geoindex_overhead_beyond_idmap2_s"] = beyond_s
+                found.compare(
+                    f"{label}: diagnosis: faiss IndexIDMap2(Flat), as inside GeoIndex, vs raw Flat",
+                    value=m["faiss_idmap2_s"], baseline=m["faiss_s"], unit="s",
+                    key=f"{label}/faiss_idmap2_speedup_vs_faiss",
+                    note=f"GeoIndex time beyond IDMap2: {beyond_s * 1e3:.1f} ms "
+                    "(query copy + normalisation, per-hit metadata records)",
                 )
-            )
-            if "faiss_idmap2_s" in m:
-                ratios[f"{label}/faiss_idmap2_speedup_vs_faiss"] = ratio(m["faiss_s"], m["faiss_idmap2_s"])
-                medians[f"{label}/geoindex_overhead_beyond_idmap2_s"] = m["geoindex_s"] - m["faiss_idmap2_s"]
-                rows.append(
-                    target_row(
-                        metric=f"{label}: diagnosis: faiss IndexIDMap2(Flat), as inside GeoIndex, vs raw Flat",
-                        value=m["faiss_idmap2_s"],
-                        baseline=m["faiss_s"],
-                        unit="s",
-                        ratio_value=ratios[f"{label}/faiss_idmap2_speedup_vs_faiss"],
-                        ratio_name="speed-up",
-                        note=f"GeoIndex time beyond IDMap2: {(m['geoindex_s'] - m['faiss_idmap2_s']) * 1e3:.1f} ms "
-                        "(query copy + normalisation, per-hit metadata records)",
-                    )
-                )
-            rows.append(
-                target_row(
-                    metric=f"{label}: GeoIndex Flat vs numpy matmul+argpartition",
-                    value=m["geoindex_s"],
-                    baseline=m["numpy_s"],
-                    unit="s",
-                    ratio_value=ratios[f"{label}/geoindex_speedup_vs_numpy"],
-                    ratio_name="speed-up",
-                    op=">=",
-                    threshold=3.0,
-                )
-            )
-            rows.append(
-                target_row(
-                    metric=f"{label}: GeoIndex Flat vs torch matmul+topk",
-                    value=m["geoindex_s"],
-                    baseline=m["torch_s"],
-                    unit="s",
-                    ratio_value=ratios[f"{label}/geoindex_speedup_vs_torch"],
-                    ratio_name="speed-up",
-                )
-            )
-        else:
-            rows.append(
-                target_row(
-                    metric=f"{label}: raw faiss IndexFlatIP vs numpy (GeoIndex missing)",
-                    value=m["faiss_s"],
-                    baseline=m["numpy_s"],
-                    unit="s",
-                    ratio_value=ratios[f"{label}/faiss_speedup_vs_numpy"],
-                    ratio_name="speed-up",
-                )
-            )
     largest = per_size[max(per_size)]
     label = size_label(max(per_size))
     single_key = "geoindex_single_query_s" if has_geoindex else "faiss_single_query_s"
-    rows.append(
-        target_row(
-            metric=f"{label}: single-query scan rate vs numpy copy bandwidth",
-            value=largest["gallery_bytes"] / largest[single_key],
-            baseline=bandwidth["copy_bytes_per_s"],
-            unit="B/s",
-            ratio_value=ratio(largest["gallery_bytes"] / largest[single_key], bandwidth["copy_bytes_per_s"]),
-            ratio_name="fraction of copy bandwidth",
-        )
-    )
-    notes = [
+    scan_rate = largest["gallery_bytes"] / largest[single_key]
+    found.compare(f"{label}: single-query scan rate vs numpy copy bandwidth", value=scan_rate,
+                  baseline=bandwidth["copy_bytes_per_s"], unit="B/s", ratio_name="fraction of copy bandwidth")
+    found.notes += [
         "Data: clustered Gaussian mixture on the unit sphere (1000 components, intrinsic dim 16), not iid noise.",
         "GeoIndex vs faiss target is checked as >= 0.95 to allow for 5% timing noise between identical code paths.",
         "The 1000-query batch is compute-bound (2000 flops per gallery float); the single-query row is the "
         "memory-bound case and is compared with a numpy copy (bytes copied per second).",
     ]
     if not has_geoindex:
-        notes.append(why_not)
+        found.notes.append(why_not)
     threads_after = [m.get("faiss_threads_after_geoindex") for m in per_size.values()]
-    return make_result(
+    return found.result(
         NAME,
         title=TITLE,
         parameters={
@@ -404,12 +358,7 @@ def bench(ctx: Context) -> dict[str, Any]:
             "faiss_omp_threads": faiss.omp_get_max_threads(),
             "faiss_threads_after_geoindex": threads_after,
         },
-        medians=medians,
-        baseline_medians=baselines,
-        ratios=ratios,
         target=TARGET,
-        rows=rows,
-        notes=notes,
         details={
             "memory_bandwidth": bandwidth,
             "per_size": {size_label(n): _jsonable(m) for n, m in per_size.items()},
@@ -442,65 +391,46 @@ def bench_scaling(ctx: Context) -> dict[str, Any]:
     per_size = {n: per_size[n] for n in all_sizes}
     ctx.cache["scaling_per_size"] = per_size
     key = "geoindex" if has_geoindex else "faiss"
-    medians: dict[str, float] = {}
-    baselines: dict[str, float] = {}
-    ratios: dict[str, float | None] = {}
+    found = Findings()
     for n, m in per_size.items():
         label = size_label(n)
-        medians[f"{label}/{key}_batch_latency_per_query_s"] = m[f"{key}_s"] / n_queries
-        medians[f"{label}/{key}_single_query_latency_s"] = m[f"{key}_single_query_s"]
-        baselines[f"{label}/faiss_flat_batch_latency_per_query_s"] = m["faiss_s"] / n_queries
-        medians[f"{label}/faiss_index_bytes"] = m.get("faiss_index_bytes")
+        found.medians[f"{label}/{key}_batch_latency_per_query_s"] = m[f"{key}_s"] / n_queries
+        found.medians[f"{label}/{key}_single_query_latency_s"] = m[f"{key}_single_query_s"]
+        found.baselines[f"{label}/faiss_flat_batch_latency_per_query_s"] = m["faiss_s"] / n_queries
+        found.medians[f"{label}/faiss_index_bytes"] = m.get("faiss_index_bytes")
         if has_geoindex:
-            medians[f"{label}/geoindex_saved_bytes"] = m.get("geoindex_saved_bytes")
-            ratios[f"{label}/geoindex_saved_bytes_vs_raw_vectors"] = ratio(
+            found.medians[f"{label}/geoindex_saved_bytes"] = m.get("geoindex_saved_bytes")
+            found.ratios[f"{label}/geoindex_saved_bytes_vs_raw_vectors"] = ratio(
                 m.get("geoindex_saved_bytes"), m["gallery_bytes"]
             )
-        ratios[f"{label}/faiss_index_bytes_vs_raw_vectors"] = ratio(m.get("faiss_index_bytes"), m["gallery_bytes"])
+        found.ratios[f"{label}/faiss_index_bytes_vs_raw_vectors"] = ratio(
+            m.get("faiss_index_bytes"), m["gallery_bytes"]
+        )
     # the slope of log(latency) against log(N) between the smallest and the largest gallery
     first, last = all_sizes[0], all_sizes[-1]
     slope = float(np.log(per_size[last][f"{key}_s"] / per_size[first][f"{key}_s"]) / np.log(last / first))
-    medians["latency_log_log_slope"] = slope  # not a ratio: it may be ~0 (or noisy) for tiny galleries
-    rows = [
-        target_row(
-            metric=f"{size_label(n)}: {key} latency per query in a {n_queries}-query batch",
-            value=per_size[n][f"{key}_s"] / n_queries,
-            baseline=None,
-            unit="s",
-            ratio_value=None,
-            note=f"single query {per_size[n][f'{key}_single_query_s'] * 1e3:.2f} ms; "
-            f"index {_index_bytes(per_size[n]) / 2**20:.0f} MiB",
-        )
-        for n in all_sizes
-    ]
-    rows.append(
-        target_row(
-            metric="log-log slope of batch latency vs gallery size",
-            value=slope,
-            baseline=1.0,
-            unit="",
-            ratio_value=None,
-            note="1.0 = linear in N, as expected for exact search",
-        )
-    )
-    notes = [f"Sizes {', '.join(size_label(n) for n in reused)} reused from the 'search' benchmark of this run."]
+    found.medians["latency_log_log_slope"] = slope  # not a ratio: it may be ~0 (or noisy) for tiny galleries
+    for n in all_sizes:
+        found.compare(f"{size_label(n)}: {key} latency per query in a {n_queries}-query batch",
+                      value=per_size[n][f"{key}_s"] / n_queries, baseline=None, unit="s", ratio_value=None,
+                      note=f"single query {per_size[n][f'{key}_single_query_s'] * 1e3:.2f} ms; "
+                      f"index {_index_bytes(per_size[n]) / 2**20:.0f} MiB")
+    found.compare("log-log slope of batch latency vs gallery size", value=slope, baseline=1.0, unit="",
+                  ratio_value=None, note="1.0 = linear in N, as expected for exact search")
+    found.notes.append(f"Sizes {', '.join(size_label(n) for n in reused)} reused from the 'search' benchmark of "
+                       "this run.")
     if not has_geoindex:
-        notes.append(why_not)
+        found.notes.append(why_not)
     plot_path = Path(ctx.out_dir) / "scaling.png"
     try:
         plot_scaling(per_size, n_queries=n_queries, path=plot_path)
     except Exception as exc:  # noqa: BLE001
-        notes.append(f"scaling.png not written: {exc}")
-    return make_result(
+        found.notes.append(f"scaling.png not written: {exc}")
+    return found.result(
         "scaling",
         title="Scaling: exact search latency and index memory vs gallery size",
         parameters={"gallery_sizes": all_sizes, "n_queries": n_queries, "dim": dim, "k": k, "plot": "scaling.png"},
-        medians=medians,
-        baseline_medians=baselines,
-        ratios=ratios,
         target=None,
-        rows=rows,
-        notes=notes,
         details={"per_size": {size_label(n): _jsonable(m) for n, m in per_size.items()}},
     )
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._common import Context, make_result, ratio, target_row
+from benchmarks._common import Context, Findings, ratio
 
 NAME = "train"
 TITLE = "Training-step throughput (gb-tiny, hashing text encoder)"
@@ -131,50 +131,27 @@ def bench(ctx: Context) -> dict[str, Any]:
             )
     step_s = {v: float(np.median(times[v])) for v in VARIANTS}
     b = p["batch_size"]
-    medians = {
+    found = Findings(medians={
         "anchors/samples_per_s": b / step_s["anchors"],
         "anchors/images_per_s": steps["anchors"][1] / step_s["anchors"],
         "anchors/step_s": step_s["anchors"],
-    }
-    baselines = {}
+    })
     for variant in ("no_anchors", "sample4geo"):
-        baselines[f"{variant}/samples_per_s"] = b / step_s[variant]
-        baselines[f"{variant}/images_per_s"] = steps[variant][1] / step_s[variant]
-        baselines[f"{variant}/step_s"] = step_s[variant]
-    ratios = {
-        "anchors_speed_vs_no_anchors": ratio(step_s["no_anchors"], step_s["anchors"]),
-        "anchors_speed_vs_sample4geo": ratio(step_s["sample4geo"], step_s["anchors"]),
-        "no_anchors_speed_vs_sample4geo": ratio(step_s["sample4geo"], step_s["no_anchors"]),
-    }
-    rows = [
-        target_row(
-            metric=f"GeoBridge loss with anchors vs without (B={b} places, samples/s)",
-            value=b / step_s["anchors"],
-            baseline=b / step_s["no_anchors"],
-            unit="samples/s",
-            ratio_value=ratios["anchors_speed_vs_no_anchors"],
-            ratio_name="speed ratio",
-            note="anchors add the text forward, 3 view-text terms and the bridge term",
-        ),
-        target_row(
-            metric="GeoBridge loss with anchors vs Sample4Geo-style 2-view InfoNCE",
-            value=b / step_s["anchors"],
-            baseline=b / step_s["sample4geo"],
-            unit="samples/s",
-            ratio_value=ratios["anchors_speed_vs_sample4geo"],
-            ratio_name="speed ratio",
-            note=f"{steps['anchors'][1]} vs {steps['sample4geo'][1]} images per step",
-        ),
-        target_row(
-            metric="GeoBridge loss without anchors vs Sample4Geo-style 2-view InfoNCE",
-            value=b / step_s["no_anchors"],
-            baseline=b / step_s["sample4geo"],
-            unit="samples/s",
-            ratio_value=ratios["no_anchors_speed_vs_sample4geo"],
-            ratio_name="speed ratio",
-        ),
+        found.baselines[f"{variant}/samples_per_s"] = b / step_s[variant]
+        found.baselines[f"{variant}/images_per_s"] = steps[variant][1] / step_s[variant]
+        found.baselines[f"{variant}/step_s"] = step_s[variant]
+    versus = [  # (variant, baseline variant, row, note)
+        ("anchors", "no_anchors", f"GeoBridge loss with anchors vs without (B={b} places, samples/s)",
+         "anchors add the text forward, 3 view-text terms and the bridge term"),
+        ("anchors", "sample4geo", "GeoBridge loss with anchors vs Sample4Geo-style 2-view InfoNCE",
+         f"{steps['anchors'][1]} vs {steps['sample4geo'][1]} images per step"),
+        ("no_anchors", "sample4geo", "GeoBridge loss without anchors vs Sample4Geo-style 2-view InfoNCE", ""),
     ]
-    return make_result(
+    for variant, base, metric, note in versus:
+        found.compare(metric, value=b / step_s[variant], baseline=b / step_s[base], unit="samples/s",
+                      key=f"{variant}_speed_vs_{base}", ratio_value=ratio(step_s[base], step_s[variant]),
+                      ratio_name="speed ratio", note=note)
+    return found.result(
         NAME,
         title=TITLE,
         parameters={
@@ -191,11 +168,7 @@ def bench(ctx: Context) -> dict[str, Any]:
             "torch_threads": torch.get_num_threads(),
             "sample": "one place (all its views in the step)",
         },
-        medians=medians,
-        baseline_medians=baselines,
-        ratios=ratios,
         target=None,
-        rows=rows,
         notes=[
             "No issue target: informational. A sample is one place with all of the variant's views, so the "
             "variants process different numbers of images per sample (images/s is in medians).",

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._common import Context, make_result, ratio, target_row
+from benchmarks._common import Context, Findings, ratio
 
 NAME = "train_step"
 TITLE = "Training step of the CPU recipe vs a bare timm forward+backward (gb-small, 64 px)"
@@ -121,53 +121,34 @@ def bench(ctx: Context) -> dict[str, Any]:
     step_s = {pipe: float(np.median([d + c for d, c in t])) for pipe, t in times.items()}
     data_s = {pipe: float(np.median([d for d, _ in t])) for pipe, t in times.items()}
     bare_s = float(np.median(bare))
-    ratios = {
-        "tensor_step_vs_bare_timm": ratio(bare_s, step_s["tensor"]),
-        "pil_step_vs_bare_timm": ratio(bare_s, step_s["pil"]),
-        "tensor_vs_pil_step": ratio(step_s["pil"], step_s["tensor"]),
-    }
-    medians = {
-        "tensor/samples_per_s": b / step_s["tensor"],
-        "tensor/step_s": step_s["tensor"],
-        "tensor/data_s": data_s["tensor"],
-        "tensor/data_share": data_s["tensor"] / step_s["tensor"],
-        "pil/samples_per_s": b / step_s["pil"],
-        "pil/step_s": step_s["pil"],
-        "pil/data_s": data_s["pil"],
-        "pil/data_share": data_s["pil"] / step_s["pil"],
-    }
-    rows = [
-        target_row(
-            metric=f"full training step (tensor pipeline) vs bare timm fwd+bwd, B={b} places, samples/s",
-            value=b / step_s["tensor"],
-            baseline=b / bare_s,
-            unit="samples/s",
-            ratio_value=ratios["tensor_step_vs_bare_timm"],
-            ratio_name="throughput ratio",
-            op=">=",
-            threshold=0.8,
-            note=f"data pipeline {100 * medians['tensor/data_share']:.0f} % of the step; "
-            "the step also runs the text head, the loss and the adapters",
-        ),
-        target_row(
-            metric="full training step (PIL pipeline) vs bare timm fwd+bwd",
-            value=b / step_s["pil"],
-            baseline=b / bare_s,
-            unit="samples/s",
-            ratio_value=ratios["pil_step_vs_bare_timm"],
-            ratio_name="throughput ratio",
-            note=f"data pipeline {100 * medians['pil/data_share']:.0f} % of the step",
-        ),
-        target_row(
-            metric="tensor pipeline vs PIL pipeline (full step)",
-            value=b / step_s["tensor"],
-            baseline=b / step_s["pil"],
-            unit="samples/s",
-            ratio_value=ratios["tensor_vs_pil_step"],
-            ratio_name="speed ratio",
-        ),
+    found = Findings(
+        medians={
+            "tensor/samples_per_s": b / step_s["tensor"],
+            "tensor/step_s": step_s["tensor"],
+            "tensor/data_s": data_s["tensor"],
+            "tensor/data_share": data_s["tensor"] / step_s["tensor"],
+            "pil/samples_per_s": b / step_s["pil"],
+            "pil/step_s": step_s["pil"],
+            "pil/data_s": data_s["pil"],
+            "pil/data_share": data_s["pil"] / step_s["pil"],
+        },
+        baselines={"timm_bare/samples_per_s": b / bare_s, "timm_bare/step_s": bare_s},
+    )
+    step_s["bare_timm"] = bare_s
+    versus = [  # (key, pipeline, its baseline, row, ratio name, target, note)
+        ("tensor_step_vs_bare_timm", "tensor", "bare_timm",
+         f"full training step (tensor pipeline) vs bare timm fwd+bwd, B={b} places, samples/s", "throughput ratio",
+         0.8, f"data pipeline {100 * found.medians['tensor/data_share']:.0f} % of the step; "
+         "the step also runs the text head, the loss and the adapters"),
+        ("pil_step_vs_bare_timm", "pil", "bare_timm", "full training step (PIL pipeline) vs bare timm fwd+bwd",
+         "throughput ratio", None, f"data pipeline {100 * found.medians['pil/data_share']:.0f} % of the step"),
+        ("tensor_vs_pil_step", "tensor", "pil", "tensor pipeline vs PIL pipeline (full step)", "speed ratio", None, ""),
     ]
-    return make_result(
+    for key, pipe, base, metric, ratio_name, target, note in versus:
+        found.compare(metric, value=b / step_s[pipe], baseline=b / step_s[base], unit="samples/s", key=key,
+                      ratio_value=ratio(step_s[base], step_s[pipe]), ratio_name=ratio_name,
+                      op=">=" if target is not None else None, threshold=target, note=note)
+    return found.result(
         NAME,
         title=TITLE,
         parameters={
@@ -178,11 +159,7 @@ def bench(ctx: Context) -> dict[str, Any]:
             "rounds_timed": p["rounds"],
             "torch_threads": torch.get_num_threads(),
         },
-        medians=medians,
-        baseline_medians={"timm_bare/samples_per_s": b / bare_s, "timm_bare/step_s": bare_s},
-        ratios=ratios,
         target="full step >= 0.8x the bare timm forward+backward (tensor pipeline)",
-        rows=rows,
         notes=[
             "A sample is one place: one drone photo, the satellite tile, the panorama and one description.",
             "The bare timm step runs the backbone only (no adapters, projection, text head or loss) on the same "

@@ -89,3 +89,19 @@ def test_report_renders_skipped_and_failed_entries():
     text = render_markdown(results)
     assert "| demo | a vs b | 1.00 s | 2.00 s | 2x | >= 3 | **no** |" in text
     assert "not there yet" in text and "RuntimeError: x" in text
+
+
+def test_findings_collect_rows_ratios_and_the_record():
+    from benchmarks._common import Findings
+
+    found = Findings(medians={"a_s": 1.0})
+    assert found.compare("a vs b", value=0.5, baseline=2.0, unit="s", key="a_speedup", op=">=", threshold=3.0) == 4.0
+    assert found.compare("qps", value=300.0, baseline=100.0, unit="q/s") == 3.0  # throughput: value / baseline
+    assert found.compare("info", value=1.0, baseline=None, unit="", ratio_value=None) is None
+    found.notes.append("collected")
+    record = found.result("demo", title="Demo", target="x", notes=["given"])
+    assert record["ratios"] == {"a_speedup": 4.0} and record["medians"] == {"a_s": 1.0}
+    assert [r["ratio"] for r in record["rows"]] == [4.0, 3.0, None]
+    assert [r["ratio_name"] for r in record["rows"]] == ["speed-up", "speed-up", ""]
+    assert record["rows"][0]["target"] == ">= 3" and record["rows"][0]["met"] is True and record["met"] is True
+    assert record["notes"] == ["collected", "given"] and record["target"] == "x"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -430,3 +431,61 @@ def test_report_tables_json_and_links(tmp_path):
     assert "50.00" in (tmp_path / "out" / "report.md").read_text()
     assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == {"drone->satellite/R@1": 50.0}
     assert not math.isnan(saved["mean/R@1"])
+
+
+def test_report_states_the_run_date_commit_seed_epochs_and_training_time(tmp_path):
+    from geobridge.eval.run_info import describe_run
+    from geobridge.train import load_config, to_yaml
+
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    (run / "config.yaml").write_text(to_yaml(load_config(None, ["train.seed=7", "optim.epochs=4"])))
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "elapsed_s": 61.5 * (e + 1)}) + "\n"
+                                               for e in range(3)))
+    info = describe_run(run / "model")
+    assert info["seed"] == "7" and info["epochs"] == "3 of 4"
+    assert info["training time"] == "184 s (3.1 min)"  # no run.json (an older run): the log's last elapsed_s
+    assert info["training commit"] == "unknown" and info["training finished"] == "unknown"
+    (run / "run.json").write_text(json.dumps({"commit": "v0.1-3-gabc1234", "finished": "2026-11-30T10:00:00Z",
+                                              "train_s": 95.25, "epochs": 4}))
+    info = describe_run(run)
+    assert info["epochs"] == "4 of 4" and info["training time"] == "95.2 s"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", info["report written"])
+    text = write_report(tmp_path / "out", {"drone->satellite/R@1": 50.0}, run=info).read_text()
+    assert "## Run" in text and text.index("## Run") < text.index("## Results")
+    for line in ("- training commit: v0.1-3-gabc1234", "- training finished: 2026-11-30T10:00:00Z", "- seed: 7",
+                 "- epochs: 4 of 4", "- training time: 95.2 s", f"- report commit: {info['report commit']}"):
+        assert line in text, line
+    bare = describe_run(tmp_path / "elsewhere")
+    assert bare["seed"] == bare["epochs"] == bare["training time"] == "unknown"
+
+
+def test_caption_lines_wrap_and_truncate():
+    from geobridge.eval.plots import caption_lines
+
+    sentence = "A dense city district with a red church in the east and streets on a tilted grid. " * 3
+    lines = caption_lines(sentence, width=24, max_lines=4)
+    assert len(lines) == 4 and all(len(line) <= 24 for line in lines) and lines[-1].endswith("...")
+    assert " ".join(lines)[:-3].split()[:-1] == sentence.split()[: len(" ".join(lines).split()) - 1]
+    assert caption_lines("a red church", width=24, max_lines=4) == ["a red church"]
+
+
+def test_text_retrieval_grid_shows_the_sentence(tmp_path):
+    sets = make_world(seed=3)
+    text = sets["text"]
+    sentences = [f"sentence {i}: a dense city district with a red church in the east" for i in range(len(text))]
+    with_texts = EmbeddingSet(view="text", embeddings=text.embeddings, place_ids=text.place_ids, lat=text.lat,
+                              lon=text.lon, texts=sentences)
+    assert with_texts.subset(np.array([2, 0])).texts == [sentences[2], sentences[0]]
+    result = retrieve(text, sets["satellite"], k=5, show_progress_bar=False)
+    kw = dict(query_indices=[0, 5], top=3, tile_px=160)
+    plain = plot_retrieval_grid(text, sets["satellite"], result, tmp_path / "plain.png", **kw)
+    shown = plot_retrieval_grid(with_texts, sets["satellite"], result, tmp_path / "shown.png", **kw)
+
+    def dark_in_query_column(path):
+        pixels = np.asarray(Image.open(path).convert("L")).astype(int)
+        return int((pixels[:, : pixels.shape[1] // 4] < 80).sum())  # the first of 4 columns holds the queries
+
+    assert dark_in_query_column(shown) > dark_in_query_column(plain) + 100  # two sentences drawn in the tiles
+    with pytest.raises(DataError, match="texts"):
+        EmbeddingSet(view="text", embeddings=text.embeddings, place_ids=text.place_ids, texts=["one"])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -181,11 +183,13 @@ def test_durability_interrupted_save_keeps_previous(tmp_path, filled, monkeypatc
     monkeypatch.undo()
     assert path.read_bytes() == original
     assert [p.name for p in tmp_path.iterdir()] == ["idx.gbx"]  # the temp file was cleaned up
-    # a harder kill leaves a truncated temp file behind: it must not affect loading
-    (tmp_path / ".idx.gbx.abc.tmp").write_bytes(original[: len(original) // 2])
+    # a harder kill leaves a truncated temp file behind: it must not affect loading, and the next save removes it
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / f".idx.gbx.{int(dead.stdout)}.abcd1234.tmp").write_bytes(original[: len(original) // 2])
     assert len(GeoIndex.load(path)) == 300
     index.save(path)
     assert len(GeoIndex.load(path)) == 305
+    assert [p.name for p in tmp_path.iterdir()] == ["idx.gbx"]
 
 
 def test_corrupt_truncated_pickle_and_version_are_refused(tmp_path, filled):

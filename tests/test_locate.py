@@ -56,6 +56,22 @@ def test_fuse_max_and_single_query():
     assert fuse([[], *two_queries()[:1]], fusion="score").matches[0].place_id == "A"  # a query with no hits is ignored
 
 
+def test_weighted_scores_are_logits_and_say_so():
+    weights = {"drone": 20.0, "text": 5.0}
+    result = fuse(two_queries(), fusion="weighted", query_views=["drone", "text"], view_weights=weights)
+    # logit = 20 * s_drone + 5 * s_text, floors 0.5 (drone) and 0.3 (text) as in score fusion
+    expected = {"A": 20 * 0.9 + 5 * 0.3, "B": 20 * 0.7 + 5 * 0.8, "D": 20 * 0.5 + 5 * 0.6, "C": 20 * 0.5 + 5 * 0.3}
+    for match in result.matches[:4]:
+        assert match.score == pytest.approx(expected[match.place_id])
+        assert abs(match.score) <= sum(weights.values())  # the stated bound
+    logits = [m.score for m in result.matches]
+    assert result.confidence == pytest.approx(1.0 / sum(math.exp(x - logits[0]) for x in logits))
+    meaning = result.to_dict()["score_meaning"]
+    assert meaning.startswith("weighted fusion: ") and "logit" in meaning and "exp(score_a - score_b)" in meaning
+    for mode in ("score", "max", "consensus"):
+        assert fuse(two_queries(), fusion=mode).to_dict()["score_meaning"].startswith(f"{mode} fusion: ")
+
+
 def test_fuse_consensus_radius():
     # A and B lie 11.1 km apart; C, the single best match, is far from everything
     hits = [[hit("C", 0.92, -30.0, 100.0), hit("A", 0.90, 10.0, 20.0), hit("B", 0.88, 10.1, 20.0),
@@ -82,11 +98,12 @@ def test_fuse_errors_and_serialisation():
         fuse([[], []])
     result = fuse(two_queries(), fusion="score", top_k=3)
     data = json.loads(json.dumps(result.to_dict()))
-    assert set(data) == {"lat", "lon", "confidence", "fusion", "queries", "matches"}
+    assert set(data) == {"lat", "lon", "confidence", "fusion", "score_meaning", "queries", "matches"}
     assert data["matches"][0]["place_id"] == "B" and "distance_km" in data["matches"][0]
     geo = json.loads(json.dumps(result.to_geojson()))
     assert geo["type"] == "FeatureCollection" and len(geo["features"]) == 4
     assert geo["features"][0]["properties"]["kind"] == "estimate"
+    assert geo["features"][0]["properties"]["score_meaning"] == data["score_meaning"]
     assert geo["features"][0]["geometry"] == {"type": "Point", "coordinates": [2.0, 2.0]}
     assert [f["properties"]["rank"] for f in geo["features"][1:]] == [1, 2, 3]
 
@@ -120,6 +137,7 @@ def test_cli_build_info_and_locate(world, capsys):
     assert (top["lat"], top["lon"]) == (result["lat"], result["lon"]) and top["distance_km"] == 0.0
     assert all(m["distance_km"] >= 0 for m in result["matches"])
     assert [q["view"] for q in result["queries"]] == ["street", "text"]
+    assert result["score_meaning"].startswith("score fusion: ") and "in [-1, 1]" in result["score_meaning"]
 
     geo_out = root / "out.geojson"
     assert main(["locate", "--index", str(out), "--checkpoint", str(world["run"]), "--image", str(street),
@@ -128,6 +146,7 @@ def test_cli_build_info_and_locate(world, capsys):
     geo = json.loads(geo_out.read_text())
     assert geo["type"] == "FeatureCollection" and len(geo["features"]) == 4
     assert geo["features"][0]["properties"]["kind"] == "estimate"
+    assert "in (0, 1]" in geo["features"][0]["properties"]["score_meaning"]  # consensus: a weight share
     for feature in geo["features"]:
         lon, lat = feature["geometry"]["coordinates"]
         assert -90 <= lat <= 90 and -180 <= lon <= 180

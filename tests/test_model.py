@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 
 import numpy as np
@@ -171,3 +172,13 @@ def test_view_specific_towers_round_trip(tmp_path, tiny_model_config):
     model.save_pretrained(tmp_path / "m")
     loaded = GeoBridge.from_pretrained(tmp_path / "m")
     torch.testing.assert_close(loaded.encode_image(x, view="street"), model.encode_image(x, view="street"))
+
+
+def test_minilm_loads_offline_without_touching_the_environment(monkeypatch):
+    from geobridge.models.text_tower import MiniLMEncoder
+
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    encoder = MiniLMEncoder(model_path=None, freeze=True)
+    assert "HF_HUB_OFFLINE" not in os.environ and "TRANSFORMERS_OFFLINE" not in os.environ  # nothing process-wide
+    assert encoder(["a red church by a river"]).shape == (1, encoder.width)

@@ -20,6 +20,7 @@ many exact ties, and no rounding difference between the protocol's float32 GEMM 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import zlib
@@ -28,10 +29,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from geobridge.data import load_eval_split
 from geobridge.data.evalsplit import EvalItem, EvalSplit
 from geobridge.errors import DataError
 from geobridge.eval.metrics import k_for_one_percent, recall_k_for_percent
-from geobridge.eval.protocol_run import protocol_splits, run_protocol, university1652_split
+from geobridge.eval.protocol_run import protocol_splits, run_protocol
 from geobridge.eval.protocol_score import merge_multi_query, protocol_metrics, score_split
 from geobridge.eval.protocols import PROTOCOLS, get_protocol, list_protocols
 from geobridge.eval.retrieval import compute_retrieval
@@ -245,10 +247,18 @@ def _u1652_world(rng: np.random.Generator, *, n_buildings: int = 14, n_distracto
 
 
 def _u1652_labels(split: EvalSplit, *, distractors_junk: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Integer folder labels as the scripts read them; distractors: their own building ids, or -1 (Sample4Geo)."""
+    """Integer folder labels as the scripts read them; distractors (``distractor_ids`` or no place): their own
+    building ids (a fresh number when unlabelled), or -1 (Sample4Geo)."""
     ql = np.array([int(q.place_id) for q in split.queries])
-    gl = np.array([(-1 if distractors_junk else 9000 + i) if g.place_id is None else int(g.place_id)
-                   for i, g in enumerate(split.gallery)])
+
+    def label(i: int, item: EvalItem) -> int:
+        if item.place_id is None or item.place_id in split.distractor_ids:
+            if distractors_junk:
+                return -1
+            return 9000 + i if item.place_id is None else int(item.place_id)
+        return int(item.place_id)
+
+    gl = np.array([label(i, g) for i, g in enumerate(split.gallery)])
     return ql, gl
 
 
@@ -268,6 +278,35 @@ def test_university_protocols_match_evaluate_gpu(name: str, seed: int) -> None:
     assert result.metrics["n_queries"] == len(split.queries)
     scores = qf @ gf.T
     assert any(np.unique(row).size < row.size for row in scores)  # ties do occur
+
+
+def _labelled_distractors(split: EvalSplit) -> EvalSplit:
+    """The loaders' convention: a distractor building keeps its own id and is listed in ``distractor_ids``."""
+    gallery = tuple(dataclasses.replace(g, place_id=f"9{g.key.split('/')[1][1:]}") if g.place_id is None else g
+                    for g in split.gallery)
+    ids = frozenset(g.place_id for g, old in zip(gallery, split.gallery, strict=True) if old.place_id is None)
+    return dataclasses.replace(split, gallery=gallery, distractor_ids=ids)
+
+
+@pytest.mark.parametrize("name", ["university1652", "sample4geo-university"])
+def test_distractor_ids_are_the_distractors(name: str) -> None:
+    rng = np.random.default_rng(12)
+    split, qf, gf = _u1652_world(rng, n_distractors=8, per_gallery=2)
+    gf[-8:] = np.repeat(qf[:1], 8, axis=0)  # distractors that outrank: the two conventions must differ here
+    labelled = _labelled_distractors(split)
+    assert len(labelled.distractor_ids) == 8 and all(g.place_id is not None for g in labelled.gallery)
+    protocol = get_protocol(name)
+    got = score_split(protocol, labelled, qf, gf, show_progress_bar=False)
+    ql, gl = _u1652_labels(labelled, distractors_junk=protocol.distractors == "junk")
+    assert (gl == -1).sum() == (8 if protocol.distractors == "junk" else 0)
+    ref = _official_u1652(qf, ql, gf, gl)
+    for key in ("R@1", "R@5", "R@10", "R@1%", "AP"):
+        assert got.metrics[key] == pytest.approx(ref[key], abs=1e-9), key
+    unlabelled = score_split(protocol, split, qf, gf, show_progress_bar=False)
+    assert np.array_equal(got.positive_ranks, unlabelled.positive_ranks)
+    wrong = dataclasses.replace(labelled, distractor_ids=labelled.distractor_ids | {split.queries[0].place_id})
+    with pytest.raises(DataError, match="are places of queries"):
+        score_split(protocol, wrong, qf, gf, show_progress_bar=False)
 
 
 def test_distractor_conventions_differ_where_distractors_outrank() -> None:
@@ -324,8 +363,6 @@ def test_multi_query_is_the_renormalised_mean_of_unit_embeddings() -> None:
 
 
 def test_no_positive_policies_change_the_denominator() -> None:
-    import dataclasses
-
     rng = np.random.default_rng(8)
     split, qf, gf = _u1652_world(rng, n_buildings=6, missing=2, per_query=1)
     miss = score_split(get_protocol("university1652"), split, qf, gf, show_progress_bar=False)
@@ -598,34 +635,34 @@ class _FakeModel:
 
 def test_u1652_layout_counts_follow_the_roles(tmp_path: Path) -> None:
     root = _u1652_folder(tmp_path / "u1652")
-    d2s = university1652_split(root, query="drone", gallery="satellite")
-    assert (len(d2s.queries), len(d2s.gallery)) == (6, 5)  # query_drone photos vs gallery_satellite buildings
-    assert sum(g.place_id is None for g in d2s.gallery) == 2  # the distractor buildings
-    assert {q.group for q in d2s.queries} == {"0001", "0002", "0003"}
-    s2d = university1652_split(root, query="satellite", gallery="drone")
-    assert (len(s2d.queries), len(s2d.gallery)) == (3, 10)
-
-
-def test_protocol_splits_fallback_and_loader_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import geobridge.eval.protocol_run as protocol_run
-
-    root = _u1652_folder(tmp_path / "u1652")
-    monkeypatch.setattr(protocol_run, "_installed_loader", lambda: None)  # as before the benchmark loaders
     splits = protocol_splits(get_protocol("university1652"), root)
     assert list(splits) == ["drone->satellite", "satellite->drone"]
-    assert len(splits["satellite->drone"].gallery) == 10
+    d2s, s2d = splits["drone->satellite"], splits["satellite->drone"]
+    assert (len(d2s.queries), len(d2s.gallery)) == (6, 5)  # query_drone photos vs gallery_satellite buildings
+    assert d2s.distractor_ids == {"0901", "0902"}  # the gallery-only buildings keep their ids
+    assert {q.group for q in d2s.queries} == {"0001", "0002", "0003"}
+    assert all(q.path.parent.parent.name == "query_drone" for q in d2s.queries)
+    assert (len(s2d.queries), len(s2d.gallery)) == (3, 10)
+    assert all(g.path.parent.parent.name == "gallery_drone" for g in s2d.gallery)
+
+
+def test_protocol_splits_call_the_loader_with_its_options(tmp_path: Path) -> None:
     calls = []
 
     def loader(root: Path, **options: str) -> EvalSplit:
         calls.append(options)
-        return EvalSplit(name="x", queries=(_image("q", options["query"], "a"),),
-                         gallery=(_image("g", options["gallery"], "a"),))
+        return EvalSplit(name="x", queries=(_image("q", options["query_view"], "a"),),
+                         gallery=(_image("g", options["gallery_view"], "a"),))
 
     got = protocol_splits(get_protocol("vigor-cross"), tmp_path, loader=loader)
-    assert calls == [{"fmt": "vigor", "query": "street", "gallery": "satellite", "area": "cross"}]
+    assert calls == [{"fmt": "vigor", "query_view": "street", "gallery_view": "satellite", "mode": "cross"}]
     assert list(got) == ["street->satellite"]
+    protocol_splits(get_protocol("cvact"), tmp_path, loader=loader)
+    assert calls[-1] == {"fmt": "cvact", "query_view": "street", "gallery_view": "satellite", "split": "val"}
+    root = _u1652_folder(tmp_path / "u1652")
+    d2s = load_eval_split(root, fmt="university1652", query_view="drone", gallery_view="satellite")
     with pytest.raises(DataError, match="expected street->satellite"):
-        protocol_splits(get_protocol("cvusa"), tmp_path, loader=lambda root, **kw: splits["drone->satellite"])
+        protocol_splits(get_protocol("cvusa"), tmp_path, loader=lambda root, **kw: d2s)
 
 
 def test_run_protocol_writes_report_with_k_and_matches_reference(tmp_path: Path) -> None:
@@ -633,7 +670,7 @@ def test_run_protocol_writes_report_with_k_and_matches_reference(tmp_path: Path)
     model = _FakeModel()
     out = tmp_path / "report"
     metrics = run_protocol(model, get_protocol("sample4geo-university"), root, out, show_progress_bar=False)
-    split = university1652_split(root, query="drone", gallery="satellite")
+    split = load_eval_split(root, fmt="university1652", query_view="drone", gallery_view="satellite")
     qf = model.encode([q.path for q in split.queries], view="drone")
     gf = model.encode([g.path for g in split.gallery], view="satellite")
     ql, gl = _u1652_labels(split, distractors_junk=True)
@@ -653,13 +690,11 @@ def test_run_protocol_writes_report_with_k_and_matches_reference(tmp_path: Path)
     assert multi["drone->satellite/n_queries"] == 3
 
 
-def test_layout_without_loader_is_a_clear_error(tmp_path: Path) -> None:
-    import geobridge.data as data
-
-    if hasattr(data, "load_eval_split"):
-        pytest.skip("the benchmark loaders are installed")
-    with pytest.raises(DataError, match="no loader for it"):
+def test_missing_layout_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="val-19zl.csv"):
         protocol_splits(get_protocol("cvusa"), tmp_path)
+    with pytest.raises(DataError, match="no direction drone->satellite"):
+        protocol_splits(dataclasses.replace(get_protocol("university1652"), layout="cvusa"), tmp_path)
 
 
 def test_cli_eval_protocol(tmp_path: Path, tiny_model_config, capsys) -> None:  # noqa: ANN001

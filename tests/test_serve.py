@@ -99,6 +99,10 @@ def test_text_only_multipart_and_json(client):
     response = client.post("/locate", json={"text": "a church in a forest", "top_k": 3, "fusion": "max"})
     assert response.status_code == 200, response.text
     _check_matches(response.json(), top_k=3)
+    assert response.json()["score_meaning"].startswith("max fusion: ")
+    schema = client.get("/openapi.json").json()["paths"]["/locate"]["post"]
+    fusion = schema["requestBody"]["content"]["application/json"]["schema"]["properties"]["fusion"]
+    assert "weighted: a logit" in fusion["description"] and "score_meaning" in schema["responses"]["200"]["description"]
 
 
 def test_multiple_images_with_views_and_text(client, served):

@@ -140,3 +140,63 @@ def test_ddp_two_processes_match_single_process(world, tmp_path, pipeline):
     a, b = _weights(tmp_path / "single"), _weights(tmp_path / "ddp")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-5)
+
+
+def _log_records(run: Path) -> list[dict]:
+    """metrics.jsonl without the wall-clock field, which no two runs share."""
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in records]
+
+
+def test_resume_after_kill_between_log_line_and_checkpoint_logs_each_epoch_once(world, tmp_path, monkeypatch):
+    from geobridge.train import train
+    from geobridge.train import trainer as trainer_module
+
+    def config(run: Path):
+        return load_config(None, [f"out={run}", f"data.root={world}", "optim.epochs=3", *TINY])
+
+    train(config(tmp_path / "ref"), evaluate=False)
+    real_save = trainer_module.save_checkpoint
+
+    def killed_at_epoch_1(run_dir, **kwargs):
+        if kwargs["epoch"] == 1:  # the epoch's line is logged, its checkpoint never commits
+            raise KeyboardInterrupt("kill -9")
+        return real_save(run_dir, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", killed_at_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(tmp_path / "run"), evaluate=False)
+    crashed = _log_records(tmp_path / "run")
+    assert [r["epoch"] for r in crashed] == [0, 1]  # the crash window: epoch 1 logged, not checkpointed
+    assert json.loads((tmp_path / "run" / "latest.json").read_text())["epoch"] == 0
+    with open(tmp_path / "run" / "metrics.jsonl", "a") as fh:
+        fh.write('{"epoch": 2, "st')  # and a torn line from a write cut short
+    monkeypatch.setattr(trainer_module, "save_checkpoint", real_save)
+    train(config(tmp_path / "run"), resume=True, evaluate=False)
+    ref, got = _log_records(tmp_path / "ref"), _log_records(tmp_path / "run")
+    assert [r["epoch"] for r in got] == [0, 1, 2]
+    for a, b in zip(ref, got, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert b[key] == pytest.approx(a[key], abs=1e-6), key
+    elapsed = [json.loads(line)["elapsed_s"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert elapsed == sorted(elapsed)  # the clock continues across the resume
+    from geobridge._provenance import code_commit
+    from geobridge.eval.run_info import describe_run
+
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["commit"] == code_commit() and record["epochs"] == 3 and record["steps"] == ref[-1]["step"]
+    assert record["train_s"] >= elapsed[-1] and record["started"] <= record["finished"]
+    info = describe_run(tmp_path / "run" / "model")  # the model folder of a run finds its run
+    assert info["epochs"] == "3 of 3" and info["seed"] == "0" and info["training commit"] == code_commit()
+
+
+def test_truncate_metrics_keeps_epochs_before_the_resumed_one(tmp_path):
+    from geobridge.train.state import truncate_metrics
+
+    log = tmp_path / "metrics.jsonl"
+    log.write_text("".join(json.dumps({"epoch": e, "step": 4 * (e + 1)}) + "\n" for e in (0, 1, 2)) + "[1]\n{\"ep")
+    assert truncate_metrics(log, before_epoch=2) == 3
+    assert [json.loads(x)["epoch"] for x in log.read_text().splitlines()] == [0, 1]
+    assert truncate_metrics(log, before_epoch=2) == 0 and truncate_metrics(tmp_path / "none.jsonl", before_epoch=0) == 0
+    assert not list(tmp_path.glob(".*.tmp"))

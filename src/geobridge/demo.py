@@ -105,6 +105,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None) -> dict[str, Any
     _stage("4/4 evaluating every direction, cross-domain and robustness; writing the report")
     from geobridge.eval.pipeline import DEFAULT_CONDITIONS, evaluate_run
     from geobridge.eval.plots import plot_fusion
+    from geobridge.eval.run_info import describe_run
 
     plot_fusion(fusion, report_dir / "fusion.png")
 
@@ -121,6 +122,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None) -> dict[str, Any
             f"held-out countries {', '.join(config.holdout_countries) or 'none'}",
             "Localisation with fusion": _fusion_table(fusion),
         },
+        run=describe_run(run_dir),
         show_progress_bar=True,
     )
     timings["eval_s"] = time.perf_counter() - start
@@ -194,5 +196,8 @@ def _fusion_table(fusion: dict[str, float]) -> str:
     if weights:
         fitted = ", ".join(f"{view} {weight:.1f}" for view, weight in sorted(weights.items()))
         lines += ["", f"`weighted`: one weight per query view, fitted on the other half of the places (2-fold "
-                      f"cross-fit), so no place is scored with weights fitted on it. drone+street+text: {fitted}."]
+                      f"cross-fit), so no place is scored with weights fitted on it. drone+street+text: {fitted}. "
+                      "A place's weighted score is the logit sum over queries of weight x cosine similarity "
+                      "(unbounded; only differences count): a place scoring 1 more is e = 2.7 times as likely, "
+                      "so a weight of 20 makes 0.05 more similarity in that view worth a factor e."]
     return "\n".join(lines)

@@ -113,7 +113,9 @@ def run_build(args: argparse.Namespace) -> int:
         from geobridge.data import load_places
 
         try:
-            places = load_places(args.data, fmt=args.format, split=None if args.split == "all" else args.split)
+            # a University-1652 test split is indexed by its gallery role (gallery_<view>/), never a merged pool
+            places = load_places(args.data, fmt=args.format, split=None if args.split == "all" else args.split,
+                                 role="gallery")
         except ValueError as exc:
             raise GeoBridgeError(str(exc)) from exc
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -167,8 +169,9 @@ def run_calibrate(args: argparse.Namespace) -> int:
     checkpoint = args.checkpoint or index.model_info.get("checkpoint")
     if not checkpoint:
         raise GeoBridgeError(f"{args.index} records no checkpoint; pass --checkpoint")
-    try:
-        places = load_places(args.data, fmt=args.format, split=None if args.split == "all" else args.split)
+    try:  # calibration queries of a University-1652 test split come from its query role (query_<view>/)
+        places = load_places(args.data, fmt=args.format, split=None if args.split == "all" else args.split,
+                             role="query")
     except ValueError as exc:
         raise GeoBridgeError(str(exc)) from exc
     model = GeoBridge.from_pretrained(checkpoint, device=args.device)

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-FUSION_CHOICES = ("auto", "score", "consensus", "max", "weighted")
+from geobridge.fusions import LOCATE_FUSIONS, fusion_help
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -26,8 +26,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="the view of every --image without its own --image-view (default drone)")
     parser.add_argument("--text", action="append", default=[], help="a query text (repeatable)")
     parser.add_argument("--top-k", type=int, default=10, help="matches to return (default 10)")
-    parser.add_argument("--fusion", default="auto", choices=FUSION_CHOICES,
-                        help="how queries are fused (default auto: weighted if the index is calibrated, else score)")
+    parser.add_argument("--fusion", default="auto", choices=LOCATE_FUSIONS,
+                        help=f"how queries are fused (default auto). {fusion_help()}".replace("%", "%%"))
     parser.add_argument("--near", metavar="LAT,LON", default=None,
                         help="search only index entries whose centre lies within --radius-km of this point (a prior)")
     parser.add_argument("--prior", choices=("exif",), default=None,

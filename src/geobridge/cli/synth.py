@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from geobridge.synth import WorldConfig
 
 
 def country_codes(value: str) -> tuple[str, ...]:
@@ -62,13 +66,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from geobridge.synth import WorldConfig, generate_world, write_preview
+def world_config(args: argparse.Namespace) -> WorldConfig:
+    """The world that ``geobridge synth`` with these arguments generates."""
+    from geobridge.synth import WorldConfig
 
-    if args.region is not None:
-        return _run_region(args)
-
-    config = WorldConfig(
+    return WorldConfig(
         places=args.places,
         extra_train_places=args.extra_train_places,
         image_size=args.image_size,
@@ -89,6 +91,14 @@ def run(args: argparse.Namespace) -> int:
         shift_views=args.shift_views,
         workers=args.workers,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    from geobridge.synth import generate_world, write_preview
+
+    if args.region is not None:
+        return _run_region(args)
+    config = world_config(args)
     summary = generate_world(args.out, config, show_progress_bar=not args.quiet)
     if args.preview:
         write_preview(args.out, f"{args.out}/preview.png")

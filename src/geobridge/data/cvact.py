@@ -40,7 +40,7 @@ def read_act_mat(path: Path) -> dict[str, Any]:
         raise DataError(f"missing CVACT file: {path}")
     try:
         import scipy.io
-    except ImportError as exc:  # pragma: no cover - scipy ships with the project's environment
+    except ImportError as exc:  # pragma: no cover - scipy is a declared dependency
         raise DataError(f"reading {path} needs scipy (pip install scipy)") from exc
     try:
         mat = scipy.io.loadmat(str(path))

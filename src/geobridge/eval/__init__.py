@@ -56,7 +56,7 @@ from geobridge.eval.plots import (
     plot_recall_curves,
     plot_retrieval_grid,
 )
-from geobridge.eval.protocols import PROTOCOLS, Protocol, get_protocol, list_protocols
+from geobridge.eval.protocols import PROTOCOLS, Protocol, default_protocol, get_protocol, list_protocols
 from geobridge.eval.report import write_report
 from geobridge.eval.retrieval import RetrievalResult, auto_chunk_size, compute_retrieval
 
@@ -75,6 +75,7 @@ __all__ = [
     "average_precision_batch",
     "cmc_curve",
     "compute_retrieval",
+    "default_protocol",
     "direction_metrics",
     "errors_km",
     "evaluate_direction",

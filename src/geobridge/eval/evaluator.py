@@ -56,7 +56,7 @@ class EmbeddingSet:
     of different views match when their place ids are equal. A place id of ``None`` or ``-1`` marks a junk item
     (ignored as a gallery item; a query without positives). ``lat``/``lon`` (N,) WGS84 degrees, NaN where unknown
     (``None`` = all unknown). ``paths`` (N,) image files for plots (``None`` entries allowed). ``countries`` (N,)
-    country codes for :func:`evaluate_groups`.
+    country codes for :func:`evaluate_groups`. ``texts`` (N,) the sentence of each item of a text set, for plots.
     """
 
     view: str
@@ -66,6 +66,7 @@ class EmbeddingSet:
     lon: np.ndarray | None = None
     paths: Sequence[str | None] | None = None
     countries: Sequence[str | None] | np.ndarray | None = None
+    texts: Sequence[str | None] | None = None
 
     def __post_init__(self) -> None:
         check_view(self.view)
@@ -82,7 +83,7 @@ class EmbeddingSet:
             if arr.shape != (n,):
                 raise DataError(f"{self.view}: {n} embeddings but {arr.size} {name} values")
             setattr(self, name, arr)
-        for name in ("paths", "countries"):
+        for name in ("paths", "countries", "texts"):
             value = getattr(self, name)
             if value is not None and len(value) != n:
                 raise DataError(f"{self.view}: {n} embeddings but {len(value)} {name}")
@@ -104,6 +105,7 @@ class EmbeddingSet:
             lon=self.lon[idx],
             paths=None if self.paths is None else [self.paths[i] for i in idx],
             countries=None if self.countries is None else [self.countries[i] for i in idx],
+            texts=None if self.texts is None else [self.texts[i] for i in idx],
         )
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from geobridge.data import load_places
-from geobridge.eval.embed import Degrade, embed_places
+from geobridge.eval.embed import Degrade, benchmark_protocol, embed_places
 from geobridge.eval.evaluator import EmbeddingSet, RetrievalEvaluator, errors_km, evaluate_groups, retrieve
 from geobridge.eval.plots import plot_error_histogram, plot_error_map, plot_recall_curves, plot_retrieval_grid
 from geobridge.eval.report import write_report
@@ -58,6 +58,7 @@ def evaluate_run(
     batch_size: int = 64,
     title: str = "GeoBridge evaluation",
     sections: dict[str, str] | None = None,
+    run: dict[str, str] | None = None,
     show_progress_bar: bool | None = None,
 ) -> dict[str, Any]:
     """Evaluate every direction on ``split`` and write ``metrics.json``, ``report.md`` and plots into ``out_dir``.
@@ -65,7 +66,16 @@ def evaluate_run(
     Adds ``in_domain/`` and ``out_of_domain/`` keys when held-out countries exist (from the manifest unless
     given), ``robust/<condition>/`` keys for each degraded-view condition (directions involving that view),
     and ``missing/<view>/`` summaries: the mean R@1 over the directions left when a view is unavailable.
+    A benchmark layout (``fmt`` other than ``geoloc``) is evaluated with its default protocol instead
+    (:func:`geobridge.eval.protocol_run.run_protocol`; held-out countries and conditions do not apply).
+    ``run`` (dates, commits, seed, epochs, training time: ``geobridge.eval.run_info.describe_run``) heads the report.
     """
+    protocol = benchmark_protocol(fmt, split)
+    if protocol is not None:
+        from geobridge.eval.protocol_run import run_protocol
+
+        return dict(run_protocol(model, protocol, data, out_dir, batch_size=batch_size, sections=sections,
+                                 run=run, show_progress_bar=show_progress_bar))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     places = load_places(data, fmt=fmt, split=split)
@@ -97,7 +107,7 @@ def evaluate_run(
         robust = RetrievalEvaluator(directions, show_progress_bar=False).evaluate(mixed, mixed)
         metrics.update({f"robust/{condition.name}/{k}": v for k, v in robust.items() if not k.startswith("mean/")})
     plots = write_plots(sets, out)
-    write_report(out, metrics, title=title, sections=sections, plots=plots)
+    write_report(out, metrics, title=title, sections=sections, plots=plots, run=run)
     return metrics
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,9 +84,22 @@ def plot_recall_curves(
     return _save(fig, path)
 
 
-def _tile(image_path: str | None, size: int, border: tuple[int, int, int], label: str) -> np.ndarray:
-    """A (size, size, 3) uint8 tile: the image letterboxed (aspect kept, e.g. 2:1 panoramas) inside a colour border."""
-    from PIL import Image, ImageDraw, ImageOps
+def caption_lines(text: str, *, width: int = 24, max_lines: int = 9) -> list[str]:
+    """``text`` wrapped to lines of at most ``width`` characters, at most ``max_lines`` of them; a cut text ends
+    with ``...``."""
+    lines = textwrap.wrap(" ".join(str(text).split()), width=width, break_long_words=True) or [""]
+    if len(lines) > max_lines:
+        lines = lines[:max_lines]
+        lines[-1] = lines[-1][: width - 3].rstrip() + "..."
+    return lines
+
+
+def _tile(
+    image_path: str | None, size: int, border: tuple[int, int, int], label: str, *, caption: str | None = None
+) -> np.ndarray:
+    """A (size, size, 3) uint8 tile: the image letterboxed (aspect kept, e.g. 2:1 panoramas) inside a colour border;
+    with ``caption`` (a text query), the text wrapped and truncated instead."""
+    from PIL import Image, ImageDraw, ImageFont, ImageOps
 
     width = max(2, size // 28)
     inner = size - 2 * width
@@ -99,7 +113,15 @@ def _tile(image_path: str | None, size: int, border: tuple[int, int, int], label
             image = load_image(image_path)
         except DataError:  # a missing or unreadable reference image is drawn as an empty tile
             image = None
-    if image is not None:
+    if caption is not None:
+        font_px = max(8, inner // 10)  # about inner / 20 characters to a line
+        font = ImageFont.load_default(size=font_px)
+        line_px = font_px + 3
+        lines = caption_lines(caption, width=max(8, inner * 2 // font_px), max_lines=max(1, (inner - 8) // line_px))
+        draw = ImageDraw.Draw(canvas)
+        for k, line in enumerate(lines):
+            draw.text((4, 4 + k * line_px), line, fill=(20, 20, 20), font=font)
+    elif image is not None:
         image.thumbnail((inner, inner), Image.Resampling.BILINEAR)
         if max(image.size) < inner:  # small images are scaled up to fit
             scale = inner / max(image.size)
@@ -124,8 +146,8 @@ def plot_retrieval_grid(
 ) -> Path:
     """One row per query: the query image (blue border) and its top ``top`` gallery items, green when correct (same
     place) and red when wrong, titled with rank and score. Images come from the sets' ``paths``; a missing path or
-    unreadable file shows a grey tile with the place id. Queries: ``query_indices``, or ``n_queries`` drawn at random
-    with ``seed``."""
+    unreadable file shows a grey tile with the place id. A text query shows its sentence (the query set's ``texts``,
+    wrapped and truncated to the tile). Queries: ``query_indices``, or ``n_queries`` drawn at random with ``seed``."""
     n_total = len(query)
     if query_indices is None:
         rng = np.random.default_rng(seed)
@@ -134,18 +156,19 @@ def plot_retrieval_grid(
     top = max(1, min(top, result.topk_indices.shape[1]))
     fig = _new_figure(1.6 * (top + 1), 1.75 * max(1, len(rows)))
     for r, qi in enumerate(rows):
-        cells = [(_path(query, qi), QUERY_COLOR, f"query {query.view}", str(query.place_ids[qi]))]
+        sentence = None if query.texts is None else query.texts[qi]
+        cells = [(_path(query, qi), QUERY_COLOR, f"query {query.view}", str(query.place_ids[qi]), sentence)]
         for j in range(top):
             gi = int(result.topk_indices[qi, j])
             if gi < 0:
-                cells.append((None, (200, 200, 200), f"#{j + 1} -", ""))
+                cells.append((None, (200, 200, 200), f"#{j + 1} -", "", None))
                 continue
             color = CORRECT_COLOR if result.topk_is_positive[qi, j] else WRONG_COLOR
             title = f"#{j + 1} {result.topk_scores[qi, j]:.3f}"
-            cells.append((_path(gallery, gi), color, title, str(gallery.place_ids[gi])))
-        for c, (image_path, color, title, label) in enumerate(cells):
+            cells.append((_path(gallery, gi), color, title, str(gallery.place_ids[gi]), None))
+        for c, (image_path, color, title, label, caption) in enumerate(cells):
             ax = fig.add_subplot(max(1, len(rows)), top + 1, r * (top + 1) + c + 1)
-            ax.imshow(_tile(image_path, tile_px, color, label))
+            ax.imshow(_tile(image_path, tile_px, color, label, caption=caption))
             ax.set_title(title if c else f"{title}\n{label}", fontsize=7)
             ax.axis("off")
     fig.suptitle(f"{query.view} -> {gallery.view}: top-{top} (green = same place)", fontsize=9)

@@ -1,9 +1,8 @@
 """``geobridge eval --protocol NAME``: load a benchmark's test splits, embed them, score them, write the report.
 
 :func:`protocol_splits` is the one place that turns a protocol into :class:`~geobridge.data.evalsplit.EvalSplit`
-objects. It calls the benchmark loaders' ``geobridge.data.load_eval_split(root, fmt=..., query=..., gallery=...)``
-when the installed ``geobridge.data`` provides it, and otherwise reads the University-1652 layout with
-:func:`university1652_split` (the only layout with a role-aware reader before the benchmark loaders).
+objects: one call of the layout registry's :func:`geobridge.data.load_eval_split` per direction, with the
+protocol's ``loader_options`` (VIGOR's ``mode``, CVACT's ``split``).
 """
 
 from __future__ import annotations
@@ -24,70 +23,26 @@ from geobridge.eval.retrieval import RetrievalResult
 SplitLoader = Callable[..., EvalSplit]
 
 
-def university1652_split(root: str | Path, *, query: str, gallery: str) -> EvalSplit:
-    """``test/query_<query>/`` against ``test/gallery_<gallery>/`` of a University-1652 folder.
-
-    Every image is an item; its building folder is its place. Gallery buildings that no query shows (the
-    published gallery's 250 distractor buildings) get ``place_id=None``. Query items are grouped by building
-    (for multi-query); coordinates come from the optional ``coords.csv``.
-    """
-    from geobridge.data.university1652 import University1652Dataset
-
-    dataset = University1652Dataset(root, split="test")
-    base = Path(root) / "test"
-    qplaces = [p for p in dataset.places_for("query") if p.images.get(query)]
-    query_ids = {p.place_id for p in qplaces}
-    queries = tuple(
-        EvalItem(key=_key(path, base), view=query, place_id=p.place_id, path=path, lat=p.lat, lon=p.lon,
-                 group=p.place_id)
-        for p in qplaces for path in p.images[query]
-    )
-    items = tuple(
-        EvalItem(key=_key(path, base), view=gallery, place_id=p.place_id if p.place_id in query_ids else None,
-                 path=path, lat=p.lat, lon=p.lon)
-        for p in dataset.places_for("gallery") for path in p.images.get(gallery, ())
-    )
-    if not queries:
-        raise DataError(f"{base / f'query_{query}'}: no query images")
-    if not items:
-        raise DataError(f"{base / f'gallery_{gallery}'}: no gallery images")
-    return EvalSplit(name=f"query_{query}->gallery_{gallery}", queries=queries, gallery=items, source=base)
-
-
-def _key(path: Path, base: Path) -> str:
-    try:
-        return path.relative_to(base).as_posix()
-    except ValueError:
-        return path.as_posix()
-
-
-def _installed_loader() -> SplitLoader | None:
-    import geobridge.data as data
-
-    loader = getattr(data, "load_eval_split", None)
-    return loader if callable(loader) else None
-
-
 def protocol_splits(
     protocol: Protocol, root: str | Path, *, loader: SplitLoader | None = None
 ) -> dict[str, EvalSplit]:
     """One split per direction of ``protocol`` (``"<q>-><g>"`` -> split), read from ``root``.
 
-    ``loader`` defaults to ``geobridge.data.load_eval_split`` when it exists; it is called as
-    ``loader(root, fmt=protocol.layout, query=q, gallery=g, **dict(protocol.loader_options))``.
+    ``loader`` defaults to :func:`geobridge.data.load_eval_split`; it is called as
+    ``loader(root, fmt=protocol.layout, query_view=q, gallery_view=g, **dict(protocol.loader_options))``.
+    A layout the registry does not know, or a missing folder, is a ``DataError`` naming ``root``.
     """
-    loader = loader or _installed_loader()
+    if loader is None:
+        from geobridge.data.layouts import load_eval_split
+
+        loader = load_eval_split
     splits = {}
     for query, gallery in protocol.directions:
-        if loader is not None:
-            split = loader(root, fmt=protocol.layout, query=query, gallery=gallery, **dict(protocol.loader_options))
-        elif protocol.layout == "university1652":
-            split = university1652_split(root, query=query, gallery=gallery)
-        else:
-            raise DataError(
-                f"protocol {protocol.name!r} reads the {protocol.layout} layout, but this geobridge has no loader "
-                f"for it (geobridge.data.load_eval_split); cannot read {root}"
-            )
+        try:
+            split = loader(root, fmt=protocol.layout, query_view=query, gallery_view=gallery,
+                           **dict(protocol.loader_options))
+        except ValueError as exc:  # an unknown layout or direction: the protocol and the registry disagree
+            raise DataError(f"protocol {protocol.name!r} cannot read {root}: {exc}") from exc
         if (split.query_view, split.gallery_view) != (query, gallery):
             raise DataError(
                 f"{split.name}: the loader returned {split.query_view}->{split.gallery_view}, "
@@ -139,6 +94,7 @@ def run_protocol(
     *,
     batch_size: int = 64,
     sections: dict[str, str] | None = None,
+    run: dict[str, str] | None = None,
     show_progress_bar: bool | None = None,
     loader: SplitLoader | None = None,
 ) -> dict[str, float | str]:
@@ -155,7 +111,7 @@ def run_protocol(
     curves = {d: _as_retrieval_result(r, count_misses=protocol.no_positive != "exclude") for d, r in results.items()}
     plots = {"recall@K": plot_recall_curves(curves, out / "recall_curves.png", title=f"Recall@K ({protocol.name})")}
     body = {"Protocol": protocol_section(protocol, results, metrics), **(sections or {})}
-    write_report(out, metrics, title=f"GeoBridge evaluation: {protocol.name}", sections=body, plots=plots)
+    write_report(out, metrics, title=f"GeoBridge evaluation: {protocol.name}", sections=body, plots=plots, run=run)
     return metrics
 
 

@@ -125,7 +125,7 @@ def score_split(
         raise DataError(f"{split.name}: query dimension {query.shape[1]} != gallery dimension {gallery.shape[1]}")
     qlabels, glabels = _labels(split)
     semi_rows, semi_cols = _semi_pairs(split)
-    distractor = glabels < 0  # (M,)
+    distractor = _distractor_mask(split)  # (M,)
     size = chunk_size or auto_chunk_size(n_gallery, block_bytes=BLOCK_BYTES)
     if show_progress_bar is None:
         show_progress_bar = logger.getEffectiveLevel() <= logging.INFO
@@ -254,13 +254,22 @@ def _unit_rows(x: np.ndarray, name: str) -> np.ndarray:
 
 
 def _labels(split: EvalSplit) -> tuple[np.ndarray, np.ndarray]:
-    """Integer labels: equal = positive; gallery distractors (place None) -1; queries without a place -2."""
+    """Integer labels: equal = positive; unlabelled gallery items (place None) -1; queries without a place -2."""
     ids: dict[str, int] = {}
     glabels = np.array([-1 if g.place_id is None else ids.setdefault(g.place_id, len(ids)) for g in split.gallery],
                        dtype=np.int64)
     qlabels = np.array([ids.get(q.place_id, -2) if q.place_id is not None else -2 for q in split.queries],
                        dtype=np.int64)
     return qlabels, glabels
+
+
+def _distractor_mask(split: EvalSplit) -> np.ndarray:
+    """(M,) bool: gallery items of ``split.distractor_ids`` or without a place. A distractor id that a query
+    carries would make one item both a positive and junk: a DataError naming the split."""
+    shown = split.distractor_ids & {q.place_id for q in split.queries}
+    if shown:
+        raise DataError(f"{split.name}: distractor ids {sorted(shown)[:3]} are places of queries ({split.source})")
+    return np.array([g.place_id is None or g.place_id in split.distractor_ids for g in split.gallery], dtype=bool)
 
 
 def _semi_pairs(split: EvalSplit) -> tuple[np.ndarray, np.ndarray]:

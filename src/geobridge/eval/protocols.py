@@ -33,8 +33,11 @@ class Protocol:
     """The evaluation conventions of one benchmark.
 
     ``directions``: (query view, gallery view) pairs, each scored on its own split (query role against gallery
-    role, e.g. ``query_drone/`` against ``gallery_satellite/``). ``layout``: the dataset format its loader reads.
-    ``distractors``: gallery items without a place (``place_id=None``) are negatives or junk. ``semi_positives``:
+    role, e.g. ``query_drone/`` against ``gallery_satellite/``). ``layout``: the dataset format its loader reads
+    (:func:`geobridge.data.load_eval_split`, called with ``loader_options`` as keywords, e.g. VIGOR's ``mode``).
+    ``distractors``: the gallery's distractors -- items of the split's ``distractor_ids`` (gallery places that no
+    query shows, such as University-1652's 250 gallery-only buildings) and unlabelled items (``place_id=None``,
+    such as the 160k extension) -- are negatives (kept in the ranking) or junk (removed from it). ``semi_positives``:
     for recall and AP the split's semi-positive tiles are negatives or junk; the hit rate always counts them as
     hits. ``ties``: ``"pessimistic"`` ranks a negative tied with a positive before it, ``"optimistic"`` after it
     (scripts that count strictly better items). ``no_positive``: a query without a positive is a miss (counted in
@@ -136,7 +139,19 @@ PROTOCOLS: tuple[Protocol, ...] = (
         ties="optimistic",
         no_positive="error",
         source="Skyy93/Sample4Geo sample4geo/evaluate/cvusa_and_cvact.py: calculate_scores()",
-        description="as cvusa, on the CVACT split the loader gives (val_8884 in most published tables)",
+        loader_options=(("split", "val"),),
+        description="as cvusa, on CVACT_val (valSet of ACT_data.mat, 8,884 pairs: the split most tables report)",
+    ),
+    Protocol(
+        name="cvact-test",
+        layout="cvact",
+        directions=_STREET,
+        k_rule="floor",
+        ties="optimistic",
+        no_positive="error",
+        loader_options=(("split", "test"),),
+        source="Skyy93/Sample4Geo sample4geo/evaluate/cvusa_and_cvact.py: calculate_scores()",
+        description="as cvact, on CVACT_test (valSetAll of ACT_data.mat, 92,802 pairs, images in ANU_data_test)",
     ),
     Protocol(
         name="vigor-same",
@@ -147,7 +162,7 @@ PROTOCOLS: tuple[Protocol, ...] = (
         no_positive="error",
         semi_positives="negative",
         metrics=("recall", "R@1%", "hit_rate", "localisation"),
-        loader_options=(("area", "same"),),
+        loader_options=(("mode", "same"),),
         source="Jeff-Zilence/VIGOR train_SAFA.py: validate_top(); evaluate_from_npy.py: generate_distances() with "
         "zero offset (top-1 tile centre)",
         description="VIGOR same-area test split; semi-positive tiles: negatives for recall, hits for the hit rate",
@@ -161,7 +176,7 @@ PROTOCOLS: tuple[Protocol, ...] = (
         no_positive="error",
         semi_positives="negative",
         metrics=("recall", "R@1%", "hit_rate", "localisation"),
-        loader_options=(("area", "cross"),),
+        loader_options=(("mode", "cross"),),
         source="Jeff-Zilence/VIGOR train_SAFA.py: validate_top(); evaluate_from_npy.py: generate_distances()",
         description="VIGOR cross-area test split (the two test cities), otherwise as vigor-same",
     ),
@@ -174,7 +189,7 @@ PROTOCOLS: tuple[Protocol, ...] = (
         no_positive="error",
         semi_positives="negative",
         metrics=("recall", "R@1%", "hit_rate"),
-        loader_options=(("area", "same"),),
+        loader_options=(("mode", "same"),),
         source="Skyy93/Sample4Geo sample4geo/evaluate/vigor.py: calculate_scores()",
         description="vigor-same with Sample4Geo's K of R@1% (M // 100 instead of M // 100 + 1)",
     ),
@@ -187,7 +202,7 @@ PROTOCOLS: tuple[Protocol, ...] = (
         no_positive="error",
         semi_positives="negative",
         metrics=("recall", "R@1%", "hit_rate"),
-        loader_options=(("area", "cross"),),
+        loader_options=(("mode", "cross"),),
         source="Skyy93/Sample4Geo sample4geo/evaluate/vigor.py: calculate_scores()",
         description="vigor-cross with Sample4Geo's K of R@1%",
     ),
@@ -200,9 +215,33 @@ PROTOCOLS: tuple[Protocol, ...] = (
         no_positive="error",
         metrics=("recall", "r_mean"),
         source="MultimodalGeo/GeoText-1652 Method/re_bbox.py: itm_eval() (matches by building via img2building)",
-        description="text -> drone image and drone image -> text; a hit is any item of the same building",
+        description="text -> drone image and drone image -> text; a hit is any item of the same building (the "
+        "item's place_id), not only the image a caption was written for (EvalItem.target is not used)",
     ),
 )
+
+
+# the protocol that `geobridge eval --format X`, evaluate_model and the trainer's final evaluation use per layout
+DEFAULT_PROTOCOLS: dict[str, str] = {
+    "university1652": "university1652",
+    "geotext1652": "geotext1652",
+    "cvusa": "cvusa",
+    "cvact": "cvact",
+    "vigor": "vigor-same",
+}
+
+
+def default_protocol(fmt: str) -> Protocol | None:
+    """The default protocol of a benchmark layout; ``None`` for the GeoLoc layout (every direction, no roles).
+
+    >>> default_protocol("vigor").name
+    'vigor-same'
+    """
+    if fmt == "geoloc":
+        return None
+    if fmt not in DEFAULT_PROTOCOLS:
+        raise ValueError(f"unknown dataset format {fmt!r}; expected one of geoloc, {', '.join(DEFAULT_PROTOCOLS)}")
+    return get_protocol(DEFAULT_PROTOCOLS[fmt])
 
 
 def list_protocols() -> tuple[str, ...]:

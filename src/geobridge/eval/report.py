@@ -44,11 +44,14 @@ def write_report(
     sections: Mapping[str, str] | None = None,
     plots: Mapping[str, Path | str] | None = None,
     robust_metric: str = "R@1",
+    run: Mapping[str, str] | None = None,
 ) -> Path:
     """Write ``metrics.json`` (sorted keys, NaN as null) and ``report.md`` into ``out_dir``; return the report's path.
 
     ``sections``: extra Markdown sections (heading -> body) placed after the tables, e.g. the model and data used.
-    ``plots``: images (name -> path) embedded with links relative to ``out_dir``. Both files are written atomically.
+    ``plots``: images (name -> path) embedded with links relative to ``out_dir``. ``run``: what is known of the
+    run (what -> value, e.g. from :func:`geobridge.eval.run_info.describe_run`: dates, commits, seed, epochs,
+    training time), listed first. Both files are written atomically.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -58,6 +61,8 @@ def write_report(
     primary = metrics.get("primary_metric")
     if isinstance(primary, str) and isinstance(metrics.get(primary), (int, float)):
         lines += [f"Primary metric: **{primary} = {_fmt(primary, float(metrics[primary]))}**", ""]
+    if run:
+        lines += ["## Run", "", *(f"- {what}: {value}" for what, value in run.items()), ""]
     own_k = any(str(k).endswith("/R@1%_K") for k in metrics)  # a named protocol: each direction has its own K
     one_percent = "R@1% (the recall at the K listed per direction below)" if own_k else "R@1% (K = 1% of the gallery)"
     lines += [

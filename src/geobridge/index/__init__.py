@@ -24,9 +24,9 @@ from geobridge.index.locate import (
     evaluate_fusion,
     fuse,
     locate,
-    search_depth,
 )
 from geobridge.index.raster import build_raster_index  # rasterio and pyproj load only when a raster is read
+from geobridge.index.search import search_depth
 from geobridge.index.store import FORMAT_VERSION, GeoIndex, SearchResult
 
 __all__ = [

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from geobridge.errors import GeoBridgeError
-from geobridge.index.locate import DEFAULT_CANDIDATES, search_depth, search_places
+from geobridge.index.search import DEFAULT_CANDIDATES, search_depth, search_places
 from geobridge.index.store import GeoIndex
 from geobridge.views import check_view
 

@@ -37,14 +37,14 @@ import numpy as np
 
 from geobridge.errors import GeoBridgeError
 from geobridge.eval.geo import haversine_km
+from geobridge.fusions import FUSIONS, LOCATE_FUSIONS, score_meaning
+from geobridge.index.calibrate import CalibrationSet, fit_view_weights
+from geobridge.index.search import DEFAULT_CANDIDATES, search_depth, search_places
 from geobridge.index.store import GeoIndex
 from geobridge.views import IMAGE_VIEWS, VIEWS
 
-FUSIONS: tuple[str, ...] = ("score", "consensus", "max", "weighted")
-LOCATE_FUSIONS: tuple[str, ...] = ("auto", *FUSIONS)
 DEFAULT_RADIUS_KM = 25.0
 DEFAULT_TEMPERATURE = 0.05
-DEFAULT_CANDIDATES = 10  # places fetched per query for fusion (deeper lists measured worse: docs/index.md)
 DEFAULT_COMBOS: tuple[str, ...] = (
     "drone", "street", "text", "satellite", "drone+street", "drone+text", "street+text", "drone+street+text",
     "drone*4", "drone*4+street+text",
@@ -53,9 +53,10 @@ DEFAULT_COMBOS: tuple[str, ...] = (
 
 @dataclass
 class Match:
-    """One candidate place. ``score`` is the fused score that ranks matches (a similarity for ``score`` and
-    ``max``, a weight share in (0, 1] for ``consensus``); ``similarity`` is the place's best raw cosine
-    similarity over all queries; ``view`` and ``path`` name the gallery item that gave it."""
+    """One candidate place. ``score`` is the fused score that ranks matches (a similarity in [-1, 1] for
+    ``score`` and ``max``, a weight share in (0, 1] for ``consensus``, an unbounded logit for ``weighted``:
+    ``geobridge.fusions.score_meaning``); ``similarity`` is the place's best raw cosine similarity over all
+    queries; ``view`` and ``path`` name the gallery item that gave it."""
 
     rank: int
     place_id: str
@@ -80,7 +81,8 @@ RASTER_KEYS: tuple[str, ...] = ("footprint", "crs", "native_center", "gsd_m")
 @dataclass
 class LocateResult:
     """The estimated location (``lat``, ``lon``), a confidence in [0, 1], the ranked matches, the queries and
-    the fusion mode used. ``prior`` is the search prior (centre, radius, source, entries it allowed) or None;
+    the fusion mode used. ``to_dict`` and ``to_geojson`` also state what the matches' scores mean
+    (``score_meaning``). ``prior`` is the search prior (centre, radius, source, entries it allowed) or None;
     ``native`` is the estimate in the top match's raster CRS (``{"crs", "x", "y"}``) when it is a raster tile."""
 
     lat: float
@@ -99,6 +101,7 @@ class LocateResult:
             "lon": self.lon,
             "confidence": self.confidence,
             "fusion": self.fusion,
+            "score_meaning": score_meaning(self.fusion),
             "queries": [dict(q) for q in self.queries],
             "matches": [_match_dict(m) for m in self.matches],
         }
@@ -114,7 +117,8 @@ class LocateResult:
             "type": "Feature",
             "geometry": {"type": "Point", "coordinates": [self.lon, self.lat]},
             "properties": {"kind": "estimate", "confidence": self.confidence, "fusion": self.fusion,
-                           "prior": self.prior, "native": self.native, "queries": [dict(q) for q in self.queries]},
+                           "score_meaning": score_meaning(self.fusion), "prior": self.prior, "native": self.native,
+                           "queries": [dict(q) for q in self.queries]},
         }
         matches = [
             {
@@ -271,12 +275,6 @@ def _spherical_centroid(lat: np.ndarray, lon: np.ndarray, weights: np.ndarray) -
 
 # ---------------------------------------------------------------------------------------------------------------------
 # locate and evaluate with a model
-
-
-def search_depth(index: GeoIndex, top_k: int) -> int:
-    """How many gallery items to fetch per query so that about ``top_k`` distinct places come back."""
-    per_place = math.ceil(len(index) / max(1, index.n_places()))
-    return max(1, min(len(index), top_k * per_place))
 
 
 def locate(
@@ -461,35 +459,6 @@ def evaluate_fusion(
     return out
 
 
-def search_places(
-    model: Any,
-    index: GeoIndex,
-    places: Sequence[Any],
-    *,
-    view: str,
-    nth: int = 0,
-    depth: int,
-    exclude_same_view: bool = True,
-    batch_size: int = 64,
-    show_progress_bar: bool | None = None,
-) -> list[list[dict[str, Any]] | None]:
-    """Per place, the hits of its ``nth`` item of ``view`` (image, or text) searched ``depth`` items deep in
-    ``index`` (among the other views with ``exclude_same_view``); None for a place without such an item."""
-    items, rows = [], []
-    for i, place in enumerate(places):
-        entries = place.texts if view == "text" else tuple(place.images.get(view, ()))
-        if nth < len(entries):
-            items.append(entries[nth])
-            rows.append(i)
-    per_place: list[list[dict[str, Any]] | None] = [None] * len(places)
-    if items:
-        vectors = model.encode(items, view=view, batch_size=batch_size, show_progress_bar=show_progress_bar)
-        result = index.search(vectors, k=depth, exclude_views=(view,) if exclude_same_view else None)
-        for q, i in enumerate(rows):
-            per_place[i] = result.metadata(q)
-    return per_place
-
-
 def _cross_fitted_weights(
     hits: Mapping[tuple[str, int], Sequence[Sequence[Mapping[str, Any]] | None]],
     queries: Sequence[tuple[str, int]],
@@ -501,8 +470,6 @@ def _cross_fitted_weights(
     seed: int,
 ) -> dict[int, dict[str, float]]:
     """Place row -> view weights fitted on the places of the other folds (``weighted`` fusion, evaluation)."""
-    from geobridge.index.calibrate import CalibrationSet, fit_view_weights
-
     indexed = index.place_ids()
     labelled = [i for i in rows if str(places[i].place_id) in indexed and all(hits[q][i] for q in queries)]
     if len(labelled) < 2 * folds:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from geobridge._atomic import atomic_path
 from geobridge.errors import CheckpointError
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
@@ -34,17 +34,8 @@ def refuse_pickle(path: Path) -> None:
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], *, metadata: dict[str, str] | None = None) -> None:
     """Atomically write a safetensors file (contiguous CPU copies; shared storage is cloned)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, tmp, metadata=metadata)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -58,10 +49,25 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"corrupt or unreadable safetensors file {path}: {exc}") from exc
 
 
+def check_tensors(tensors: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], *, source: Path) -> None:
+    """Refuse stored tensors whose kind of dtype differs from the model's (int64 weights, float step counters)
+    and floating tensors holding NaN or inf; the error names the tensor key and ``source``."""
+    for key in sorted(tensors):
+        stored, wanted = tensors[key], expected.get(key)
+        if wanted is not None and stored.is_floating_point() != wanted.is_floating_point():
+            kind = "floating" if wanted.is_floating_point() else "integer"
+            raise CheckpointError(f"{source}: tensor {key!r} is {stored.dtype}, expected a {kind} dtype")
+        if wanted is not None and wanted.dtype == torch.bool and stored.dtype != torch.bool:
+            raise CheckpointError(f"{source}: tensor {key!r} is {stored.dtype}, expected torch.bool")
+        if stored.is_floating_point() and not bool(torch.isfinite(stored).all()):
+            bad = int((~torch.isfinite(stored)).sum())
+            raise CheckpointError(f"{source}: tensor {key!r} holds {bad} NaN or inf values of {stored.numel()}")
+
+
 def read_json(path: Path) -> Any:
     if not path.is_file():
         raise CheckpointError(f"file not found: {path}")
     try:
         return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise CheckpointError(f"invalid JSON in {path}: {exc}") from exc

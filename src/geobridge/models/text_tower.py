@@ -5,7 +5,6 @@ A small hashed bag-of-words encoder (``kind="hashing"``) exists for fast tests o
 
 from __future__ import annotations
 
-import os
 import re
 import zlib
 from collections import OrderedDict
@@ -48,10 +47,10 @@ class MiniLMEncoder(nn.Module):
         cache_size: int = 200_000,
     ) -> None:
         super().__init__()
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is local; never reach for the hub
         from sentence_transformers import SentenceTransformer
 
-        self.model = SentenceTransformer(str(minilm_path(model_path)), device="cpu")
+        # the model is a local folder: never reach for the hub (without touching the process's environment)
+        self.model = SentenceTransformer(str(minilm_path(model_path)), device="cpu", local_files_only=True)
         self.freeze = freeze
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.width = int(get_dim())

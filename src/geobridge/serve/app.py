@@ -27,6 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from geobridge.errors import GeoBridgeError
+from geobridge.fusions import LOCATE_FUSIONS, fusion_help
 from geobridge.images import MAX_IMAGE_PIXELS
 from geobridge.serve.forms import FieldSpec, FormLimits, ParsedForm, read_form
 from geobridge.serve.uploads import CONTENT_TYPE_FORMATS, ApiError, check_upload, decode_image
@@ -35,7 +36,6 @@ from geobridge.views import IMAGE_VIEWS
 logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
-FUSIONS: tuple[str, ...] = ("auto", "score", "consensus", "max", "weighted")  # = geobridge.index.LOCATE_FUSIONS
 DEFAULT_VIEW = "drone"
 MAX_TOP_K = 100
 MAX_TEXT_CHARS = 2000
@@ -56,7 +56,7 @@ _TEXT_ONLY_SCHEMA: dict[str, Any] = {
     "properties": {
         "text": {"type": "string"},
         "top_k": {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K, "default": 10},
-        "fusion": {"type": "string", "enum": list(FUSIONS), "default": "auto"},
+        "fusion": {"type": "string", "enum": list(LOCATE_FUSIONS), "default": "auto", "description": fusion_help()},
         "near": {"type": "string", "description": "LAT,LON: search only entries within radius_km of it (a prior)"},
         "radius_km": {"type": "number", "exclusiveMinimum": 0, "description": "the prior's radius in km"},
     },
@@ -82,7 +82,8 @@ _LOCATE_OPENAPI: dict[str, Any] = {
                         "view": {"type": "string", "enum": list(IMAGE_VIEWS), "description": "view of every image"},
                         "text": {"type": "string", "description": "a description of the place"},
                         "top_k": {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K, "default": 10},
-                        "fusion": {"type": "string", "enum": list(FUSIONS), "default": "auto"},
+                        "fusion": {"type": "string", "enum": list(LOCATE_FUSIONS), "default": "auto",
+                                   "description": fusion_help()},
                         "near": {"type": "string", "description": "LAT,LON: search within radius_km of it"},
                         "radius_km": {"type": "number", "exclusiveMinimum": 0, "description": "prior radius, km"},
                     },
@@ -93,6 +94,8 @@ _LOCATE_OPENAPI: dict[str, Any] = {
         },
     },
     "responses": {
+        "200": {"description": "the estimate (lat, lon, confidence in [0, 1]), the fusion used, score_meaning (what "
+                "each match's score is under that fusion, and its range) and the ranked matches"},
         "400": {"description": "malformed body: bad or too deeply nested JSON, bad multipart, text not in UTF-8"},
         "413": {"description": "a file is over the byte or pixel limit"},
         "415": {"description": "wrong content type"},
@@ -120,7 +123,6 @@ def create_app(
     image, ``workers`` the number of decode/inference threads. Relative reference paths recorded in the index
     are resolved against ``thumbnails_root`` (default: the working directory) for ``GET /thumb/{id}``.
     """
-    from geobridge.index import LOCATE_FUSIONS as fusions
     from geobridge.index import locate
 
     if workers < 1:
@@ -194,7 +196,7 @@ def create_app(
             "index_size": len(index),
             "index": info,
             "views": list(IMAGE_VIEWS),
-            "fusions": list(fusions),
+            "fusions": list(LOCATE_FUSIONS),
             "limits": {
                 "max_upload_bytes": max_upload_bytes,
                 "max_pixels": max_pixels,
@@ -219,8 +221,10 @@ def create_app(
             raise ApiError(422, "text_too_long", f"text is {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
         top_k = _parse_top_k(form.get("top_k"))
         fusion = (form.get("fusion") or "auto").strip()
-        if fusion not in fusions:
-            raise ApiError(422, "unknown_fusion", f"unknown fusion {fusion!r}; expected one of {', '.join(fusions)}")
+        if fusion not in LOCATE_FUSIONS:
+            raise ApiError(
+                422, "unknown_fusion", f"unknown fusion {fusion!r}; expected one of {', '.join(LOCATE_FUSIONS)}"
+            )
         near, radius_km = _parse_prior(form.get("near"), form.get("radius_km"))
         if not uploads and not text:
             raise ApiError(422, "empty_request", "send at least one image (field 'images') or a description ('text')")

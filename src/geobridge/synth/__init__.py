@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from geobridge.synth.appearance import AppearanceShift, blur, low_resolution, season, time_of_day
 from geobridge.synth.countries import COUNTRY_STYLES, CountryStyle, country_codes, get_country
+from geobridge.synth.generate import generate_world
 from geobridge.synth.preview import write_preview
 from geobridge.synth.render import DroneCamera, Lighting, light_scene, render_drone, render_satellite, render_street
 from geobridge.synth.scene import Building, Landmark, Material, Roads, Scene, Water, build_scene
@@ -21,7 +22,6 @@ from geobridge.synth.writer import (
     PlaceViews,
     WorldConfig,
     WorldSummary,
-    generate_world,
     plan_places,
     render_place,
 )

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from geobridge._atomic import atomic_path
 from geobridge.errors import DataError
 from geobridge.images import load_image
 
@@ -103,8 +104,6 @@ def write_preview(root: str | os.PathLike[str], out_png: str | os.PathLike[str],
             ty += line_h
         y = ty + 2 * gap
     out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    sheet.save(tmp, format="PNG")
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        sheet.save(tmp, format="PNG")
     return out

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from geobridge.synth.scene import CELL_M, GRID_CELLS, HALF_M, SAT_CELLS, Material, Scene
+from geobridge.synth.grid import CELL_M, GRID_CELLS, HALF_M, SAT_CELLS, Material, Scene
 
 
 @dataclass

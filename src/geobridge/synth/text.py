@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from geobridge.synth.scene import SAT_HALF_M, Material, Scene, bearing_of
+from geobridge.synth.grid import SAT_HALF_M, Material, Scene, bearing_of
 
 COMPASS: tuple[str, ...] = ("north", "north-east", "east", "south-east", "south", "south-west", "west", "north-west")
 

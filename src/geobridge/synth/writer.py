@@ -8,7 +8,6 @@ with the same configuration write byte-identical files.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import shutil
@@ -21,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from geobridge import __version__
+from geobridge._atomic import atomic_path, atomic_write_text
 from geobridge.errors import GeoBridgeError
 from geobridge.synth.appearance import AppearanceShift
 from geobridge.synth.countries import country_codes, country_record, get_country
@@ -36,8 +36,6 @@ from geobridge.synth.render import (
 from geobridge.synth.scene import Scene, build_scene
 from geobridge.synth.text import describe
 from geobridge.views import IMAGE_VIEWS
-
-logger = logging.getLogger(__name__)
 
 GENERATOR = f"geobridge.synth {__version__}"
 MARKER = ".geobridge-synth.json"
@@ -267,10 +265,8 @@ def _image_paths(root: Path, spec: PlaceSpec, view: str, count: int) -> list[Pat
 
 
 def _save_png(img: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(img).save(tmp, format="PNG", compress_level=4)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(img).save(tmp, format="PNG", compress_level=4)
 
 
 def _write_place(job: tuple[PlaceSpec, WorldConfig, str]) -> dict[str, object]:
@@ -321,9 +317,7 @@ def _prepare_root(root: Path) -> None:
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def _marker(config: WorldConfig, *, complete: bool) -> str:
@@ -335,27 +329,27 @@ def default_workers() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
-def generate_world(out_dir: str | os.PathLike[str], config: WorldConfig, *,
-                   show_progress_bar: bool | None = None) -> WorldSummary:
-    """Write a synthetic world to ``out_dir``; returns what was written.
+def start_world(out_dir: str | os.PathLike[str], config: WorldConfig) -> tuple[Path, WorldConfig]:
+    """Validate ``config``, resolve its countries, and claim ``out_dir`` with an incomplete-world marker.
 
     ``out_dir`` must be new, empty, or a previous world written by this generator (which is then replaced).
-    The manifest (GeoLoc) and the completion marker are written last, so an interrupted run is recognisable.
     """
-    from tqdm.auto import tqdm
-
     config.validate()
     config = replace(config, countries=tuple(config.country_styles()),
                      holdout_countries=tuple(get_country(c).code for c in config.holdout_countries))
     root = Path(out_dir)
     _prepare_root(root)
     _write_text_atomic(root / MARKER, _marker(config, complete=False))
-    if show_progress_bar is None:
-        show_progress_bar = logger.getEffectiveLevel() <= logging.INFO
-    if config.format != "geoloc":
-        from geobridge.synth.layouts import generate_layout
+    return root, config
 
-        return generate_layout(root, config, show_progress_bar=show_progress_bar)
+
+def write_geoloc_world(root: Path, config: WorldConfig, *, show_progress_bar: bool) -> WorldSummary:
+    """Write the GeoLoc layout into ``root`` (claimed by :func:`start_world`); returns what was written.
+
+    The manifest and the completion marker are written last, so an interrupted run is recognisable.
+    """
+    from tqdm.auto import tqdm
+
     specs = plan_places(config)
     workers = config.workers if config.workers is not None else default_workers()
     workers = max(1, min(workers, len(specs)))

@@ -4,21 +4,31 @@ A checkpoint is a folder ``ckpt-<epoch>`` holding the model (``model/``), ``trai
 ``train_state.json``. ``latest.json`` in the run folder names the newest complete checkpoint and is
 replaced atomically after the folder is fully written, so a run killed mid-save resumes from the
 previous checkpoint.
+
+``metrics.jsonl`` gets an epoch's line just before that epoch's checkpoint is committed, so a run killed in
+between has logged an epoch that its newest checkpoint does not hold; :func:`truncate_metrics` drops such
+lines (and a torn last line) before a resumed run logs the epoch again.
+
+``run.json`` records the run's provenance for reports: the code's commit, when it started and finished, its
+training time (seconds, summed over resumes), the epochs and steps done.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from geobridge._atomic import atomic_write_json
+from geobridge._atomic import atomic_write_json, atomic_write_text
+from geobridge._provenance import METRICS_LOG, RUN_RECORD, code_commit, read_run_record, utc_now
 from geobridge.errors import CheckpointError
 from geobridge.models.checkpoint import load_tensors, read_json, save_tensors
 
 LATEST = "latest.json"
+METRICS = METRICS_LOG
 
 
 def optimizer_to_flat(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -105,3 +115,44 @@ def load_train_state(folder: Path) -> dict[str, Any]:
         }
     except KeyError as exc:
         raise CheckpointError(f"incomplete training state in {folder}: missing {exc}") from exc
+
+
+def truncate_metrics(path: Path, *, before_epoch: int) -> int:
+    """Keep only the lines of ``path`` (a ``metrics.jsonl``) for epochs before ``before_epoch``, the first epoch
+    a (resumed) run trains; drop the others and any line that is not a JSON record. Returns the lines dropped."""
+    if not path.is_file():
+        return 0
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    kept = [line for line in lines if _epoch_of(line) is not None and _epoch_of(line) < before_epoch]
+    if len(kept) != len(lines):
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+    return len(lines) - len(kept)
+
+
+def _epoch_of(line: str) -> int | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    epoch = record.get("epoch") if isinstance(record, dict) else None
+    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
+
+
+def start_run_record(run_dir: Path, *, resumed: bool) -> dict[str, Any]:
+    """Write ``run.json`` as a run (re)starts: a resumed run keeps its start time and commit."""
+    record = read_run_record(run_dir) if resumed else {}
+    record.setdefault("started", utc_now())
+    record.setdefault("commit", code_commit())
+    record.pop("finished", None)
+    atomic_write_json(run_dir / RUN_RECORD, record)
+    return record
+
+
+def finish_run_record(run_dir: Path, *, train_s: float, epochs: int, steps: int) -> dict[str, Any]:
+    """Complete ``run.json`` when training ends."""
+    record = read_run_record(run_dir)
+    record.setdefault("commit", code_commit())
+    record.update(finished=utc_now(), train_s=round(train_s, 2), epochs=epochs, steps=steps)
+    atomic_write_json(run_dir / RUN_RECORD, record)
+    return record
+

@@ -21,9 +21,17 @@ from geobridge.data import BatchAugment, TensorBatches, build_view_cache
 from geobridge.errors import GeoBridgeError
 from geobridge.losses import GeoBridgeLoss
 from geobridge.models import GeoBridge, get_model_config
-from geobridge.train.config import TrainConfig, to_yaml
+from geobridge.train.config import TrainConfig, to_yaml, validate_config
 from geobridge.train.distributed import all_reduce_mean, barrier, cleanup, gather_rows, init_distributed
-from geobridge.train.state import latest_checkpoint, load_train_state, save_checkpoint
+from geobridge.train.state import (
+    METRICS,
+    finish_run_record,
+    latest_checkpoint,
+    load_train_state,
+    save_checkpoint,
+    start_run_record,
+    truncate_metrics,
+)
 from geobridge.views import IMAGE_VIEWS
 
 MAX_LOGIT_SCALE = math.log(100.0)
@@ -68,6 +76,7 @@ class Trainer:
     """Owns the model, data, optimizer and run folder of one training run."""
 
     def __init__(self, config: TrainConfig, *, show_progress_bar: bool | None = None) -> None:
+        validate_config(config)  # also a config built or changed in code, not only one from load_config
         self.config = config
         self.device = _resolve_device(config.train.device)
         self.dist = init_distributed(self.device)
@@ -105,6 +114,7 @@ class Trainer:
         self.warmup_steps = int(round(config.optim.warmup_epochs * self.steps_per_epoch))
         self.step = 0
         self.start_epoch = 0
+        self.elapsed_before = 0.0  # training seconds of the run before a resume
         self.ddp_model: nn.Module = self.model
         if self.dist.enabled:
             self.ddp_model = DistributedDataParallel(
@@ -317,6 +327,7 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["rng_cuda"])
         self.step = state["step"]
         self.start_epoch = state["epoch"] + 1
+        self.elapsed_before = float(state["extra"].get("elapsed_s") or 0.0)
         return True
 
     def fit(self) -> dict[str, float]:
@@ -324,11 +335,15 @@ class Trainer:
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(self.run_dir / "config.yaml", to_yaml(config).encode())
+            # the log holds exactly the epochs before this one (a kill after an epoch's line but before its
+            # checkpoint would otherwise log that epoch twice)
+            truncate_metrics(self.run_dir / METRICS, before_epoch=self.start_epoch)
+            start_run_record(self.run_dir, resumed=self.start_epoch > 0)
         barrier(self.dist)
-        log_path = self.run_dir / "metrics.jsonl"
+        log_path = self.run_dir / METRICS
         accum = config.optim.grad_accum
         last: dict[str, float] = {}
-        started = time.time()
+        started = time.time() - self.elapsed_before  # elapsed_s counts the whole run across resumes
         for epoch in range(self.start_epoch, config.optim.epochs):
             if self.step >= self.total_steps:
                 break
@@ -390,7 +405,7 @@ class Trainer:
                     optimizer=self.optimizer,
                     epoch=epoch,
                     step=self.step,
-                    extra={"loss": last.get("loss")},
+                    extra={"loss": last.get("loss"), "elapsed_s": record["elapsed_s"]},
                 )
                 if self.show_progress_bar:
                     epoch_loss = last.get("loss", float("nan"))
@@ -398,11 +413,14 @@ class Trainer:
             barrier(self.dist)
         if self.dist.is_main:
             self.model.save_pretrained(self.run_dir / "model")
+            epochs_done = len(log_path.read_text().splitlines()) if log_path.is_file() else 0
+            finish_run_record(self.run_dir, train_s=time.time() - started, epochs=epochs_done, steps=self.step)
         barrier(self.dist)
         return last
 
     def evaluate(self) -> dict[str, Any]:
-        """Every-direction retrieval metrics of the current model on the eval split."""
+        """Metrics of the current model on the eval split: every direction (GeoLoc), or the layout's default
+        protocol for a benchmark layout (e.g. ``university1652``: query_* against gallery_*, distractors)."""
         from geobridge.eval.embed import evaluate_model
 
         return evaluate_model(

@@ -293,6 +293,7 @@
         '<div class="nums"><span class="view"></span><span class="ll"></span></div>';
       meta.querySelector(".place").textContent = m.place_id;
       meta.querySelector(".score").textContent = `score ${Number(m.score).toFixed(3)}`;
+      meta.querySelector(".score").title = result.score_meaning || "";
       meta.querySelector(".dist").textContent = fmtKm(m.distance_km);
       meta.querySelector(".view").textContent = m.view;
       meta.querySelector(".ll").textContent = `${m.lat.toFixed(2)}, ${m.lon.toFixed(2)}`;
@@ -328,6 +329,9 @@
         $("limits").textContent = `PNG, JPEG or WebP · up to ${(lim.max_upload_bytes / 1048576).toFixed(0)} MiB and ${lim.max_images} images`;
       }
       if (lim.max_top_k) $("top_k").max = lim.max_top_k;
+      for (const name of health.fusions || []) {
+        if (![...$("fusion").options].some((o) => o.value === name)) $("fusion").add(new Option(name, name));
+      }
     } catch (err) {
       $("service").textContent = "service unreachable";
       $("service").className = "service down";
