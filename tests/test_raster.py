@@ -308,6 +308,11 @@ def test_exif_gps_prior_reads_the_photo_position_and_fails_cleanly_without_one(t
     assert payload["matches"] and all(_geodesic_km(lat, lon, np.array([m["lat"]]), np.array([m["lon"]]))[0] <= 0.05
                                       for m in payload["matches"])
     assert payload["native"]["crs"] == "EPSG:4326"
+    assert main(["locate", "--index", str(index), "--image", str(photo), "--near", f"{lat},{lon}", "--radius-km",
+                 "0.05", "--truth", f"{lat},{lon}", "--out", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    estimate = _geodesic_km(lat, lon, np.array([payload["lat"]]), np.array([payload["lon"]]))[0] * 1000
+    assert payload["truth"]["error_m"] == pytest.approx(estimate, rel=0.005, abs=1e-6)
     plain = tmp_path / "plain.png"
     from PIL import Image
 
@@ -381,9 +386,10 @@ def test_region_is_georeferenced_split_disjointly_and_locatable(tmp_path, world)
     drone = next(q for q in (json.loads(line) for line in (root / "test" / "queries.jsonl").read_text().splitlines())
                  if q["view"] == "drone")
     result = locate(world["model"], index, images=[("drone", root / "test" / drone["path"])],
-                    near=(drone["lat"], drone["lon"]), near_radius_km=0.3)
+                    near=(drone["lat"], drone["lon"]), near_radius_km=0.3, truth=(drone["lat"], drone["lon"]))
     error_m = 1000 * _geodesic_km(drone["lat"], drone["lon"], np.array([result.lat]), np.array([result.lon]))[0]
     assert error_m <= 300 + 1  # the estimate is a tile centre within the prior
+    assert result.truth["error_m"] == pytest.approx(error_m, rel=0.005)  # haversine vs the ellipsoid
     assert result.native["crs"] == "EPSG:32633"
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")

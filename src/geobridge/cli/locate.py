@@ -37,6 +37,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "the consensus radius (kept for older command lines; prefer --consensus-radius-km)")
     parser.add_argument("--consensus-radius-km", type=float, default=None,
                         help="consensus fusion radius in km (default 25)")
+    parser.add_argument("--truth", metavar="LAT,LON", default=None,
+                        help="the true position, where known: the output adds the estimate's error in metres")
     parser.add_argument("--include-same-view", action="store_true",
                         help="also match gallery items of the query's own view")
     parser.add_argument("--format", default="json", choices=("json", "geojson"), help="output format")
@@ -80,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         near=near,
         near_radius_km=prior_radius,
         prior_source=args.prior or "near",
+        truth=_lat_lon(args.truth, option="--truth") if args.truth else None,
     )
     payload = result.to_geojson() if args.format == "geojson" else result.to_dict()
     text = json.dumps(payload, indent=2)
@@ -105,11 +108,7 @@ def _prior(args: argparse.Namespace) -> tuple[tuple[float, float] | None, float 
     if args.radius_km is None:
         raise GeoBridgeError("a prior (--near or --prior) needs --radius-km R, the search radius in km")
     if args.near is not None:
-        try:
-            lat, lon = (float(v) for v in args.near.split(","))
-        except ValueError:
-            raise GeoBridgeError(f"--near must be LAT,LON in degrees (e.g. 50.08,14.42), got {args.near!r}") from None
-        near = (lat, lon)
+        near = _lat_lon(args.near, option="--near")
     else:
         if not args.image:
             raise GeoBridgeError("--prior exif reads the GPS position of the first --image; give an --image")
@@ -118,3 +117,13 @@ def _prior(args: argparse.Namespace) -> tuple[tuple[float, float] | None, float 
             raise GeoBridgeError(f"--prior exif: {args.image[0]} has no EXIF GPS position; pass --near LAT,LON instead")
         near = found
     return near, float(args.radius_km), float(consensus if consensus is not None else 25.0)
+
+
+def _lat_lon(value: str, *, option: str) -> tuple[float, float]:
+    from geobridge.errors import GeoBridgeError
+
+    try:
+        lat, lon = (float(v) for v in value.split(","))
+    except ValueError:
+        raise GeoBridgeError(f"{option} must be LAT,LON in degrees (e.g. 50.08,14.42), got {value!r}") from None
+    return lat, lon

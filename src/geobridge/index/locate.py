@@ -93,6 +93,7 @@ class LocateResult:
     fusion: str = "score"
     prior: dict[str, Any] | None = None
     native: dict[str, Any] | None = None
+    truth: dict[str, Any] | None = None  # the true position and the estimate's error_m, when given
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible; ``prior``, ``native`` and the matches' raster keys appear only when they are set."""
@@ -105,7 +106,7 @@ class LocateResult:
             "queries": [dict(q) for q in self.queries],
             "matches": [_match_dict(m) for m in self.matches],
         }
-        for key in ("prior", "native"):
+        for key in ("prior", "native", "truth"):
             if getattr(self, key) is not None:
                 out[key] = dict(getattr(self, key))
         return out
@@ -118,6 +119,7 @@ class LocateResult:
             "geometry": {"type": "Point", "coordinates": [self.lon, self.lat]},
             "properties": {"kind": "estimate", "confidence": self.confidence, "fusion": self.fusion,
                            "score_meaning": score_meaning(self.fusion), "prior": self.prior, "native": self.native,
+                           "truth": self.truth,
                            "queries": [dict(q) for q in self.queries]},
         }
         matches = [
@@ -296,6 +298,7 @@ def locate(
     near: tuple[float, float] | None = None,
     near_radius_km: float | None = None,
     prior_source: str = "near",
+    truth: tuple[float, float] | None = None,
 ) -> LocateResult:
     """Estimate where ``images`` (``(view, PIL image or path)`` pairs) and ``texts`` were taken / describe.
 
@@ -305,6 +308,8 @@ def locate(
     weights for every query's view, else ``score``. ``near=(lat, lon)`` with ``near_radius_km`` searches only
     the index entries whose centre lies within that radius (a prior, e.g. a GNSS fix; ``prior_source`` names
     where it came from, such as ``"exif"``); the result's ``prior`` records it and how many entries it allowed.
+    ``truth=(lat, lon)``, where the true position is known, adds ``truth`` with the estimate's ``error_m``
+    (great-circle metres).
     """
     if fusion not in LOCATE_FUSIONS:
         raise GeoBridgeError(f"unknown fusion {fusion!r}; expected one of {', '.join(LOCATE_FUSIONS)}")
@@ -366,7 +371,14 @@ def locate(
                           "top_score": hits[0]["score"] if hits else None})
     fused = fuse(per_query, fusion=fusion, top_k=top_k, radius_km=radius_km, temperature=temperature,
                  query_views=[q[0] for q in queries], view_weights=view_weights, gallery_places=gallery_places)
-    return replace(fused, queries=described, prior=prior, native=native_position(fused))
+    checked = None
+    if truth is not None:
+        true_lat, true_lon = (float(v) for v in truth)
+        if not (math.isfinite(true_lat) and math.isfinite(true_lon) and abs(true_lat) <= 90 and abs(true_lon) <= 180):
+            raise GeoBridgeError(f"truth=({true_lat}, {true_lon}) is outside [-90, 90] x [-180, 180]")
+        error_m = 1000.0 * float(haversine_km(true_lat, true_lon, fused.lat, fused.lon))
+        checked = {"lat": true_lat, "lon": true_lon, "error_m": error_m}
+    return replace(fused, queries=described, prior=prior, native=native_position(fused), truth=checked)
 
 
 def native_position(result: LocateResult) -> dict[str, Any] | None:
