@@ -26,6 +26,7 @@ from geobridge.errors import DataError
 MAX_IMAGE_PIXELS = 40_000_000  # width * height of any decoded image: datasets, CLI queries and uploads alike
 # Transparent pixels mean "no data"; imagery conventionally fills no-data with black.
 ALPHA_BACKGROUND: tuple[int, int, int] = (0, 0, 0)
+GPS_IFD_TAG = 0x8825  # EXIF pointer to the GPS IFD: 1 GPSLatitudeRef, 2 GPSLatitude, 3 GPSLongitudeRef, 4 GPSLongitude
 IMAGE_ERROR_KINDS = ("not_found", "not_an_image", "corrupt", "too_large", "unsupported_format")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I;16S", "I;16BS", "I;16LS")
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La", "P")
@@ -105,6 +106,44 @@ def _decode(fp: Path | io.BytesIO, *, source: str, max_pixels: int, formats: Seq
     except Exception as exc:  # noqa: BLE001 - any failure inside Pillow on untrusted bytes means unreadable data
         raise ImageError(f"unreadable or truncated image {source}: {type(exc).__name__}: {exc}", kind="corrupt",
                          source=source) from exc
+
+
+def exif_gps(path: str | Path) -> tuple[float, float] | None:
+    """The ``(lat, lon)`` in degrees of the GPS IFD of an image file's EXIF, or None when it has no usable fix.
+
+    Reads only the header (no pixels). Latitude and longitude are degree/minute/second rationals with
+    ``N``/``S`` and ``E``/``W`` references; a fix outside [-90, 90] x [-180, 180] counts as none.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"image not found: {path}", kind="not_found", source=str(path))
+    try:
+        with Image.open(path) as img:
+            gps = img.getexif().get_ifd(GPS_IFD_TAG)
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"unreadable image (not a known format): {path}", kind="not_an_image",
+                         source=str(path)) from exc
+    except Exception:  # noqa: BLE001 - a broken EXIF block means no usable position, not an unreadable image
+        return None
+    try:
+        lat = _dms_degrees(gps[2], gps.get(1, "N"), negative="S")
+        lon = _dms_degrees(gps[4], gps.get(3, "E"), negative="W")
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+    if not (np.isfinite(lat) and np.isfinite(lon) and abs(lat) <= 90 and abs(lon) <= 180):
+        return None
+    return lat, lon
+
+
+def _dms_degrees(dms: Sequence[object], ref: object, *, negative: str) -> float:
+    """EXIF (degrees, minutes, seconds) rationals and a hemisphere reference -> signed decimal degrees."""
+    if isinstance(ref, bytes):
+        ref = ref.decode("ascii", "replace")
+    parts = [float(v) for v in dms]  # IFDRational (or a bare number) -> float
+    if len(parts) != 3:
+        raise ValueError(f"GPS coordinate must be 3 rationals, got {len(parts)}")
+    value = parts[0] + parts[1] / 60.0 + parts[2] / 3600.0
+    return -value if str(ref).strip().upper().startswith(negative) else value
 
 
 def _scaled_to_uint8(values: np.ndarray, *, mode: str) -> np.ndarray:

@@ -28,11 +28,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     source = build.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", help="a GeoLoc-format dataset root (see docs/data-format.md)")
     source.add_argument("--images", metavar="DIR", help=IMAGES_HELP)
+    source.add_argument("--raster", nargs="+", metavar="TIF",
+                        help="georeferenced rasters (GeoTIFF orthophotos, any CRS) cut into tiles of --tile-m metres "
+                        "(needs the geo extra: rasterio, pyproj)")
     build.add_argument("--coords", metavar="CSV", help="the table for --images (CSV or .jsonl); see --images")
     build.add_argument("--split", default="test", help="dataset split for --data ('all' for every split)")
     build.add_argument("--format", default="geoloc", choices=("geoloc", "university1652"), help="layout of --data")
     build.add_argument("--out", required=True, help="index file to write, e.g. runs/sat.gbx")
     build.add_argument("--views", default="satellite", help="comma-separated image views to index (default satellite)")
+    build.add_argument("--tile-m", type=float, default=None, help="--raster: tile side in ground metres")
+    build.add_argument("--stride-m", type=float, default=None,
+                       help="--raster: metres between tile origins (default --tile-m: no overlap)")
+    build.add_argument("--scales", default="1",
+                       help="--raster: comma-separated multiples of --tile-m/--stride-m to tile at, e.g. 1,2,4")
+    build.add_argument("--max-nodata", type=float, default=0.5,
+                       help="--raster: skip tiles with more than this share of nodata pixels (default 0.5)")
+    build.add_argument("--tile-px", type=int, default=None,
+                       help="--raster: pixels per tile side as embedded (default the model's satellite input size)")
     build.add_argument("--factory", default="Flat", help="faiss factory string: Flat, HNSW32, IVF1024,PQ32,RFlat ...")
     build.add_argument("--batch-size", type=int, default=64)
     build.add_argument("--device", default="cpu", help="torch device for the model")
@@ -91,6 +103,10 @@ def run_build(args: argparse.Namespace) -> int:
         raise GeoBridgeError("--views is empty")
     if args.coords and not args.images:
         raise GeoBridgeError("--coords goes with --images")
+    if args.raster:
+        return _build_from_rasters(args)
+    if args.tile_m is not None or args.stride_m is not None:
+        raise GeoBridgeError("--tile-m and --stride-m go with --raster")
     if args.images:
         places = read_image_table(args.images, coords=args.coords, default_view=views[0])
     else:
@@ -111,6 +127,34 @@ def run_build(args: argparse.Namespace) -> int:
     summary = index.info()
     print(json.dumps({"out": str(args.out), "count": summary["count"], "places": summary["places"],
                       "views": summary["views"], "factory": summary["factory"]}))
+    return 0
+
+
+def _build_from_rasters(args: argparse.Namespace) -> int:
+    import logging
+
+    from geobridge.errors import GeoBridgeError
+    from geobridge.index import model_info_of
+    from geobridge.index.raster import build_raster_index
+    from geobridge.models import GeoBridge
+
+    if args.tile_m is None:
+        raise GeoBridgeError("--raster needs --tile-m (tile side in metres)")
+    try:
+        scales = tuple(float(s) for s in args.scales.split(",") if s.strip())
+    except ValueError as exc:
+        raise GeoBridgeError(f"--scales must be comma-separated numbers, got {args.scales!r}") from exc
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    model = GeoBridge.from_pretrained(args.checkpoint, device=args.device)
+    index = build_raster_index(
+        model, args.raster, tile_m=args.tile_m, stride_m=args.stride_m, scales=scales, tile_px=args.tile_px,
+        max_nodata=args.max_nodata, factory=args.factory, batch_size=args.batch_size,
+        show_progress_bar=not args.no_progress, model_info=model_info_of(model, checkpoint=args.checkpoint),
+    )
+    index.save(args.out)
+    summary = index.info()
+    print(json.dumps({"out": str(args.out), "count": summary["count"], "rasters": list(args.raster),
+                      "factory": summary["factory"], "tiling": index.model_info["tiling"]}))
     return 0
 
 

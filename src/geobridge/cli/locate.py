@@ -28,7 +28,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--top-k", type=int, default=10, help="matches to return (default 10)")
     parser.add_argument("--fusion", default="auto", choices=LOCATE_FUSIONS,
                         help=f"how queries are fused (default auto). {fusion_help()}".replace("%", "%%"))
-    parser.add_argument("--radius-km", type=float, default=25.0, help="consensus radius in km (default 25)")
+    parser.add_argument("--near", metavar="LAT,LON", default=None,
+                        help="search only index entries whose centre lies within --radius-km of this point (a prior)")
+    parser.add_argument("--prior", choices=("exif",), default=None,
+                        help="exif: take the prior's centre from the first --image's EXIF GPS position")
+    parser.add_argument("--radius-km", type=float, default=None,
+                        help="with --near or --prior: the prior's radius in km (required there); without a prior, "
+                        "the consensus radius (kept for older command lines; prefer --consensus-radius-km)")
+    parser.add_argument("--consensus-radius-km", type=float, default=None,
+                        help="consensus fusion radius in km (default 25)")
+    parser.add_argument("--truth", metavar="LAT,LON", default=None,
+                        help="the true position, where known: the output adds the estimate's error in metres")
     parser.add_argument("--include-same-view", action="store_true",
                         help="also match gallery items of the query's own view")
     parser.add_argument("--format", default="json", choices=("json", "geojson"), help="output format")
@@ -49,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         raise GeoBridgeError(f"{len(args.image_view)} --image-view values for {len(args.image)} --image values")
     if args.top_k < 1:
         raise GeoBridgeError(f"--top-k must be >= 1, got {args.top_k}")
+    near, prior_radius, consensus_radius = _prior(args)
     index = GeoIndex.load(args.index)
     checkpoint = args.checkpoint or index.model_info.get("checkpoint")
     if not checkpoint:
@@ -67,7 +78,11 @@ def run(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         fusion=args.fusion,
         exclude_views=() if args.include_same_view else None,
-        radius_km=args.radius_km,
+        radius_km=consensus_radius,
+        near=near,
+        near_radius_km=prior_radius,
+        prior_source=args.prior or "near",
+        truth=_lat_lon(args.truth, option="--truth") if args.truth else None,
     )
     payload = result.to_geojson() if args.format == "geojson" else result.to_dict()
     text = json.dumps(payload, indent=2)
@@ -77,3 +92,38 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(text)
     return 0
+
+
+def _prior(args: argparse.Namespace) -> tuple[tuple[float, float] | None, float | None, float]:
+    """``(near, prior radius, consensus radius)`` from --near / --prior exif, --radius-km, --consensus-radius-km."""
+    from geobridge.errors import GeoBridgeError
+    from geobridge.images import exif_gps
+
+    consensus = args.consensus_radius_km
+    if args.near is not None and args.prior is not None:
+        raise GeoBridgeError("give either --near LAT,LON or --prior exif, not both")
+    if args.near is None and args.prior is None:
+        legacy = args.radius_km
+        return None, None, float(consensus if consensus is not None else legacy if legacy is not None else 25.0)
+    if args.radius_km is None:
+        raise GeoBridgeError("a prior (--near or --prior) needs --radius-km R, the search radius in km")
+    if args.near is not None:
+        near = _lat_lon(args.near, option="--near")
+    else:
+        if not args.image:
+            raise GeoBridgeError("--prior exif reads the GPS position of the first --image; give an --image")
+        found = exif_gps(args.image[0])
+        if found is None:
+            raise GeoBridgeError(f"--prior exif: {args.image[0]} has no EXIF GPS position; pass --near LAT,LON instead")
+        near = found
+    return near, float(args.radius_km), float(consensus if consensus is not None else 25.0)
+
+
+def _lat_lon(value: str, *, option: str) -> tuple[float, float]:
+    from geobridge.errors import GeoBridgeError
+
+    try:
+        lat, lon = (float(v) for v in value.split(","))
+    except ValueError:
+        raise GeoBridgeError(f"{option} must be LAT,LON in degrees (e.g. 50.08,14.42), got {value!r}") from None
+    return lat, lon

@@ -59,6 +59,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default min(2, CPUs))")
     parser.add_argument("--preview", action="store_true", help="also write <out>/preview.png, a contact sheet")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    parser.add_argument("--region", type=int, default=None, metavar="BLOCKS",
+                        help="region mode: a BLOCKS x BLOCKS grid of 200 m blocks of the first --countries style, "
+                        "written as train/test GeoTIFF orthomosaics in a UTM CRS with GPS-tagged drone photos and "
+                        "street panoramas (needs the geo extra; uses --seed, --drone-views, --image-size)")
     parser.set_defaults(func=run)
 
 
@@ -92,6 +96,8 @@ def world_config(args: argparse.Namespace) -> WorldConfig:
 def run(args: argparse.Namespace) -> int:
     from geobridge.synth import generate_world, write_preview
 
+    if args.region is not None:
+        return _run_region(args)
     config = world_config(args)
     summary = generate_world(args.out, config, show_progress_bar=not args.quiet)
     if args.preview:
@@ -104,4 +110,17 @@ def run(args: argparse.Namespace) -> int:
         )
         if args.preview:
             print(f"preview: {args.out}/preview.png")
+    return 0
+
+
+def _run_region(args: argparse.Namespace) -> int:
+    import json
+
+    from geobridge.synth.region import RegionConfig, generate_region
+
+    config = RegionConfig(blocks=args.region, country=(args.countries or ("DE",))[0], seed=args.seed,
+                          drones_per_block=args.drone_views, drone_size=args.image_size)
+    manifest = generate_region(args.out, config)
+    if not args.quiet:
+        print(json.dumps(manifest["splits"]))
     return 0

@@ -25,6 +25,7 @@ from geobridge.index.locate import (
     fuse,
     locate,
 )
+from geobridge.index.raster import build_raster_index  # rasterio and pyproj load only when a raster is read
 from geobridge.index.search import search_depth
 from geobridge.index.store import FORMAT_VERSION, GeoIndex, SearchResult
 
@@ -40,6 +41,7 @@ __all__ = [
     "Match",
     "SearchResult",
     "build_index",
+    "build_raster_index",
     "calibrate_index",
     "evaluate_fusion",
     "fit_view_weights",

@@ -68,13 +68,22 @@ class Match:
     distance_km: float  # from the estimated location
     similarity: float
     country: str | None = None
+    # raster tiles only (``geobridge.index.raster``): the tile's WGS84 footprint ring, native CRS, centre and GSD
+    footprint: list[list[float]] | None = None
+    crs: str | None = None
+    native_center: list[float] | None = None
+    gsd_m: float | None = None
+
+
+RASTER_KEYS: tuple[str, ...] = ("footprint", "crs", "native_center", "gsd_m")
 
 
 @dataclass
 class LocateResult:
     """The estimated location (``lat``, ``lon``), a confidence in [0, 1], the ranked matches, the queries and
     the fusion mode used. ``to_dict`` and ``to_geojson`` also state what the matches' scores mean
-    (``score_meaning``)."""
+    (``score_meaning``). ``prior`` is the search prior (centre, radius, source, entries it allowed) or None;
+    ``native`` is the estimate in the top match's raster CRS (``{"crs", "x", "y"}``) when it is a raster tile."""
 
     lat: float
     lon: float
@@ -82,35 +91,62 @@ class LocateResult:
     matches: list[Match]
     queries: list[dict[str, Any]] = field(default_factory=list)
     fusion: str = "score"
+    prior: dict[str, Any] | None = None
+    native: dict[str, Any] | None = None
+    truth: dict[str, Any] | None = None  # the true position and the estimate's error_m, when given
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """JSON-compatible; ``prior``, ``native`` and the matches' raster keys appear only when they are set."""
+        out: dict[str, Any] = {
             "lat": self.lat,
             "lon": self.lon,
             "confidence": self.confidence,
             "fusion": self.fusion,
             "score_meaning": score_meaning(self.fusion),
             "queries": [dict(q) for q in self.queries],
-            "matches": [asdict(m) for m in self.matches],
+            "matches": [_match_dict(m) for m in self.matches],
         }
+        for key in ("prior", "native", "truth"):
+            if getattr(self, key) is not None:
+                out[key] = dict(getattr(self, key))
+        return out
 
     def to_geojson(self) -> dict[str, Any]:
-        """A GeoJSON FeatureCollection: the estimate (``kind: estimate``) then one point per match."""
+        """A GeoJSON FeatureCollection: the estimate (``kind: estimate``), one point per match (``kind: match``),
+        then the footprint polygon of each match that is a raster tile (``kind: footprint``, with its rank)."""
         estimate = {
             "type": "Feature",
             "geometry": {"type": "Point", "coordinates": [self.lon, self.lat]},
             "properties": {"kind": "estimate", "confidence": self.confidence, "fusion": self.fusion,
-                           "score_meaning": score_meaning(self.fusion), "queries": [dict(q) for q in self.queries]},
+                           "score_meaning": score_meaning(self.fusion), "prior": self.prior, "native": self.native,
+                           "truth": self.truth,
+                           "queries": [dict(q) for q in self.queries]},
         }
         matches = [
             {
                 "type": "Feature",
                 "geometry": {"type": "Point", "coordinates": [m.lon, m.lat]},
-                "properties": {"kind": "match", **{k: v for k, v in asdict(m).items() if k not in ("lat", "lon")}},
+                "properties": {"kind": "match", **{k: v for k, v in _match_dict(m).items()
+                                                   if k not in ("lat", "lon", "footprint")}},
             }
             for m in self.matches
         ]
-        return {"type": "FeatureCollection", "features": [estimate, *matches]}
+        footprints = [
+            {
+                "type": "Feature",
+                "geometry": {"type": "Polygon", "coordinates": [[list(p) for p in m.footprint]]},
+                "properties": {"kind": "footprint", "rank": m.rank, "place_id": m.place_id, "crs": m.crs,
+                               "gsd_m": m.gsd_m, "score": m.score},
+            }
+            for m in self.matches
+            if m.footprint
+        ]
+        return {"type": "FeatureCollection", "features": [estimate, *matches, *footprints]}
+
+
+def _match_dict(match: Match) -> dict[str, Any]:
+    """``asdict(match)`` without the raster keys that are unset (matches that are not raster tiles)."""
+    return {k: v for k, v in asdict(match).items() if k not in RASTER_KEYS or v is not None}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -154,7 +190,8 @@ def fuse(
             entry = places.get(pid)
             if entry is None or score > entry["similarity"]:
                 places[pid] = {"lat": float(hit["lat"]), "lon": float(hit["lon"]), "similarity": score,
-                               "view": hit.get("view"), "path": hit.get("path"), "country": hit.get("country")}
+                               "view": hit.get("view"), "path": hit.get("path"), "country": hit.get("country"),
+                               **{key: hit.get(key) for key in RASTER_KEYS}}
     pids = list(places)
     column = {pid: j for j, pid in enumerate(pids)}
     best = np.full((len(active), len(pids)), np.nan)  # (Q, P) best similarity of place p in query q's hits
@@ -194,7 +231,8 @@ def fuse(
     matches = [
         Match(rank=rank, place_id=pids[j], lat=float(lat[j]), lon=float(lon[j]), view=places[pids[j]]["view"],
               path=places[pids[j]]["path"], score=float(ranking[j]), distance_km=float(distances[j]),
-              similarity=float(places[pids[j]]["similarity"]), country=places[pids[j]]["country"])
+              similarity=float(places[pids[j]]["similarity"]), country=places[pids[j]]["country"],
+              **{key: places[pids[j]][key] for key in RASTER_KEYS})
         for rank, j in enumerate(order[:top_k], start=1)
     ]
     return LocateResult(lat=est_lat, lon=est_lon, confidence=min(1.0, max(0.0, confidence)), matches=matches,
@@ -257,13 +295,21 @@ def locate(
     nprobe: int | None = None,
     ef_search: int | None = None,
     k_factor: float | None = None,
+    near: tuple[float, float] | None = None,
+    near_radius_km: float | None = None,
+    prior_source: str = "near",
+    truth: tuple[float, float] | None = None,
 ) -> LocateResult:
     """Estimate where ``images`` (``(view, PIL image or path)`` pairs) and ``texts`` were taken / describe.
 
     ``exclude_views=None`` searches each query among the gallery items of the other views; pass a sequence
     (``()`` for none) to exclude exactly those views for every query. Each query fetches about
     ``max(top_k, candidates)`` places for fusion. ``fusion="auto"`` is ``weighted`` when the index holds fusion
-    weights for every query's view, else ``score``.
+    weights for every query's view, else ``score``. ``near=(lat, lon)`` with ``near_radius_km`` searches only
+    the index entries whose centre lies within that radius (a prior, e.g. a GNSS fix; ``prior_source`` names
+    where it came from, such as ``"exif"``); the result's ``prior`` records it and how many entries it allowed.
+    ``truth=(lat, lon)``, where the true position is known, adds ``truth`` with the estimate's ``error_m``
+    (great-circle metres).
     """
     if fusion not in LOCATE_FUSIONS:
         raise GeoBridgeError(f"unknown fusion {fusion!r}; expected one of {', '.join(LOCATE_FUSIONS)}")
@@ -297,20 +343,54 @@ def locate(
                                     show_progress_bar=False)  # (n, D)
             for i, vector in zip(rows, embedded, strict=True):
                 vectors[i] = vector
+    prior = None
+    if (near is None) != (near_radius_km is None):
+        raise GeoBridgeError("a prior needs both near=(lat, lon) and near_radius_km")
+    if near is not None:
+        allowed = index.ids_within(near, radius_km=float(near_radius_km))
+        if len(allowed) == 0:
+            raise GeoBridgeError(
+                f"no index entry lies within {near_radius_km:g} km of ({near[0]:.6f}, {near[1]:.6f}); "
+                "widen the radius or check the prior"
+            )
+        prior = {"lat": float(near[0]), "lon": float(near[1]), "radius_km": float(near_radius_km),
+                 "source": prior_source, "entries": int(len(allowed))}
+        gallery_places = len({index.record(i)["place_id"] for i in allowed.tolist()})  # the prior's gallery
+    else:
+        gallery_places = index.n_places()
     depth = search_depth(index, max(top_k, candidates))
     per_query, described = [], []
     for (view, _, description), vector in zip(queries, vectors, strict=True):
         excluded = (view,) if exclude_views is None else tuple(exclude_views)
         result = index.search(vector, k=depth, exclude_views=excluded, nprobe=nprobe, ef_search=ef_search,
-                              k_factor=k_factor)
+                              k_factor=k_factor, near=near, radius_km=near_radius_km)
         hits = result.metadata(0)
         per_query.append(hits)
         described.append({**description, "excluded_views": list(excluded), "hits": len(hits),
                           "top_place_id": hits[0]["place_id"] if hits else None,
                           "top_score": hits[0]["score"] if hits else None})
     fused = fuse(per_query, fusion=fusion, top_k=top_k, radius_km=radius_km, temperature=temperature,
-                 query_views=[q[0] for q in queries], view_weights=view_weights, gallery_places=index.n_places())
-    return replace(fused, queries=described)
+                 query_views=[q[0] for q in queries], view_weights=view_weights, gallery_places=gallery_places)
+    checked = None
+    if truth is not None:
+        true_lat, true_lon = (float(v) for v in truth)
+        if not (math.isfinite(true_lat) and math.isfinite(true_lon) and abs(true_lat) <= 90 and abs(true_lon) <= 180):
+            raise GeoBridgeError(f"truth=({true_lat}, {true_lon}) is outside [-90, 90] x [-180, 180]")
+        error_m = 1000.0 * float(haversine_km(true_lat, true_lon, fused.lat, fused.lon))
+        checked = {"lat": true_lat, "lon": true_lon, "error_m": error_m}
+    return replace(fused, queries=described, prior=prior, native=native_position(fused), truth=checked)
+
+
+def native_position(result: LocateResult) -> dict[str, Any] | None:
+    """The estimate in the CRS of the top match's raster (``{"crs", "x", "y"}``), or None when the top match is
+    not a raster tile. Needs pyproj (the ``geo`` extra), which indexing the raster already needed."""
+    crs = result.matches[0].crs if result.matches else None
+    if not crs:
+        return None
+    from pyproj import Transformer
+
+    x, y = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(result.lon, result.lat)
+    return {"crs": crs, "x": float(x), "y": float(y)}
 
 
 def evaluate_fusion(

@@ -271,13 +271,19 @@ class GeoIndex:
         k_factor: float | None = None,
         view: str | Sequence[str] | None = None,
         exclude_views: Sequence[str] | None = None,
+        near: tuple[float, float] | None = None,
+        radius_km: float | None = None,
     ) -> SearchResult:
         """The ``k`` most similar stored vectors of each of the (Q, D) queries.
 
         ``view`` keeps only gallery items of that view (or views); ``exclude_views`` drops items of those views.
-        Filters are applied by over-fetching and filtering, doubling the fetch until every query has ``k`` hits
-        or the whole index was fetched (so a filtered Flat search stays exact). ``nprobe`` (IVF), ``ef_search``
-        (HNSW) and ``k_factor`` (refine indexes) override the index's settings for this call only.
+        ``near=(lat, lon)`` with ``radius_km`` keeps only items whose ``lat``/``lon`` lie within ``radius_km``
+        (great circle) of it: a search within a prior. With a prior, every filter goes to faiss as an ID selector
+        (``SearchParameters(sel=IDSelectorBatch)``) on Flat, IVF and HNSW indexes, so faiss only scores the
+        allowed items and nothing is over-fetched. Otherwise (and for other index types) filters are applied by
+        over-fetching and filtering, doubling the fetch until every query has ``k`` hits or the whole index was
+        fetched (so a filtered Flat search stays exact). ``nprobe`` (IVF), ``ef_search`` (HNSW) and ``k_factor``
+        (refine indexes) override the index's settings for this call only.
         """
         x = _as_matrix(queries, self.dim, what="queries")
         if not isinstance(k, (int, np.integer)) or k < 1:
@@ -287,9 +293,18 @@ class GeoIndex:
         scores = np.full((n_queries, k), -np.inf, dtype=np.float32)  # (Q, k)
         ids = np.full((n_queries, k), -1, dtype=np.int64)  # (Q, k)
         allowed = self._allowed_ids(view, exclude_views)  # None = every id
+        if (near is None) != (radius_km is None):
+            raise GeoBridgeError("near=(lat, lon) and radius_km go together; pass both or neither")
+        if near is not None:
+            within = self.ids_within(near, radius_km=float(radius_km))
+            allowed = within if allowed is None else np.intersect1d(allowed, within, assume_unique=True)
         n_allowed = total if allowed is None else len(allowed)
         if n_queries == 0 or total == 0 or n_allowed == 0:
             return SearchResult(scores, ids, {})
+        if near is not None:
+            selected = self._selector_search(x, k, allowed, nprobe=nprobe, ef_search=ef_search)
+            if selected is not None:
+                return self._result(*selected)
         exact = self._exact_search(x, k) if allowed is None else None
         if exact is not None:
             return self._result(*exact)
@@ -315,6 +330,46 @@ class GeoIndex:
                 ids[q, : len(row_ids)] = row_ids
                 scores[q, : len(row_ids)] = row_scores
         return self._result(scores, ids)
+
+    def ids_within(self, near: tuple[float, float], *, radius_km: float) -> np.ndarray:
+        """(M,) sorted int64 ids of the items whose ``lat``/``lon`` lie within ``radius_km`` of ``near=(lat, lon)``."""
+        from geobridge.eval.geo import haversine_km
+
+        lat, lon = _check_near(near)
+        if isinstance(radius_km, bool) or not math.isfinite(radius_km) or radius_km <= 0:
+            raise GeoBridgeError(f"radius_km must be a positive number of km, got {radius_km!r}")
+        if "#centres" not in self._id_cache:
+            order = np.asarray(sorted(self._records), dtype=np.int64)
+            self._id_cache["#centres"] = order
+            self._id_cache["#lat"] = np.asarray([self._records[i]["lat"] for i in order.tolist()], dtype=np.float64)
+            self._id_cache["#lon"] = np.asarray([self._records[i]["lon"] for i in order.tolist()], dtype=np.float64)
+        order = self._id_cache["#centres"]
+        distances = haversine_km(lat, lon, self._id_cache["#lat"], self._id_cache["#lon"])  # (N,)
+        return order[distances <= radius_km]
+
+    def _selector_search(
+        self, x: np.ndarray, k: int, allowed: np.ndarray, *, nprobe: int | None, ef_search: int | None
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Top-k among ``allowed`` ids by a faiss ID selector, or None when this index type takes no selector."""
+        base = self._base
+        selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+        self._apply_params(**self._apply_params(nprobe=nprobe, ef_search=ef_search))  # checks they apply; undone
+        if isinstance(base, faiss.IndexFlat):
+            params = faiss.SearchParameters(sel=selector)
+        elif isinstance(base, faiss.IndexIVF):
+            params = faiss.SearchParametersIVF(sel=selector, nprobe=int(nprobe or base.nprobe))
+        elif isinstance(base, faiss.IndexHNSW):
+            params = faiss.SearchParametersHNSW(sel=selector, efSearch=int(ef_search or base.hnsw.efSearch))
+        else:
+            return None
+        fetch = min(k, len(allowed))
+        raw_scores, raw_ids = self._index.search(x, fetch, params=params)  # (Q, fetch)
+        scores = np.full((len(x), k), -np.inf, dtype=np.float32)
+        ids = np.full((len(x), k), -1, dtype=np.int64)
+        keep = raw_ids >= 0
+        scores[:, :fetch] = np.where(keep, raw_scores, -np.inf)
+        ids[:, :fetch] = np.where(keep, raw_ids, -1)
+        return scores, ids
 
     def _result(self, scores: np.ndarray, ids: np.ndarray) -> SearchResult:
         """Wrap (Q, k) scores and ids with a snapshot of the hits' metadata records."""
@@ -612,6 +667,17 @@ def _check_record(record: Mapping[str, Any], row: int) -> dict[str, Any]:
     if out["path"] is not None and not isinstance(out["path"], str):
         raise GeoBridgeError(f"metadata record {row}: path must be a string or None, got {out['path']!r}")
     return out
+
+
+def _check_near(near: Any) -> tuple[float, float]:
+    """A prior's centre ``(lat, lon)`` as floats within [-90, 90] x [-180, 180]."""
+    try:
+        lat, lon = (float(v) for v in near)
+    except (TypeError, ValueError):
+        raise GeoBridgeError(f"near must be (lat, lon) in degrees, got {near!r}") from None
+    if not (math.isfinite(lat) and math.isfinite(lon) and abs(lat) <= 90 and abs(lon) <= 180):
+        raise GeoBridgeError(f"near=({lat}, {lon}) is outside [-90, 90] x [-180, 180]")
+    return lat, lon
 
 
 META_KEYS = frozenset({"dim", "factory", "metric", "model_info", "fusion_weights", "next_id", "records"})

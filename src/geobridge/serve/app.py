@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,6 +46,8 @@ _LOCATE_FIELDS: dict[str, FieldSpec] = {
     "text": FieldSpec(),
     "top_k": FieldSpec(kind="int"),
     "fusion": FieldSpec(),
+    "near": FieldSpec(),
+    "radius_km": FieldSpec(kind="float"),
 }
 _LOCATE_FILE_FIELDS = ("images",)
 
@@ -54,6 +57,8 @@ _TEXT_ONLY_SCHEMA: dict[str, Any] = {
         "text": {"type": "string"},
         "top_k": {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K, "default": 10},
         "fusion": {"type": "string", "enum": list(LOCATE_FUSIONS), "default": "auto", "description": fusion_help()},
+        "near": {"type": "string", "description": "LAT,LON: search only entries within radius_km of it (a prior)"},
+        "radius_km": {"type": "number", "exclusiveMinimum": 0, "description": "the prior's radius in km"},
     },
 }
 _LOCATE_OPENAPI: dict[str, Any] = {
@@ -79,6 +84,8 @@ _LOCATE_OPENAPI: dict[str, Any] = {
                         "top_k": {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K, "default": 10},
                         "fusion": {"type": "string", "enum": list(LOCATE_FUSIONS), "default": "auto",
                                    "description": fusion_help()},
+                        "near": {"type": "string", "description": "LAT,LON: search within radius_km of it"},
+                        "radius_km": {"type": "number", "exclusiveMinimum": 0, "description": "prior radius, km"},
                     },
                 }
             },
@@ -218,6 +225,7 @@ def create_app(
             raise ApiError(
                 422, "unknown_fusion", f"unknown fusion {fusion!r}; expected one of {', '.join(LOCATE_FUSIONS)}"
             )
+        near, radius_km = _parse_prior(form.get("near"), form.get("radius_km"))
         if not uploads and not text:
             raise ApiError(422, "empty_request", "send at least one image (field 'images') or a description ('text')")
         for upload in uploads:
@@ -229,7 +237,8 @@ def create_app(
                                     allowed_formats=allowed_formats))
                 for u, view in zip(uploads, views, strict=True)
             ]
-            result = locate(model, index, images=images, texts=[text] if text else [], top_k=top_k, fusion=fusion)
+            result = locate(model, index, images=images, texts=[text] if text else [], top_k=top_k, fusion=fusion,
+                            near=near, near_radius_km=radius_km)
             return result.to_dict(), (result.to_geojson() if format == "geojson" else None)
 
         try:
@@ -312,6 +321,29 @@ def _resolve_views(form: ParsedForm, *, count: int) -> list[str]:
             )
         return listed
     return [single or DEFAULT_VIEW] * count
+
+
+def _parse_prior(near: str | None, radius: str | None) -> tuple[tuple[float, float] | None, float | None]:
+    """The ``near`` ("LAT,LON") and ``radius_km`` fields as a prior, both or neither."""
+    near = (near or "").strip() or None
+    radius = (radius or "").strip() or None
+    if (near is None) != (radius is None):
+        raise ApiError(422, "bad_prior", "a prior needs both 'near' (LAT,LON) and 'radius_km'")
+    if near is None:
+        return None, None
+    try:
+        lat, lon = (float(v) for v in near.split(","))
+    except ValueError:
+        raise ApiError(422, "bad_prior", f"near must be LAT,LON in degrees, got {near!r}") from None
+    try:
+        radius_km = float(radius)
+    except ValueError:
+        raise ApiError(422, "bad_prior", f"radius_km must be a number of km, got {radius!r}") from None
+    if not (math.isfinite(lat) and math.isfinite(lon) and abs(lat) <= 90 and abs(lon) <= 180):
+        raise ApiError(422, "bad_prior", f"near=({lat}, {lon}) is outside [-90, 90] x [-180, 180]")
+    if not (math.isfinite(radius_km) and radius_km > 0):
+        raise ApiError(422, "bad_prior", f"radius_km must be a positive number of km, got {radius_km}")
+    return (lat, lon), radius_km
 
 
 def _parse_top_k(raw: str | None) -> int:

@@ -15,14 +15,15 @@ from urllib.parse import parse_qsl
 
 from geobridge.serve.uploads import ApiError, UploadedFile, human_bytes
 
-FIELD_KINDS = ("str", "int")
+FIELD_KINDS = ("str", "int", "float")
 MAX_JSON_DEPTH = 8  # nesting of arrays and objects; a locate body needs 2
 _JSON_TYPES = {dict: "an object", list: "an array", bool: "a boolean", float: "a number", int: "an integer"}
 
 
 @dataclass(frozen=True)
 class FieldSpec:
-    """A text field of a form: ``kind`` ``"str"`` or ``"int"`` (JSON may send an integer), ``repeated`` if a list."""
+    """A text field of a form: ``kind`` ``"str"``, ``"int"`` (JSON may send an integer) or ``"float"`` (JSON may send
+    any number), ``repeated`` if a list."""
 
     kind: str = "str"
     repeated: bool = False
@@ -170,7 +171,9 @@ def _json_text(value: Any, *, name: str, spec: FieldSpec) -> str:
         return value
     if spec.kind == "int" and isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    wanted = "an integer" if spec.kind == "int" else "a string"
+    if spec.kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(value)
+    wanted = {"int": "an integer", "float": "a number"}.get(spec.kind, "a string")
     if spec.repeated:
         wanted += " or an array of them"
     raise ApiError(422, "invalid_field", f"field {name!r} must be {wanted}, got {_json_type(value)}")
