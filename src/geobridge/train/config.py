@@ -57,6 +57,8 @@ class LossSection:
 class OptimSection:
     epochs: int = 10
     batch_size: int = 32  # global batch (summed over DDP ranks)
+    # micro-batches per optimizer step: the contrastive loss sees all grad_accum * batch_size places at once, one
+    # micro-batch's graph held at a time (GradCache, train/grad_cache.py); 1 = no accumulation
     grad_accum: int = 1
     lr: float = 1e-3
     text_lr: float | None = None  # learning rate of a fine-tuned text encoder (default: lr / 10)
@@ -127,6 +129,8 @@ def _validate(config: TrainConfig) -> None:
         raise GeoBridgeError(f"sampler.strategy must be random, gps or embedding, got {config.sampler.strategy!r}")
     if config.optim.batch_size < 2:
         raise GeoBridgeError("optim.batch_size must be at least 2 for a contrastive loss")
+    if config.optim.grad_accum < 1:
+        raise GeoBridgeError(f"optim.grad_accum must be at least 1, got {config.optim.grad_accum}")
     if not 0.0 <= config.train.view_dropout < 1.0:
         raise GeoBridgeError(f"train.view_dropout must be in [0, 1), got {config.train.view_dropout}")
     if config.loss.objective not in OBJECTIVES:
