@@ -24,10 +24,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Embed reference images with a checkpoint and write a single-file GeoBridge index "
         "(faiss index + metadata JSON + SHA-256 checksum, written atomically).",
     )
-    build.add_argument("--checkpoint", required=True, help="model folder or training run folder")
+    build.add_argument("--checkpoint", help="model folder or training run folder (not with --from-embeddings)")
     source = build.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", help="a GeoLoc-format dataset root (see docs/data-format.md)")
     source.add_argument("--images", metavar="DIR", help=IMAGES_HELP)
+    source.add_argument("--from-embeddings", metavar="SHARDS",
+                        help="a complete folder written by `geobridge embed` (no model is run)")
     build.add_argument("--coords", metavar="CSV", help="the table for --images (CSV or .jsonl); see --images")
     build.add_argument("--split", default="test", help="dataset split for --data ('all' for every split)")
     build.add_argument("--format", default="geoloc", choices=("geoloc", "university1652"), help="layout of --data")
@@ -75,38 +77,64 @@ def run(args: argparse.Namespace) -> int:
     return int(args.func(args))
 
 
-def run_build(args: argparse.Namespace) -> int:
-    import logging
-
+def parse_views(text: str) -> tuple[str, ...]:
+    """``--views``: comma-separated image views, each checked."""
     from geobridge.errors import GeoBridgeError
-    from geobridge.index import build_index, model_info_of, read_image_table
-    from geobridge.models import GeoBridge
     from geobridge.views import IMAGE_VIEWS
 
-    views = tuple(v.strip() for v in args.views.split(",") if v.strip())
+    views = tuple(v.strip() for v in text.split(",") if v.strip())
     for view in views:
         if view not in IMAGE_VIEWS:
             raise GeoBridgeError(f"unknown view {view!r} in --views; expected some of {', '.join(IMAGE_VIEWS)}")
     if not views:
         raise GeoBridgeError("--views is empty")
+    return views
+
+
+def gallery_places(args: argparse.Namespace, *, default_view: str) -> list:
+    """The reference places of ``--images`` (with ``--coords``) or of ``--data`` (``--split``, ``--format``)."""
+    from geobridge.errors import GeoBridgeError
+    from geobridge.index import read_image_table
+
     if args.coords and not args.images:
         raise GeoBridgeError("--coords goes with --images")
     if args.images:
-        places = read_image_table(args.images, coords=args.coords, default_view=views[0])
-    else:
-        from geobridge.data import load_places
+        return read_image_table(args.images, coords=args.coords, default_view=default_view)
+    from geobridge.data import load_places
 
-        try:
-            # a University-1652 test split is indexed by its gallery role (gallery_<view>/), never a merged pool
-            places = load_places(args.data, fmt=args.format, split=None if args.split == "all" else args.split,
-                                 role="gallery")
-        except ValueError as exc:
-            raise GeoBridgeError(str(exc)) from exc
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    model = GeoBridge.from_pretrained(args.checkpoint, device=args.device)
-    info = model_info_of(model, checkpoint=args.checkpoint)
-    index = build_index(model, places, views=views, factory=args.factory, batch_size=args.batch_size,
-                        show_progress_bar=not args.no_progress, model_info=info)
+    try:
+        # a University-1652 test split is indexed by its gallery role (gallery_<view>/), never a merged pool
+        return load_places(args.data, fmt=args.format, split=None if args.split == "all" else args.split,
+                           role="gallery")
+    except ValueError as exc:
+        raise GeoBridgeError(str(exc)) from exc
+
+
+def run_build(args: argparse.Namespace) -> int:
+    import logging
+
+    from geobridge.errors import GeoBridgeError
+    from geobridge.index import GeoIndex, build_index, model_info_of
+    from geobridge.models import GeoBridge
+
+    if args.from_embeddings:
+        from geobridge.index.shards import load_embeddings
+
+        if args.checkpoint:
+            raise GeoBridgeError("--checkpoint does not go with --from-embeddings (the embeddings record theirs)")
+        vectors, records, manifest = load_embeddings(args.from_embeddings)
+        index = GeoIndex(int(vectors.shape[1]), factory=args.factory, model_info=manifest.get("model_info") or {})
+        index.add(vectors, records)
+    else:
+        if not args.checkpoint:
+            raise GeoBridgeError("--checkpoint is required with --data or --images")
+        views = parse_views(args.views)
+        places = gallery_places(args, default_view=views[0])
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        model = GeoBridge.from_pretrained(args.checkpoint, device=args.device)
+        info = model_info_of(model, checkpoint=args.checkpoint)
+        index = build_index(model, places, views=views, factory=args.factory, batch_size=args.batch_size,
+                            show_progress_bar=not args.no_progress, model_info=info)
     index.save(args.out)
     summary = index.info()
     print(json.dumps({"out": str(args.out), "count": summary["count"], "places": summary["places"],
