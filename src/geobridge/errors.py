@@ -17,3 +17,11 @@ class CheckpointError(GeoBridgeError):
 
 class IndexFormatError(GeoBridgeError):
     """An index file is missing, corrupt or of an unsupported format version."""
+
+
+class ConfigError(GeoBridgeError, ValueError):
+    """A configuration value has the wrong type, lies out of range or names something unknown.
+
+    The message starts with the dotted key, e.g. ``optim.lr: expected a number > 0, got -1.0``. It is also a
+    ValueError, as the model-config errors were before there was one validator.
+    """

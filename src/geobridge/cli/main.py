@@ -6,8 +6,8 @@ Each sub-command is a module in this package with two functions:
 * ``run(args) -> int`` does the work and returns the exit code.
 
 Modules are imported only to build the parser; heavy libraries are imported inside ``run``.
-Errors that users can cause (bad paths, bad data) are raised as ``GeoBridgeError`` and
-printed as one clear line, never as a traceback.
+Errors that users can cause (bad paths, bad data, bad config values) are raised as ``GeoBridgeError`` and
+printed as one clear line with exit code 2, never as a traceback.
 """
 
 from __future__ import annotations
@@ -50,11 +50,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except GeoBridgeError as exc:
-        print(f"geobridge {args.command}: error: {exc}", file=sys.stderr)
+        print(f"geobridge {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line (a multi-line message from a library is joined with ' | ')."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " | ".join(lines) if lines else type(exc).__name__
 
 
 def _version() -> str:

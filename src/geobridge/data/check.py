@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +9,15 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from geobridge.data.io import list_images, load_image
+from geobridge.data.geoloc import country_bboxes, manifest_problems, place_problem
+from geobridge.data.io import (
+    decode_line,
+    list_images,
+    load_image,
+    parse_jsonl_line,
+    raw_lines,
+    read_json,
+)
 from geobridge.errors import DataError
 from geobridge.views import IMAGE_VIEWS, VIEWS
 
@@ -85,49 +92,68 @@ def check_dataset(root: str | Path, *, fmt: str | None = None, show_progress_bar
     return report
 
 
-def _load_jsonl(path: Path, report: CheckReport) -> list[dict[str, Any]]:
+def _load_jsonl(path: Path, report: CheckReport) -> list[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` of each good line; every undecodable or bad line is a problem (as the loader's)."""
+    try:
+        lines = raw_lines(path)
+    except DataError as exc:
+        report.add("unreadable-file", path, str(exc))
+        return []
     rows = []
-    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
-        if not line.strip():
+    for number, raw in lines:
+        where = f"{path}:{number}"
+        try:
+            line = decode_line(raw, where=where)
+        except DataError as exc:
+            report.add("bad-encoding", where, str(exc).removeprefix(f"{where}: "))
             continue
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            report.add("bad-json", f"{path}:{number}", exc.msg)
-            continue
-        if not isinstance(row, dict):
-            report.add("bad-json", f"{path}:{number}", "expected a JSON object")
-            continue
-        rows.append(row)
+            rows.append((number, parse_jsonl_line(line, where=where)))
+        except DataError as exc:
+            report.add("bad-json", where, str(exc).removeprefix(f"{where}: "))
     return rows
 
 
-def _check_geoloc(root: Path, report: CheckReport, show_progress_bar: bool | None) -> None:
-    manifest: dict[str, Any] = {}
+def _check_geoloc_manifest(root: Path, report: CheckReport) -> dict[str, Any]:
+    """The manifest (``{}`` if missing or not an object), with a ``bad-manifest`` problem for each bad key."""
     manifest_path = root / "manifest.json"
     if not manifest_path.is_file():
         report.add("missing-file", manifest_path, "manifest.json is missing")
-    else:
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except json.JSONDecodeError as exc:
-            report.add("bad-json", manifest_path, exc.msg)
-        if manifest and manifest.get("format") != "geoloc":
-            report.add("wrong-format", manifest_path, f"format is {manifest.get('format')!r}, expected 'geoloc'")
-    views = [v for v in manifest.get("views", VIEWS) if v in VIEWS]
-    bboxes = {c.get("code"): c.get("bbox") for c in manifest.get("countries", []) if isinstance(c, dict)}
+        return {}
+    try:
+        manifest = read_json(manifest_path)
+    except DataError as exc:
+        report.add("bad-json", manifest_path, str(exc))
+        return {}
+    for problem in manifest_problems(manifest):
+        kind = "wrong-format" if problem.startswith("format:") else "bad-manifest"
+        report.add(kind, manifest_path, problem)
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def _check_geoloc(root: Path, report: CheckReport, show_progress_bar: bool | None) -> None:
+    manifest = _check_geoloc_manifest(root, report)
+    listed = manifest.get("views", VIEWS)
+    views = [v for v in listed if v in VIEWS] if isinstance(listed, list) else []  # a bad list is reported above
+    bboxes = country_bboxes(manifest)
 
     places_path = root / "places.jsonl"
     rows = _load_jsonl(places_path, report) if places_path.is_file() else []
     if not places_path.is_file():
         report.add("missing-file", places_path, "places.jsonl is missing")
     ids: set[str] = set()
-    for number, row in enumerate(rows, start=1):
+    for number, row in rows:
         where = f"{places_path}:{number}"
         place_id = row.get("place_id")
         if not isinstance(place_id, str) or not place_id:
             report.add("bad-record", where, "missing place_id")
             continue
+        problem = place_problem(row)
+        if problem and problem.startswith("place_id:"):  # not usable as a folder name
+            report.add("bad-record", where, problem)
+            continue
+        if problem and not problem.startswith(("lat:", "lon:")):  # coordinates get their own kind below
+            report.add("bad-record", where, problem)
         if place_id in ids:
             report.add("duplicate-id", where, f"place_id {place_id!r} appears twice")
         ids.add(place_id)
@@ -141,12 +167,15 @@ def _check_geoloc(root: Path, report: CheckReport, show_progress_bar: bool | Non
             report.add("missing-file", texts_path, "texts.jsonl is missing but the manifest lists the text view")
         else:
             with_text = set()
-            for number, row in enumerate(_load_jsonl(texts_path, report), start=1):
+            for number, row in _load_jsonl(texts_path, report):
                 pid = row.get("place_id")
                 texts = row.get("texts")
-                if pid not in ids:
+                if not isinstance(pid, str) or pid not in ids:
                     report.add("unknown-id", f"{texts_path}:{number}", f"place_id {pid!r} is not in places.jsonl")
-                if not isinstance(texts, list) or not [t for t in texts if isinstance(t, str) and t.strip()]:
+                    continue
+                if isinstance(texts, list) and not all(isinstance(t, str) for t in texts):
+                    report.add("bad-record", f"{texts_path}:{number}", f"texts of {pid!r} must be strings")
+                elif not isinstance(texts, list) or not [t for t in texts if t.strip()]:
                     report.add("empty-text", f"{texts_path}:{number}", f"no descriptions for {pid!r}")
                 else:
                     with_text.add(pid)
@@ -154,7 +183,8 @@ def _check_geoloc(root: Path, report: CheckReport, show_progress_bar: bool | Non
                 report.add("missing-view", texts_path, f"place {pid!r} has no text description")
 
     images: list[Path] = []
-    expected_drone = int(manifest.get("drone_views", 0) or 0)  # optional; written by geobridge synth
+    drone_views = manifest.get("drone_views")  # optional; written by geobridge synth; a bad value is reported above
+    expected_drone = drone_views if isinstance(drone_views, int) and not isinstance(drone_views, bool) else 0
     for view in (v for v in IMAGE_VIEWS if v in views):
         folder = root / view
         if not folder.is_dir():
@@ -178,16 +208,17 @@ def _check_geoloc(root: Path, report: CheckReport, show_progress_bar: bool | Non
 
 
 def _check_coordinates(row: dict[str, Any], where: str, bboxes: dict[str, Any], report: CheckReport) -> None:
-    try:
-        lat, lon = float(row["lat"]), float(row["lon"])
-    except (KeyError, TypeError, ValueError):
-        report.add("bad-coordinates", where, f"lat/lon missing or not numbers: {row.get('lat')!r}, {row.get('lon')!r}")
+    lat, lon = row.get("lat"), row.get("lon")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lat, lon)):
+        report.add("bad-coordinates", where, f"lat/lon missing or not numbers: {lat!r}, {lon!r}")
         return
+    lat, lon = float(lat), float(lon)  # type: ignore[arg-type]
     if not (math.isfinite(lat) and math.isfinite(lon)) or not (-90 <= lat <= 90 and -180 <= lon <= 180):
         report.add("bad-coordinates", where, f"lat {lat}, lon {lon} out of range ([-90, 90], [-180, 180])")
         return
-    bbox = bboxes.get(row.get("country"))
-    if bbox and len(bbox) == 4:
+    country = row.get("country")
+    bbox = bboxes.get(country) if isinstance(country, str) else None
+    if bbox:
         lat_min, lat_max, lon_min, lon_max = bbox
         if not (lat_min <= lat <= lat_max and lon_min <= lon <= lon_max):
             report.add("bad-coordinates", where, f"({lat}, {lon}) lies outside the bbox of {row.get('country')}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +49,25 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"corrupt or unreadable safetensors file {path}: {exc}") from exc
 
 
+def check_tensors(tensors: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], *, source: Path) -> None:
+    """Refuse stored tensors whose kind of dtype differs from the model's (int64 weights, float step counters)
+    and floating tensors holding NaN or inf; the error names the tensor key and ``source``."""
+    for key in sorted(tensors):
+        stored, wanted = tensors[key], expected.get(key)
+        if wanted is not None and stored.is_floating_point() != wanted.is_floating_point():
+            kind = "floating" if wanted.is_floating_point() else "integer"
+            raise CheckpointError(f"{source}: tensor {key!r} is {stored.dtype}, expected a {kind} dtype")
+        if wanted is not None and wanted.dtype == torch.bool and stored.dtype != torch.bool:
+            raise CheckpointError(f"{source}: tensor {key!r} is {stored.dtype}, expected torch.bool")
+        if stored.is_floating_point() and not bool(torch.isfinite(stored).all()):
+            bad = int((~torch.isfinite(stored)).sum())
+            raise CheckpointError(f"{source}: tensor {key!r} holds {bad} NaN or inf values of {stored.numel()}")
+
+
 def read_json(path: Path) -> Any:
     if not path.is_file():
         raise CheckpointError(f"file not found: {path}")
     try:
         return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise CheckpointError(f"invalid JSON in {path}: {exc}") from exc

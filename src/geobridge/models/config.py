@@ -6,11 +6,15 @@ Adding an architecture means adding a JSON file; ``list_models()`` finds it.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from geobridge.errors import ConfigError
+from geobridge.schema import Choice, Range, build, check
 from geobridge.views import IMAGE_VIEWS
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -65,45 +69,73 @@ class GeoBridgeConfig:
     init_logit_scale: float = 2.6593  # log(1 / 0.07), as in CLIP
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GeoBridgeConfig:
-        data = dict(data)
-        image = _build(ImageTowerConfig, data.pop("image", {}), where="image")
-        text = _build(TextTowerConfig, data.pop("text", {}), where="text")
-        config = _build(cls, data, where="model")
-        config.image, config.text = image, text
-        config.validate()
-        return config
+    def from_dict(cls, data: dict[str, Any], *, where: str = "") -> GeoBridgeConfig:
+        """Build and validate a config; ``ConfigError`` (a ValueError) names the bad key, prefixed by ``where``."""
+        return build(cls, data, rules=MODEL_RULES, where=where)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def validate(self) -> None:
-        missing = [v for v in IMAGE_VIEWS if v not in self.image.input_size]
-        if missing:
-            raise ValueError(f"image.input_size lacks views {missing}; it needs one (H, W) for each of {IMAGE_VIEWS}")
-        unknown_tta = sorted(set(self.image.test_time_augment) - set(IMAGE_VIEWS))
-        if unknown_tta:
-            raise ValueError(f"image.test_time_augment has unknown views {unknown_tta}; expected some of {IMAGE_VIEWS}")
-        if self.image.interpolation not in INTERPOLATIONS:
-            raise ValueError(
-                f"image.interpolation must be bilinear, bicubic or nearest, got {self.image.interpolation!r}"
-            )
-        if self.image.adapter not in ("residual", "none"):
-            raise ValueError(f"image.adapter must be 'residual' or 'none', got {self.image.adapter!r}")
-        if self.text.kind not in ("minilm", "hashing"):
-            raise ValueError(f"text.kind must be 'minilm' or 'hashing', got {self.text.kind!r}")
-        if self.text.trainable_layers is not None and self.text.trainable_layers < 0:
-            raise ValueError(f"text.trainable_layers must be >= 0, got {self.text.trainable_layers}")
-        if self.embed_dim <= 0:
-            raise ValueError(f"embed_dim must be positive, got {self.embed_dim}")
+        """Check every field again (types, ranges, known names), e.g. after a field was changed in code."""
+        check(self, rules=MODEL_RULES)
 
 
-def _build(cls: type, data: dict[str, Any], *, where: str) -> Any:
-    names = {f.name for f in dataclasses.fields(cls) if f.name not in ("image", "text") or cls is not GeoBridgeConfig}
-    unknown = sorted(set(data) - names)
+def _check_input_size(value: dict[str, list[int]], key: str) -> None:
+    missing = [v for v in IMAGE_VIEWS if v not in value]
+    if missing:
+        raise ConfigError(f"{key}: lacks views {missing}; it needs one [H, W] for each of {list(IMAGE_VIEWS)}")
+    unknown = sorted(set(value) - set(IMAGE_VIEWS))
     if unknown:
-        raise ValueError(f"unknown {where} config keys {unknown}; valid keys are {sorted(names)}")
-    return cls(**data)
+        raise ConfigError(f"{key}: unknown views {unknown}; expected {list(IMAGE_VIEWS)}")
+    for view, size in value.items():
+        if len(size) != 2 or not all(MIN_SIDE <= s <= MAX_SIDE for s in size):
+            raise ConfigError(f"{key}.{view}: expected [H, W] with sides in [{MIN_SIDE}, {MAX_SIDE}], got {size}")
+
+
+def _check_rgb(value: list[float], key: str) -> None:
+    if len(value) != 3:
+        raise ConfigError(f"{key}: expected 3 values (R, G, B), got {len(value)}")
+
+
+def _check_backbone(value: str, key: str) -> None:
+    import timm  # only here: timm is heavy, and only a backbone name needs it
+
+    if not timm.is_model(value):
+        close = difflib.get_close_matches(value, timm.list_models(), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models()"
+        raise ConfigError(f"{key}: unknown timm backbone {value!r}{hint}")
+
+
+def _check_weights_package(value: str | None, key: str) -> None:
+    from geobridge.models.pretrained import WEIGHTS_PACKAGES
+
+    if value is not None and value not in WEIGHTS_PACKAGES:
+        raise ConfigError(f"{key}: unknown pretrained weights package {value!r}; known: {sorted(WEIGHTS_PACKAGES)}")
+
+
+MIN_SIDE, MAX_SIDE = 8, 4096  # image input sides, pixels
+MAX_WIDTH = 1 << 16  # hidden widths
+MAX_EMBED_DIM = 8192  # the joint embedding (also the widest vector an index file may hold)
+MODEL_RULES = {
+    "embed_dim": Range(1, MAX_EMBED_DIM),
+    "init_logit_scale": Range(0.0, math.log(100.0)),
+    "image.backbone": _check_backbone,
+    "image.input_size": _check_input_size,
+    "image.mean": _check_rgb,
+    "image.mean.*": Range(0.0, 1.0),
+    "image.std": _check_rgb,
+    "image.std.*": Range(0.0, 10.0, lo_open=True),
+    "image.interpolation": Choice(INTERPOLATIONS),
+    "image.pretrained": _check_weights_package,
+    "image.adapter": Choice(("residual", "none")),
+    "image.test_time_augment.*": Choice(IMAGE_VIEWS),
+    "text.kind": Choice(("minilm", "hashing")),
+    "text.trainable_layers": Range(0, 1024),
+    "text.hidden_dim": Range(1, MAX_WIDTH),
+    "text.vocab_size": Range(1, 1 << 24),
+    "text.width": Range(1, MAX_WIDTH),
+}
 
 
 def list_models() -> list[str]:
@@ -117,7 +149,14 @@ def get_model_config(name_or_path: str | Path) -> GeoBridgeConfig:
     if not path.suffix == ".json":
         path = CONFIG_DIR / f"{name_or_path}.json"
         if not path.is_file():
-            raise ValueError(f"unknown model {name_or_path!r}; built-in models are {list_models()}")
+            raise ConfigError(f"unknown model {str(name_or_path)!r}; built-in models are {list_models()}")
     if not path.is_file():
-        raise FileNotFoundError(f"model config not found: {path}")
-    return GeoBridgeConfig.from_dict(json.loads(path.read_text()))
+        raise ConfigError(f"model config not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read model config {path}: {exc}") from exc
+    try:
+        return GeoBridgeConfig.from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc

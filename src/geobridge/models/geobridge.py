@@ -15,9 +15,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from geobridge._atomic import atomic_write_json
-from geobridge.errors import CheckpointError
+from geobridge.errors import CheckpointError, ConfigError
 from geobridge.images import load_image, to_rgb
-from geobridge.models.checkpoint import load_tensors, read_json, refuse_pickle, save_tensors
+from geobridge.models.checkpoint import check_tensors, load_tensors, read_json, refuse_pickle, save_tensors
 from geobridge.models.config import GeoBridgeConfig, get_model_config
 from geobridge.models.image_tower import ImageTower
 from geobridge.models.symmetries import view_symmetries
@@ -187,35 +187,45 @@ class GeoBridge(nn.Module):
         for pickled in sorted(p for p in path.iterdir() if p.suffix in (".pt", ".pth", ".bin", ".ckpt", ".pkl")):
             if not (path / WEIGHTS_NAME).is_file():
                 refuse_pickle(pickled)
-        meta = read_json(path / CONFIG_NAME)
-        if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(
-                f"{path / CONFIG_NAME} is not a GeoBridge model config (format != {CHECKPOINT_FORMAT!r})"
-            )
-        if int(meta.get("format_version", -1)) > CHECKPOINT_VERSION:
-            raise CheckpointError(
-                f"{path} was written by a newer GeoBridge (format_version {meta['format_version']}); please upgrade"
-            )
+        config = _read_checkpoint_config(path / CONFIG_NAME)
         try:
-            config = GeoBridgeConfig.from_dict(meta["model"])
-        except (KeyError, TypeError, ValueError) as exc:
+            model = cls(config, load_pretrained=False)  # the backbone's weights are in the checkpoint
+        except ConfigError as exc:  # e.g. backbone_kwargs the backbone does not take
             raise CheckpointError(f"bad model config in {path / CONFIG_NAME}: {exc}") from exc
-        model = cls(config, load_pretrained=False)  # the backbone's weights are in the checkpoint
         tensors = load_tensors(path / WEIGHTS_NAME)
         skip = tuple(f"text.{prefix}" for prefix in model.text.frozen_prefixes())
-        expected = {k for k in model.state_dict() if not k.startswith(skip)}
-        missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+        expected = {k: v for k, v in model.state_dict().items() if not k.startswith(skip)}
+        missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
         if missing or unexpected:
             raise CheckpointError(
                 f"{path / WEIGHTS_NAME} does not match config {config.name!r}: "
                 f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
                 f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
             )
+        check_tensors(tensors, expected, source=path / WEIGHTS_NAME)
         try:
             model.load_state_dict(tensors, strict=False)
         except RuntimeError as exc:  # shape mismatches
             raise CheckpointError(f"{path / WEIGHTS_NAME} does not match config {config.name!r}: {exc}") from exc
         return model.to(device).eval()
+
+
+def _read_checkpoint_config(path: Path) -> GeoBridgeConfig:
+    """The validated model config of a checkpoint's ``config.json``; CheckpointError naming the file and key."""
+    meta = read_json(path)
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a GeoBridge model config (format != {CHECKPOINT_FORMAT!r})")
+    version = meta.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{path}: format_version: expected an int >= 1, got {version!r}")
+    if version > CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path} was written by a newer GeoBridge (format_version {version}); please upgrade")
+    if "model" not in meta:
+        raise CheckpointError(f"{path}: model: missing (the model config)")
+    try:
+        return GeoBridgeConfig.from_dict(meta["model"], where="model")
+    except ConfigError as exc:
+        raise CheckpointError(f"bad model config in {path}: {exc}") from exc
 
 
 def _as_text(item: object) -> str:

@@ -8,7 +8,7 @@ import timm
 import torch
 from torch import nn
 
-from geobridge.errors import CheckpointError
+from geobridge.errors import CheckpointError, ConfigError
 from geobridge.models.config import INTERPOLATIONS, ImageTowerConfig
 from geobridge.models.pretrained import load_packaged_weights
 from geobridge.views import IMAGE_VIEWS, check_view
@@ -87,7 +87,13 @@ def _create_backbone(
 ) -> nn.Module:
     kwargs = dict(config.backbone_kwargs)
     if backbone_file is None:
-        model = timm.create_model(config.backbone, pretrained=False, num_classes=0, **kwargs)
+        try:
+            model = timm.create_model(config.backbone, pretrained=False, num_classes=0, **kwargs)
+        except (TypeError, ValueError, AssertionError, RuntimeError) as exc:  # kwargs the backbone does not take
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            raise ConfigError(
+                f"image.backbone_kwargs: {config.backbone} cannot be built with {kwargs}: {message}"
+            ) from exc
         if load_pretrained and config.pretrained:
             load_packaged_weights(model, config.pretrained)
         return model

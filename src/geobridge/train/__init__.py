@@ -5,7 +5,7 @@ Uses the library only through its public API (models, losses, data, eval).
 
 from __future__ import annotations
 
-from geobridge.train.config import TrainConfig, load_config, to_yaml
+from geobridge.train.config import TrainConfig, load_config, to_yaml, validate_config
 from geobridge.train.trainer import Trainer, train
 
-__all__ = ["TrainConfig", "Trainer", "load_config", "to_yaml", "train"]
+__all__ = ["TrainConfig", "Trainer", "load_config", "to_yaml", "train", "validate_config"]

@@ -6,12 +6,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from geobridge.errors import GeoBridgeError
+from geobridge.errors import ConfigError, GeoBridgeError
 from geobridge.losses import OBJECTIVES
-from geobridge.views import check_view_pairs
+from geobridge.schema import Choice, Range, build, check
+from geobridge.views import IMAGE_VIEW_PAIRS, VIEWS
 
 
 @dataclass
@@ -99,7 +101,10 @@ class TrainConfig:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
-    """Merge the defaults, an optional YAML file and ``key=value`` overrides; unknown keys are errors."""
+    """Merge the defaults, an optional YAML file and ``key=value`` overrides; unknown keys and bad values are errors.
+
+    Every value is checked by ``validate_config`` (types, ranges, known names); a ``ConfigError`` names the key.
+    """
     base = OmegaConf.structured(TrainConfig)
     layers: list[Any] = [base]
     if path is not None:
@@ -108,15 +113,22 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise GeoBridgeError(f"config file not found: {path}")
         try:
             layers.append(OmegaConf.load(path))
-        except (OmegaConfBaseException, OSError, ValueError) as exc:
-            raise GeoBridgeError(f"cannot read config {path}: {exc}") from exc
+        except (OmegaConfBaseException, OSError, ValueError, yaml.YAMLError) as exc:
+            raise GeoBridgeError(f"cannot read config {path}: {_one_line(exc)}") from exc
+    bad = [item for item in overrides if "=" not in item or not item.split("=", 1)[0].strip()]
+    if bad:
+        raise ConfigError(f"bad override {bad[0]!r}: write overrides as key=value, e.g. optim.epochs=5")
     try:
         layers.append(OmegaConf.from_dotlist(list(overrides)))
         merged = OmegaConf.merge(*layers)
+        data = OmegaConf.to_container(merged, resolve=True)
     except OmegaConfBaseException as exc:
-        raise GeoBridgeError(f"bad config: {exc}") from exc
-    config: TrainConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
-    _validate(config)
+        key = getattr(exc, "full_key", None)
+        raise ConfigError(f"{key + ': ' if key else 'bad config: '}{_one_line(exc)}") from exc
+    except (yaml.YAMLError, TypeError, ValueError) as exc:  # e.g. a control character, or a mapping for a list
+        raise ConfigError(f"{_culprit(base, overrides)}: {_one_line(exc)}") from exc
+    config: TrainConfig = build(TrainConfig, data, rules=TRAIN_RULES)
+    validate_config(config)
     return config
 
 
@@ -124,24 +136,106 @@ def to_yaml(config: TrainConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(config))
 
 
-def _validate(config: TrainConfig) -> None:
-    if config.sampler.strategy not in ("random", "gps", "embedding"):
-        raise GeoBridgeError(f"sampler.strategy must be random, gps or embedding, got {config.sampler.strategy!r}")
-    if config.optim.batch_size < 2:
-        raise GeoBridgeError("optim.batch_size must be at least 2 for a contrastive loss")
-    if config.optim.grad_accum < 1:
-        raise GeoBridgeError(f"optim.grad_accum must be at least 1, got {config.optim.grad_accum}")
-    if not 0.0 <= config.train.view_dropout < 1.0:
-        raise GeoBridgeError(f"train.view_dropout must be in [0, 1), got {config.train.view_dropout}")
-    if config.loss.objective not in OBJECTIVES:
-        raise GeoBridgeError(f"loss.objective must be one of {', '.join(OBJECTIVES)}, got {config.loss.objective!r}")
+def validate_config(config: TrainConfig) -> None:
+    """Check a training config (also one built in code): every field's type and range, then cross-field rules."""
+    check(config, rules=TRAIN_RULES)
     if not (config.loss.use_pairs or config.loss.use_anchors):
-        raise GeoBridgeError("loss.use_pairs and loss.use_anchors are both false: the loss would have no term")
-    try:
-        check_view_pairs(config.loss.pair_weights)
-    except ValueError as exc:
-        raise GeoBridgeError(f"loss.pair_weights: {exc}") from exc
-    if config.data.pipeline not in ("pil", "tensor"):
-        raise GeoBridgeError(f"data.pipeline must be pil or tensor, got {config.data.pipeline!r}")
-    if config.data.format not in ("geoloc", "university1652"):
-        raise GeoBridgeError(f"data.format must be geoloc or university1652, got {config.data.format!r}")
+        raise ConfigError("loss.use_pairs and loss.use_anchors are both false: the loss would have no term")
+
+
+def _check_out(value: str, key: str) -> None:
+    if not value.strip():
+        raise ConfigError(f"{key}: expected a run folder, got an empty string")
+    if Path(value).exists() and not Path(value).is_dir():
+        raise ConfigError(f"{key}: {value} is an existing file; the run folder must be a folder (or not exist yet)")
+
+
+def _check_model_name(value: str, key: str) -> None:
+    from geobridge.models.config import CONFIG_DIR, list_models
+
+    if value.endswith(".json"):
+        if not Path(value).is_file():
+            raise ConfigError(f"{key}: model config file not found: {value}")
+    elif not (CONFIG_DIR / f"{value}.json").is_file():
+        raise ConfigError(f"{key}: unknown model {value!r}; built-in models are {', '.join(list_models())}")
+
+
+def _check_gps_epochs(value: str, key: str) -> None:
+    after = value.split(":", 1)[1] if value.startswith("after:") else None
+    if value != "all" and not (after is not None and after.isdigit() and int(after) <= MAX_EPOCHS):
+        raise ConfigError(f"{key}: expected 'all' or 'after:N' with N an epoch count, got {value!r}")
+
+
+def _check_device(value: str, key: str) -> None:
+    index = value.split(":", 1)[1] if value.startswith("cuda:") else None
+    if value not in ("auto", "cpu", "cuda") and not (index is not None and index.isdigit()):
+        raise ConfigError(f"{key}: expected auto, cpu, cuda or cuda:N, got {value!r}")
+
+
+def _non_empty(value: list[str], key: str) -> None:
+    if not value:
+        raise ConfigError(f"{key}: expected at least one view")
+
+
+def _known_pairs(value: dict[str, float], key: str) -> None:
+    unknown = sorted(set(value) - set(IMAGE_VIEW_PAIRS))
+    if unknown:
+        raise ConfigError(f"{key}: unknown view pairs {unknown}; expected some of {list(IMAGE_VIEW_PAIRS)}")
+
+
+def _culprit(base: Any, overrides: list[str] | tuple[str, ...]) -> str:
+    """The key of the first override that cannot be merged on its own (or 'bad override' if none alone fails)."""
+    for item in overrides:
+        try:
+            OmegaConf.merge(base, OmegaConf.from_dotlist([item]))
+        except Exception:  # noqa: BLE001 - any failure marks the culprit; the caller raises the real error
+            return item.split("=", 1)[0].strip()
+    return "bad override"
+
+
+def _one_line(exc: BaseException) -> str:
+    """OmegaConf's messages carry ``full_key: ...`` and ``object_type=...`` lines; keep the first."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+MAX_EPOCHS = 100_000
+NON_NEGATIVE = Range(0.0, 1e6)
+TRAIN_RULES = {
+    "out": _check_out,
+    "model.name": _check_model_name,
+    "model.text_kind": Choice(("minilm", "hashing")),
+    "model.text_trainable_layers": Range(0, 1024),
+    "data.format": Choice(("geoloc", "university1652")),
+    "data.views": _non_empty,
+    "data.views.*": Choice(VIEWS),
+    "data.num_workers": Range(0, 256),
+    "data.pipeline": Choice(("pil", "tensor")),
+    "loss.objective": Choice(tuple(OBJECTIVES)),
+    "loss.pair_weight": NON_NEGATIVE,
+    "loss.pair_weights": _known_pairs,
+    "loss.pair_weights.*": NON_NEGATIVE,
+    "loss.anchor_weight": NON_NEGATIVE,
+    "loss.bridge_weight": NON_NEGATIVE,
+    "loss.label_smoothing": Range(0.0, 1.0, hi_open=True),
+    "optim.epochs": Range(1, MAX_EPOCHS),
+    "optim.batch_size": Range(2, 1 << 20),  # a contrastive loss needs at least two places per batch
+    "optim.grad_accum": Range(1, 1 << 16),
+    "optim.lr": Range(0.0, 10.0, lo_open=True),
+    "optim.text_lr": Range(0.0, 10.0, lo_open=True),
+    "optim.weight_decay": Range(0.0, 10.0),
+    "optim.warmup_epochs": Range(0.0, MAX_EPOCHS),
+    "optim.min_lr_ratio": Range(0.0, 1.0),
+    "optim.grad_clip": NON_NEGATIVE,  # 0 = no clipping
+    "sampler.strategy": Choice(("random", "gps", "embedding")),
+    "sampler.gps_epochs": _check_gps_epochs,
+    "sampler.embedding_refresh": Range(1, MAX_EPOCHS),
+    "sampler.neighbours": Range(1, 1 << 16),
+    "train.seed": Range(0, 2**32 - 1),
+    "train.device": _check_device,
+    "train.drop_views.*": Choice(VIEWS),
+    "train.view_dropout": Range(0.0, 1.0, hi_open=True),
+    "train.eval_every": Range(0, MAX_EPOCHS),  # 0 = at the end only
+    "train.max_steps": Range(1, 1 << 40),
+    "train.log_every": Range(1, 1 << 40),
+}

@@ -21,7 +21,7 @@ from geobridge.data import BatchAugment, TensorBatches, build_view_cache
 from geobridge.errors import GeoBridgeError
 from geobridge.losses import GeoBridgeLoss
 from geobridge.models import GeoBridge, get_model_config
-from geobridge.train.config import TrainConfig, to_yaml
+from geobridge.train.config import TrainConfig, to_yaml, validate_config
 from geobridge.train.distributed import all_reduce_mean, barrier, cleanup, gather_rows, init_distributed
 from geobridge.train.state import (
     METRICS,
@@ -76,6 +76,7 @@ class Trainer:
     """Owns the model, data, optimizer and run folder of one training run."""
 
     def __init__(self, config: TrainConfig, *, show_progress_bar: bool | None = None) -> None:
+        validate_config(config)  # also a config built or changed in code, not only one from load_config
         self.config = config
         self.device = _resolve_device(config.train.device)
         self.dist = init_distributed(self.device)
