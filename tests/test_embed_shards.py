@@ -88,6 +88,12 @@ def test_killed_embed_resumes_without_redoing_finished_shards(world, tmp_path, c
     assert manifest["complete"] and not list(out.glob(".*.tmp"))
     again = _run(_embed_args(world, out), capsys)  # a finished folder: nothing to do
     assert again["embedded"] == 0 and again["skipped"] == 6
+    built = _run(["index", "build", "--from-embeddings", str(out), "--layout", "folder", "--factory", "IVF2,Flat",
+                  "--out", str(tmp_path / "idx")], capsys)
+    assert built["count"] == 12 and (tmp_path / "idx" / "manifest.json").is_file()
+    assert main(["index", "info", str(tmp_path / "idx")]) == 0
+    info = json.loads(capsys.readouterr().out)  # indented JSON
+    assert info["count"] == 12 and info["factory"] == "IVF2,Flat"
 
 
 def test_embed_refuses_a_folder_of_other_embeddings_and_corrupt_shards(world, tmp_path, capsys):

@@ -33,7 +33,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--coords", metavar="CSV", help="the table for --images (CSV or .jsonl); see --images")
     build.add_argument("--split", default="test", help="dataset split for --data ('all' for every split)")
     build.add_argument("--format", default="geoloc", choices=("geoloc", "university1652"), help="layout of --data")
-    build.add_argument("--out", required=True, help="index file to write, e.g. runs/sat.gbx")
+    build.add_argument("--out", required=True,
+                       help="index file to write, e.g. runs/sat.gbx (a folder with --layout folder)")
+    build.add_argument("--layout", default="file", choices=("file", "folder"),
+                       help="file: one checksummed .gbx (small indexes); folder: faiss file + JSON-lines records + "
+                       "manifest, IVF lists memory-mapped on load (large galleries; docs/index.md)")
     build.add_argument("--views", default="satellite", help="comma-separated image views to index (default satellite)")
     build.add_argument("--factory", default="Flat", help="faiss factory string: Flat, HNSW32, IVF1024,PQ32,RFlat ...")
     build.add_argument("--batch-size", type=int, default=64)
@@ -135,7 +139,10 @@ def run_build(args: argparse.Namespace) -> int:
         info = model_info_of(model, checkpoint=args.checkpoint)
         index = build_index(model, places, views=views, factory=args.factory, batch_size=args.batch_size,
                             show_progress_bar=not args.no_progress, model_info=info)
-    index.save(args.out)
+    if args.layout == "folder":
+        index.save_folder(args.out)
+    else:
+        index.save(args.out)
     summary = index.info()
     print(json.dumps({"out": str(args.out), "count": summary["count"], "places": summary["places"],
                       "views": summary["views"], "factory": summary["factory"]}))
@@ -161,7 +168,12 @@ def run_calibrate(args: argparse.Namespace) -> int:
     model = GeoBridge.from_pretrained(checkpoint, device=args.device)
     index.fusion_weights = calibrate_index(model, index, places, views=views, batch_size=args.batch_size,
                                            show_progress_bar=not args.no_progress)
-    index.save(args.index)
+    from geobridge.index.folder import is_index_folder
+
+    if is_index_folder(args.index):
+        index.save_folder(args.index)
+    else:
+        index.save(args.index)
     print(json.dumps({"index": str(args.index), "fusion_weights": index.fusion_weights}))
     return 0
 
