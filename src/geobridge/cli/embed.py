@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if info.enabled and device.type == "cuda":
             device = torch.device("cuda", info.local_rank)
+            torch.cuda.set_device(device)  # nccl collectives run on this rank's GPU
         model = GeoBridge.from_pretrained(args.checkpoint, device=device)
         model_info = model_info_of(model, checkpoint=args.checkpoint)
         weights = model_info["checkpoint"]
