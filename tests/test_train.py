@@ -121,12 +121,16 @@ def test_resume_after_kill_is_exact(world, tmp_path, pipeline, epoch_unit):
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
                     reason="torchrun not installed")
-@pytest.mark.parametrize("pipeline,epoch_unit", [("pil", "places"), ("tensor", "places"), ("tensor", "pairs")])
-def test_ddp_two_processes_match_single_process(world, tmp_path, pipeline, epoch_unit):
+@pytest.mark.parametrize(
+    ("pipeline", "epoch_unit", "accum"),
+    [("pil", "places", 1), ("tensor", "places", 1), ("tensor", "pairs", 1), ("tensor", "places", 2)],
+)
+def test_ddp_two_processes_match_single_process(world, tmp_path, pipeline, epoch_unit, accum):
     """2-process gloo DDP on the CPU vs one process on the same global batch: the same losses and weights
-    (tolerance 1e-5: only the order of floating-point sums differs)."""
-    args = ["--data", str(world), "--no-eval", "optim.epochs=1", "train.max_steps=3", "data.augment=false",
-            f"data.pipeline={pipeline}", f"data.epoch_unit={epoch_unit}", *TINY]
+    (tolerance 1e-5: only the order of floating-point sums differs). With ``grad_accum=2`` the cached
+    accumulation gathers every rank's cached embeddings, so the loss still sees the whole accumulated batch."""
+    args = ["--data", str(world), "--no-eval", "optim.epochs=1", f"train.max_steps={3 // accum}", "data.augment=false",
+            f"data.pipeline={pipeline}", f"data.epoch_unit={epoch_unit}", f"optim.grad_accum={accum}", *TINY]
     single = _cli(["train", "--out", str(tmp_path / "single"), *args], timeout=300)
     assert single.returncode == 0, single.stderr[-2000:]
     torchrun = str(Path(sys.executable).with_name("torchrun"))
@@ -204,3 +208,37 @@ def test_truncate_metrics_keeps_epochs_before_the_resumed_one(tmp_path):
     assert [json.loads(x)["epoch"] for x in log.read_text().splitlines()] == [0, 1]
     assert truncate_metrics(log, before_epoch=2) == 0 and truncate_metrics(tmp_path / "none.jsonl", before_epoch=0) == 0
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_grad_accum_resume_is_exact_and_adds_negatives(world, tmp_path, monkeypatch):
+    """grad_accum=2 (GradCache): a run interrupted after epoch 0 and resumed ends with the uninterrupted run's
+    weights and log; an optimizer step takes two micro-batches of 8 places."""
+    from geobridge.data import load_places
+    from geobridge.train import train
+    from geobridge.train import trainer as trainer_module
+
+    def config(run: Path):
+        return load_config(None, [f"out={run}", f"data.root={world}", "optim.epochs=2", "data.pipeline=tensor",
+                                  "optim.grad_accum=2", *TINY])
+
+    train(config(tmp_path / "ref"), evaluate=False)
+    real_save = trainer_module.save_checkpoint
+
+    def killed_at_epoch_1(run_dir, **kwargs):
+        if kwargs["epoch"] == 1:
+            raise KeyboardInterrupt("kill -9")
+        return real_save(run_dir, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", killed_at_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(tmp_path / "run"), evaluate=False)
+    monkeypatch.setattr(trainer_module, "save_checkpoint", real_save)
+    train(config(tmp_path / "run"), resume=True, evaluate=False)
+    a, b = _weights(tmp_path / "ref"), _weights(tmp_path / "run")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+    ref, got = _log_records(tmp_path / "ref"), _log_records(tmp_path / "run")
+    n_train = len(load_places(world, split="train"))
+    steps = n_train // 8 // 2
+    assert steps >= 1 and [r["step"] for r in ref] == [steps, 2 * steps]
+    assert ref == got

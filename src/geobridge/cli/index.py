@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 IMAGES_HELP = (
     "a folder of reference images described by a table: --coords CSV, or <DIR>/coords.csv, or <DIR>/index.jsonl. "
@@ -24,17 +25,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Embed reference images with a checkpoint and write a single-file GeoBridge index "
         "(faiss index + metadata JSON + SHA-256 checksum, written atomically).",
     )
-    build.add_argument("--checkpoint", required=True, help="model folder or training run folder")
+    build.add_argument("--checkpoint", help="model folder or training run folder (not with --from-embeddings)")
     source = build.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", help="a GeoLoc-format dataset root (see docs/data-format.md)")
     source.add_argument("--images", metavar="DIR", help=IMAGES_HELP)
     source.add_argument("--raster", nargs="+", metavar="TIF",
                         help="georeferenced rasters (GeoTIFF orthophotos, any CRS) cut into tiles of --tile-m metres "
                         "(needs the geo extra: rasterio, pyproj)")
+    source.add_argument("--from-embeddings", metavar="SHARDS",
+                        help="a complete folder written by `geobridge embed` (no model is run)")
     build.add_argument("--coords", metavar="CSV", help="the table for --images (CSV or .jsonl); see --images")
     build.add_argument("--split", default="test", help="dataset split for --data ('all' for every split)")
     build.add_argument("--format", default="geoloc", choices=("geoloc", "university1652"), help="layout of --data")
-    build.add_argument("--out", required=True, help="index file to write, e.g. runs/sat.gbx")
+    build.add_argument("--out", required=True,
+                       help="index file to write, e.g. runs/sat.gbx (a folder with --layout folder)")
+    build.add_argument("--layout", default="file", choices=("file", "folder"),
+                       help="file: one checksummed .gbx (small indexes); folder: faiss file + JSON-lines records + "
+                       "manifest, IVF lists memory-mapped on load (large galleries; docs/index.md)")
     build.add_argument("--views", default="satellite", help="comma-separated image views to index (default satellite)")
     build.add_argument("--tile-m", type=float, default=None, help="--raster: tile side in ground metres")
     build.add_argument("--stride-m", type=float, default=None,
@@ -87,50 +94,90 @@ def run(args: argparse.Namespace) -> int:
     return int(args.func(args))
 
 
-def run_build(args: argparse.Namespace) -> int:
-    import logging
-
+def parse_views(text: str) -> tuple[str, ...]:
+    """``--views``: comma-separated image views, each checked."""
     from geobridge.errors import GeoBridgeError
-    from geobridge.index import build_index, model_info_of, read_image_table
-    from geobridge.models import GeoBridge
     from geobridge.views import IMAGE_VIEWS
 
-    views = tuple(v.strip() for v in args.views.split(",") if v.strip())
+    views = tuple(v.strip() for v in text.split(",") if v.strip())
     for view in views:
         if view not in IMAGE_VIEWS:
             raise GeoBridgeError(f"unknown view {view!r} in --views; expected some of {', '.join(IMAGE_VIEWS)}")
     if not views:
         raise GeoBridgeError("--views is empty")
+    return views
+
+
+def gallery_places(args: argparse.Namespace, *, default_view: str) -> list:
+    """The reference places of ``--images`` (with ``--coords``) or of ``--data`` (``--split``, ``--format``)."""
+    from geobridge.errors import GeoBridgeError
+    from geobridge.index import read_image_table
+
     if args.coords and not args.images:
         raise GeoBridgeError("--coords goes with --images")
-    if args.raster:
-        return _build_from_rasters(args)
-    if args.tile_m is not None or args.stride_m is not None:
-        raise GeoBridgeError("--tile-m and --stride-m go with --raster")
     if args.images:
-        places = read_image_table(args.images, coords=args.coords, default_view=views[0])
-    else:
-        from geobridge.data import load_places
+        return read_image_table(args.images, coords=args.coords, default_view=default_view)
+    from geobridge.data import load_places
 
-        try:
-            # a University-1652 test split is indexed by its gallery role (gallery_<view>/), never a merged pool
-            places = load_places(args.data, fmt=args.format, split=None if args.split == "all" else args.split,
-                                 role="gallery")
-        except ValueError as exc:
-            raise GeoBridgeError(str(exc)) from exc
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    model = GeoBridge.from_pretrained(args.checkpoint, device=args.device)
-    info = model_info_of(model, checkpoint=args.checkpoint)
-    index = build_index(model, places, views=views, factory=args.factory, batch_size=args.batch_size,
-                        show_progress_bar=not args.no_progress, model_info=info)
-    index.save(args.out)
+    try:
+        # a University-1652 test split is indexed by its gallery role (gallery_<view>/), never a merged pool
+        return load_places(args.data, fmt=args.format, split=None if args.split == "all" else args.split,
+                           role="gallery")
+    except ValueError as exc:
+        raise GeoBridgeError(str(exc)) from exc
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from geobridge.errors import GeoBridgeError
+    from geobridge.index import GeoIndex
+
+    if args.from_embeddings:
+        from geobridge.index.shards import load_embeddings
+
+        if args.checkpoint:
+            raise GeoBridgeError("--checkpoint does not go with --from-embeddings (the embeddings record theirs)")
+        vectors, records, manifest = load_embeddings(args.from_embeddings)
+        index = GeoIndex(int(vectors.shape[1]), factory=args.factory, model_info=manifest.get("model_info") or {})
+        index.add(vectors, records)
+    else:
+        if not args.checkpoint:
+            raise GeoBridgeError("--checkpoint is required with --data, --images or --raster")
+        if args.raster:
+            index = _raster_index(args)
+        else:
+            index = _place_index(args)
+    if args.layout == "folder":
+        index.save_folder(args.out)
+    else:
+        index.save(args.out)
     summary = index.info()
-    print(json.dumps({"out": str(args.out), "count": summary["count"], "places": summary["places"],
-                      "views": summary["views"], "factory": summary["factory"]}))
+    line = {"out": str(args.out), "count": summary["count"], "places": summary["places"], "views": summary["views"],
+            "factory": summary["factory"]}
+    if args.raster:
+        line.update(rasters=list(args.raster), tiling=index.model_info["tiling"])
+    print(json.dumps(line))
     return 0
 
 
-def _build_from_rasters(args: argparse.Namespace) -> int:
+def _place_index(args: argparse.Namespace) -> Any:
+    import logging
+
+    from geobridge.errors import GeoBridgeError
+    from geobridge.index import build_index, model_info_of
+    from geobridge.models import GeoBridge
+
+    if args.tile_m is not None or args.stride_m is not None:
+        raise GeoBridgeError("--tile-m and --stride-m go with --raster")
+    views = parse_views(args.views)
+    places = gallery_places(args, default_view=views[0])
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    model = GeoBridge.from_pretrained(args.checkpoint, device=args.device)
+    info = model_info_of(model, checkpoint=args.checkpoint)
+    return build_index(model, places, views=views, factory=args.factory, batch_size=args.batch_size,
+                       show_progress_bar=not args.no_progress, model_info=info)
+
+
+def _raster_index(args: argparse.Namespace) -> Any:
     import logging
 
     from geobridge.errors import GeoBridgeError
@@ -146,16 +193,11 @@ def _build_from_rasters(args: argparse.Namespace) -> int:
         raise GeoBridgeError(f"--scales must be comma-separated numbers, got {args.scales!r}") from exc
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     model = GeoBridge.from_pretrained(args.checkpoint, device=args.device)
-    index = build_raster_index(
+    return build_raster_index(
         model, args.raster, tile_m=args.tile_m, stride_m=args.stride_m, scales=scales, tile_px=args.tile_px,
         max_nodata=args.max_nodata, factory=args.factory, batch_size=args.batch_size,
         show_progress_bar=not args.no_progress, model_info=model_info_of(model, checkpoint=args.checkpoint),
     )
-    index.save(args.out)
-    summary = index.info()
-    print(json.dumps({"out": str(args.out), "count": summary["count"], "rasters": list(args.raster),
-                      "factory": summary["factory"], "tiling": index.model_info["tiling"]}))
-    return 0
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
@@ -177,7 +219,12 @@ def run_calibrate(args: argparse.Namespace) -> int:
     model = GeoBridge.from_pretrained(checkpoint, device=args.device)
     index.fusion_weights = calibrate_index(model, index, places, views=views, batch_size=args.batch_size,
                                            show_progress_bar=not args.no_progress)
-    index.save(args.index)
+    from geobridge.index.folder import is_index_folder
+
+    if is_index_folder(args.index):
+        index.save_folder(args.index)
+    else:
+        index.save(args.index)
     print(json.dumps({"index": str(args.index), "fusion_weights": index.fusion_weights}))
     return 0
 

@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "geobridge.cli.eval",
     "geobridge.cli.demo",
     "geobridge.cli.index",
+    "geobridge.cli.embed",
     "geobridge.cli.locate",
     "geobridge.cli.serve",
 )

@@ -53,32 +53,41 @@ def build_index(
     and ``images[view]``). Places without coordinates cannot be located and are skipped with a warning. All
     embeddings are computed before anything is added, so IVF/PQ indexes are trained on the whole gallery.
     """
+    records = gallery_records(places, views=views)
+    chunks: list[np.ndarray] = []
+    for view in dict.fromkeys(r["view"] for r in records):
+        paths = [Path(r["path"]) for r in records if r["view"] == view]
+        chunks.append(model.encode(paths, view=view, batch_size=batch_size, show_progress_bar=show_progress_bar))
+    vectors = np.concatenate(chunks)  # (N, D)
+    info = model_info_of(model) if model_info is None else dict(model_info)
+    index = GeoIndex(int(vectors.shape[1]), factory=factory, model_info=info)
+    index.add(vectors, records)
+    return index
+
+
+def gallery_records(places: Sequence[Any], *, views: Sequence[str] = DEFAULT_VIEWS) -> list[dict[str, Any]]:
+    """The index records of every image of ``views`` of ``places``, in index order (view by view, then place by
+    place); ``build_index`` and sharded embedding (``index/shards.py``) both follow it.
+
+    Places without coordinates cannot be located and are skipped with a warning.
+    """
     views = tuple(check_view(v, allowed=IMAGE_VIEWS) for v in views)
     if not views:
         raise GeoBridgeError("views is empty; index at least one of drone, satellite, street")
     located = [p for p in places if p.lat is not None and p.lon is not None]
     if len(located) < len(places):
         logger.warning("skipping %d of %d places without coordinates", len(places) - len(located), len(places))
-    chunks: list[np.ndarray] = []
     records: list[dict[str, Any]] = []
     for view in views:
-        paths: list[Path] = []
         for place in located:
             for path in place.images.get(view, ()):
-                paths.append(Path(path))
                 records.append(
                     {"place_id": str(place.place_id), "lat": float(place.lat), "lon": float(place.lon),
                      "view": view, "path": str(path), "country": place.country}
                 )
-        if paths:
-            chunks.append(model.encode(paths, view=view, batch_size=batch_size, show_progress_bar=show_progress_bar))
     if not records:
         raise DataError(f"no images of views {list(views)} in {len(located)} located places; nothing to index")
-    vectors = np.concatenate(chunks)  # (N, D)
-    info = model_info_of(model) if model_info is None else dict(model_info)
-    index = GeoIndex(int(vectors.shape[1]), factory=factory, model_info=info)
-    index.add(vectors, records)
-    return index
+    return records
 
 
 def read_image_table(

@@ -110,6 +110,7 @@ class GeoIndex:
         self._records: dict[int, dict[str, Any]] = {}
         self._next_id = 0
         self._id_cache: dict[str, np.ndarray] = {}
+        self._mapped_from: Path | None = None  # the index.faiss of a folder this index is memory-mapped from
 
     # ------------------------------------------------------------------ size and state
     def __len__(self) -> int:
@@ -185,6 +186,7 @@ class GeoIndex:
     # ------------------------------------------------------------------ adding and removing
     def train(self, vectors: Any) -> None:
         """Train an IVF/PQ index on (N, D) vectors (normalised here); a no-op for indexes that need no training."""
+        self._check_writable("train")
         x = _as_matrix(vectors, self.dim, what="training vectors")
         if self._index.is_trained:
             return
@@ -205,6 +207,7 @@ class GeoIndex:
         (str or None); other JSON-compatible keys (e.g. ``country``) are kept. An untrained index is trained on
         these vectors first.
         """
+        self._check_writable("add to")
         x = _as_matrix(vectors, self.dim, what="vectors")
         if isinstance(metadata, Mapping) or len(metadata) != len(x):
             n_meta = "a mapping" if isinstance(metadata, Mapping) else len(metadata)
@@ -224,6 +227,7 @@ class GeoIndex:
 
     def remove(self, ids: Iterable[int]) -> int:
         """Remove vectors by id (unknown ids are ignored); returns how many were removed."""
+        self._check_writable("remove from")
         wanted = np.unique(np.asarray([int(i) for i in ids], dtype=np.int64))
         wanted = np.asarray([i for i in wanted.tolist() if i in self._records], dtype=np.int64)
         if wanted.size == 0:
@@ -499,6 +503,18 @@ class GeoIndex:
         return out
 
     # ------------------------------------------------------------------ persistence
+    def _check_writable(self, action: str) -> None:
+        if self._mapped_from is not None:  # faiss aborts the process on a write to memory-mapped inverted lists
+            raise GeoBridgeError(f"cannot {action} an index memory-mapped from {self._mapped_from}; "
+                                 "load it with GeoIndex.load(folder, mmap=False) to change it")
+
+    def save_folder(self, folder: str | Path) -> Path:
+        """Write the index as an index folder (faiss file, JSON-lines records, manifest with checksums), the
+        format for large galleries whose IVF lists ``load`` memory-maps (``index/folder.py``)."""
+        from geobridge.index.folder import save_folder
+
+        return save_folder(self, folder)
+
     def save(self, path: str | Path) -> Path:
         """Write the index to the single file ``path`` atomically; returns the path.
 
@@ -507,7 +523,8 @@ class GeoIndex:
         """
         path = Path(path)
         if path.is_dir():
-            raise GeoBridgeError(f"{path} is a folder; an index is saved as a single file (e.g. {path}/index.gbx)")
+            raise GeoBridgeError(f"{path} is a folder; an index is saved as a single file (e.g. {path}/index.gbx), "
+                                 "or as an index folder with save_folder")
         meta = {
             "dim": self.dim,
             "factory": self.factory,
@@ -534,11 +551,17 @@ class GeoIndex:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> GeoIndex:
-        """Read an index written by ``save``; raises IndexFormatError naming ``path`` on any problem."""
+    def load(cls, path: str | Path, *, mmap: bool = True, verify: bool = True) -> GeoIndex:
+        """Read an index written by ``save`` (one file) or ``save_folder``; IndexFormatError naming ``path`` on
+        any problem. For a folder, ``mmap`` memory-maps IVF lists (read-only) and ``verify=False`` skips the
+        faiss file's checksum (its size is still checked)."""
         path = Path(path)
         if not path.exists():
             raise IndexFormatError(f"index file not found: {path}")
+        from geobridge.index.folder import is_index_folder, load_folder
+
+        if is_index_folder(path):
+            return load_folder(cls, path, mmap=mmap, verify=verify)
         if path.is_dir():
             raise IndexFormatError(f"{path} is a folder; pass the index file written by GeoIndex.save")
         try:

@@ -76,6 +76,8 @@ class LossSection:
 class OptimSection:
     epochs: int = 10
     batch_size: int = 32  # global batch (summed over DDP ranks)
+    # micro-batches per optimizer step: the contrastive loss sees all grad_accum * batch_size places at once, one
+    # micro-batch's graph held at a time (GradCache, train/grad_cache.py); 1 = no accumulation
     grad_accum: int = 1
     lr: float = 1e-3
     text_lr: float | None = None  # learning rate of a fine-tuned text encoder (default: lr / 10)

@@ -306,18 +306,45 @@ class Trainer:
 
     # ------------------------------------------------------------------ steps
     def _forward_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        emb, labels, logit_scale = self._embed(batch, with_graph=True)
+        return self._batch_losses(emb, labels, logit_scale)
+
+    def _embed(self, batch: dict[str, Any], with_graph: bool) -> tuple[
+        dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor
+    ]:
+        """This rank's embeddings ``{view: (B_v, D)}``, their place labels ``{view: (B_v,)}`` and the logit scale;
+        without a graph through the bare model (no DDP hooks), as the first pass of cached accumulation does."""
         place_index = batch["place_index"].to(self.device)  # (B,) global place indices
         images = {v: batch["images"][v].to(self.device) for v in self.image_views if v in batch["images"]}
         labels = {v: place_index[batch["index"][v].to(self.device)] for v in images}
         images, labels = self._view_dropout(images, labels)
         texts = batch["text"] if "text" in self.views else None
-        emb = self.ddp_model(images, texts or None)
+        emb = (self.ddp_model if with_graph else self.model)(images, texts or None)
         logit_scale = emb.pop("logit_scale")
         if texts:
             labels["text"] = place_index[batch["text_index"].to(self.device)]
+        return emb, labels, logit_scale
+
+    def _batch_losses(
+        self, emb: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], logit_scale: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The loss terms over the global batch: every rank's embeddings gathered (differentiably) under DDP."""
         if self.dist.enabled:
             emb, labels = self._gather(emb, labels, anchor=logit_scale)
         return self.loss_fn(emb, labels, logit_scale=logit_scale)
+
+    def _accumulated_losses(self, batches: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """One optimizer step's gradients from ``grad_accum`` micro-batches, the loss over all of them together."""
+        from geobridge.train.grad_cache import cached_accumulation
+
+        return cached_accumulation(
+            batches,
+            embed=self._embed,
+            loss_fn=self._batch_losses,
+            module=self.model,
+            no_sync=self.ddp_model.no_sync if self.dist.enabled else contextlib.nullcontext,  # type: ignore[operator]
+            devices=[self.device],
+        )
 
     def _view_dropout(
         self, images: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]
@@ -414,20 +441,25 @@ class Trainer:
                 leave=False,
             )
             self.optimizer.zero_grad(set_to_none=True)
-            for i, batch in enumerate(self.loader):
-                lr = self._set_lr()
-                sync = (i + 1) % accum == 0
-                ctx = self.ddp_model.no_sync() if self.dist.enabled and not sync else contextlib.nullcontext()
-                with ctx:
+            pending: list[dict[str, Any]] = []
+            for batch in self.loader:
+                if accum > 1:  # the loss sees all grad_accum micro-batches at once (train/grad_cache.py)
+                    pending.append(batch)
+                    if len(pending) < accum:
+                        continue
+                    lr = self._set_lr()
+                    losses = self._accumulated_losses(pending)
+                    total = sum(losses.values())
+                    pending = []
+                else:
+                    lr = self._set_lr()
                     losses = self._forward_losses(batch)
                     total = sum(losses.values())
-                    (total / accum).backward()
+                    total.backward()
                 for key, value in losses.items():
                     sums[key] = sums.get(key, 0.0) + float(value.detach())
                 sums["loss"] = sums.get("loss", 0.0) + float(total.detach())
                 n_batches += 1
-                if not sync:
-                    continue
                 if config.optim.grad_clip > 0:
                     nn.utils.clip_grad_norm_(self.model.parameters(), config.optim.grad_clip)
                 self.optimizer.step()
