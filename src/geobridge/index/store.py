@@ -232,10 +232,13 @@ class GeoIndex:
         wanted = np.asarray([i for i in wanted.tolist() if i in self._records], dtype=np.int64)
         if wanted.size == 0:
             return 0
-        try:
-            removed = int(self._index.remove_ids(wanted))
-        except RuntimeError:  # HNSW and refine indexes cannot remove: rebuild from the kept vectors
-            removed = self._rebuild_without(wanted)
+        if isinstance(self._base, faiss.IndexIVF):
+            removed = self._remove_from_ivf(wanted)
+        else:
+            try:
+                removed = int(self._index.remove_ids(wanted))
+            except RuntimeError:  # HNSW and refine indexes cannot remove: rebuild from the kept vectors
+                removed = self._rebuild_without(wanted)
         for vector_id in wanted.tolist():
             self._records.pop(vector_id, None)
         self._id_cache.clear()
@@ -245,6 +248,35 @@ class GeoIndex:
         """Remove every vector of the given places; returns how many vectors were removed."""
         places = {str(p) for p in place_ids}
         return self.remove([i for i, r in self._records.items() if r["place_id"] in places])
+
+    def _remove_from_ivf(self, wanted: np.ndarray) -> int:
+        """Remove from an IVF index and keep its inner ids equal to the id map's positions.
+
+        faiss's ``IndexIDMap.remove_ids`` maps the inverted lists' inner ids through the id map, but an IVF index
+        keeps the inner ids it gave at add time while the id map is compacted: a second removal then selects the
+        wrong vectors and aborts the process on an assertion. Here the inner ids are renumbered to their rank
+        (positions in the compacted id map) after each removal, which also repairs files saved after one removal.
+        """
+        ivf = self._base
+        invlists = ivf.invlists
+        external = faiss.vector_to_array(self._index.id_map).astype(np.int64)  # (N,) position -> external id
+
+        def list_ids(number: int) -> np.ndarray:  # a writable view of one inverted list's inner ids
+            return faiss.rev_swig_ptr(invlists.get_ids(number), invlists.list_size(number))
+
+        inner = np.sort(np.concatenate([list_ids(n) for n in range(ivf.nlist)] or [np.empty(0, np.int64)]))
+        if inner.size != external.size:
+            raise IndexFormatError(f"IVF index holds {inner.size} vectors but its id map {external.size}")
+        drop = np.isin(external, wanted)  # (N,) positions to remove
+        removed = int(ivf.remove_ids(faiss.IDSelectorBatch(inner[drop])))
+        kept_inner = inner[~drop]  # sorted: rank = new position
+        for number in range(ivf.nlist):
+            if invlists.list_size(number):
+                ids = list_ids(number)
+                ids[:] = np.searchsorted(kept_inner, ids)
+        faiss.copy_array_to_vector(np.ascontiguousarray(external[~drop]), self._index.id_map)
+        self._index.ntotal = ivf.ntotal
+        return removed
 
     def _rebuild_without(self, wanted: np.ndarray) -> int:
         all_ids = self.ids
