@@ -17,3 +17,7 @@ class CheckpointError(GeoBridgeError):
 
 class IndexFormatError(GeoBridgeError):
     """An index file is missing, corrupt or of an unsupported format version."""
+
+
+class ExportError(GeoBridgeError):
+    """An export failed, or its graphs do not reproduce the torch model (the self-check)."""

@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "geobridge.cli.index",
     "geobridge.cli.locate",
     "geobridge.cli.serve",
+    "geobridge.cli.export",
 )
 
 
