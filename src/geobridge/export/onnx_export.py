@@ -121,6 +121,7 @@ def export_onnx(
     if not (folder / CONFIG_NAME).is_file() and (folder / "model" / CONFIG_NAME).is_file():
         folder = folder / "model"
     model = GeoBridge.from_pretrained(folder).eval()
+    model.image.set_grad_checkpointing(False)  # a training-time option; the traced graph is the plain forward
     config = model.config
     hashes = checkpoint_hash(folder)
     common = {"embed_dim": model.embed_dim, "checkpoint_sha256": hashes["sha256"], "config": config.name,

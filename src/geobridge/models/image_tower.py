@@ -65,6 +65,8 @@ class ImageTower(nn.Module):
         else:
             self.adapters = None
         self.proj = nn.Linear(width, embed_dim)
+        if config.grad_checkpointing:
+            self.set_grad_checkpointing(True)
 
     def forward(self, images: torch.Tensor, *, view: str) -> torch.Tensor:
         """(B, 3, H, W) images of one view -> (B, D) unnormalised embeddings."""
@@ -75,6 +77,13 @@ class ImageTower(nn.Module):
             x = self.adapters[view](x)
         return self.proj(x)  # (B, D)
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each backbone's activations during backward (timm's per-stage checkpointing)."""
+        backbones = [self.backbone] if self.view_backbones is None else list(self.view_backbones.values())
+        for backbone in backbones:
+            if not hasattr(backbone, "set_grad_checkpointing"):
+                raise ValueError(f"image.grad_checkpointing: backbone {self.config.backbone!r} does not support it")
+            backbone.set_grad_checkpointing(enable)
 
     def backbone_for(self, view: str) -> nn.Module:
         """The timm backbone that embeds ``view``."""

@@ -11,6 +11,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from geobridge.errors import GeoBridgeError
 from geobridge.losses import OBJECTIVES
+from geobridge.models.precision import PRECISIONS
 from geobridge.views import check_view_pairs
 
 
@@ -22,6 +23,7 @@ class ModelSection:
     text_kind: str | None = None  # override the config's text tower kind ("minilm" or "hashing")
     text_freeze: bool | None = None  # override the config's freeze flag
     text_trainable_layers: int | None = None  # override: with text_freeze=false, fine-tune only the last N layers
+    grad_checkpointing: bool | None = None  # override the config's image.grad_checkpointing (recompute activations)
 
 
 @dataclass
@@ -78,6 +80,7 @@ class SamplerSection:
 class TrainSection:
     seed: int = 0
     device: str = "auto"  # "auto", "cpu" or "cuda"
+    precision: str = "fp32"  # "fp32", "bf16" (autocast) or "fp16" (autocast + GradScaler; CUDA only)
     drop_views: list[str] = field(default_factory=list)  # ablation: never train on these views
     view_dropout: float = 0.0  # probability of hiding each image view of each place in a batch
     eval_every: int = 0  # epochs between evaluations on the eval split (0 = at the end only)
@@ -137,6 +140,8 @@ def _validate(config: TrainConfig) -> None:
         check_view_pairs(config.loss.pair_weights)
     except ValueError as exc:
         raise GeoBridgeError(f"loss.pair_weights: {exc}") from exc
+    if config.train.precision not in PRECISIONS:
+        raise GeoBridgeError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {config.train.precision!r}")
     if config.data.pipeline not in ("pil", "tensor"):
         raise GeoBridgeError(f"data.pipeline must be pil or tensor, got {config.data.pipeline!r}")
     if config.data.format not in ("geoloc", "university1652"):

@@ -21,6 +21,7 @@ from geobridge.data import BatchAugment, TensorBatches, build_view_cache
 from geobridge.errors import GeoBridgeError
 from geobridge.losses import GeoBridgeLoss
 from geobridge.models import GeoBridge, get_model_config
+from geobridge.models.precision import autocast, check_precision, grad_scaler
 from geobridge.train.config import TrainConfig, to_yaml
 from geobridge.train.distributed import all_reduce_mean, barrier, cleanup, gather_rows, init_distributed
 from geobridge.train.state import latest_checkpoint, load_train_state, save_checkpoint
@@ -32,7 +33,11 @@ MAX_LOGIT_SCALE = math.log(100.0)
 def build_model(config: TrainConfig) -> GeoBridge:
     """The model a run trains: a built-in/JSON architecture, or a saved model to fine-tune."""
     if config.model.init_from:
-        return GeoBridge.from_pretrained(config.model.init_from)
+        model = GeoBridge.from_pretrained(config.model.init_from)
+        if config.model.grad_checkpointing is not None:
+            model.config.image.grad_checkpointing = config.model.grad_checkpointing
+            model.image.set_grad_checkpointing(config.model.grad_checkpointing)
+        return model
     model_config = get_model_config(config.model.name)
     if config.model.text_kind is not None:
         model_config.text.kind = config.model.text_kind
@@ -40,6 +45,8 @@ def build_model(config: TrainConfig) -> GeoBridge:
         model_config.text.freeze = config.model.text_freeze
     if config.model.text_trainable_layers is not None:
         model_config.text.trainable_layers = config.model.text_trainable_layers
+    if config.model.grad_checkpointing is not None:
+        model_config.image.grad_checkpointing = config.model.grad_checkpointing
     return GeoBridge(model_config, backbone_file=config.model.backbone_file)
 
 
@@ -76,6 +83,9 @@ class Trainer:
             torch.cuda.set_device(self.device)
         self.show_progress_bar = self.dist.is_main if show_progress_bar is None else show_progress_bar
         self.run_dir = Path(config.out)
+        self.precision = config.train.precision
+        check_precision(self.precision, device=self.device, where="train.precision")
+        self.scaler = grad_scaler(self.precision, device=self.device)  # fp16 only
         torch.manual_seed(config.train.seed)  # identical initial weights on every rank
         np.random.seed(config.train.seed)
         self.model = build_model(config).to(self.device)
@@ -246,7 +256,9 @@ class Trainer:
         labels = {v: place_index[batch["index"][v].to(self.device)] for v in images}
         images, labels = self._view_dropout(images, labels)
         texts = batch["text"] if "text" in self.views else None
-        emb = self.ddp_model(images, texts or None)
+        with autocast(self.precision, device=self.device):
+            emb = self.ddp_model(images, texts or None)
+        emb = {k: v.float() for k, v in emb.items()}  # the loss (logits, softmax) in fp32
         logit_scale = emb.pop("logit_scale")
         if texts:
             labels["text"] = place_index[batch["text_index"].to(self.device)]
@@ -351,16 +363,23 @@ class Trainer:
                 with ctx:
                     losses = self._forward_losses(batch)
                     total = sum(losses.values())
-                    (total / accum).backward()
+                    scaled = total / accum
+                    (scaled if self.scaler is None else self.scaler.scale(scaled)).backward()
                 for key, value in losses.items():
                     sums[key] = sums.get(key, 0.0) + float(value.detach())
                 sums["loss"] = sums.get("loss", 0.0) + float(total.detach())
                 n_batches += 1
                 if not sync:
                     continue
+                if self.scaler is not None:
+                    self.scaler.unscale_(self.optimizer)  # clip the true gradients
                 if config.optim.grad_clip > 0:
                     nn.utils.clip_grad_norm_(self.model.parameters(), config.optim.grad_clip)
-                self.optimizer.step()
+                if self.scaler is None:
+                    self.optimizer.step()
+                else:  # skips the step when fp16 gradients overflowed
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
                 with torch.no_grad():
                     self.model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
