@@ -24,11 +24,12 @@ from torch.utils.data import DataLoader, Dataset
 from geobridge.images import ImageError, load_image, to_rgb
 
 MAX_AUTO_WORKERS = 4
+MIN_AUTO_BATCHES = 4  # starting workers costs about a batch's time; fewer batches decode in the caller
 
 
 def default_num_workers(*, n_items: int, batch_size: int) -> int:
-    """Workers for ``n_items``: none for one batch (a worker's start costs more), else up to cores - 1 (max 4)."""
-    if n_items <= batch_size:
+    """Workers for ``n_items``: none for a few batches (a worker's start costs more), else up to cores - 1 (max 4)."""
+    if n_items < MIN_AUTO_BATCHES * batch_size:
         return 0
     return max(0, min(MAX_AUTO_WORKERS, (os.cpu_count() or 1) - 1))
 

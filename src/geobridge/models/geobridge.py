@@ -135,14 +135,14 @@ class GeoBridge(nn.Module):
 
         Images are PIL images, paths, uint8 (H, W, 3) arrays, uint8 (3, H, W) tensors or one uint8 (N, 3, H, W)
         tensor. They are decoded and resized in ``num_workers`` DataLoader processes with prefetch (None: none for
-        a single batch, else up to the cores minus one; 0: in this process). ``precision`` (fp32, bf16, or fp16 on
+        fewer than 4 batches, else up to the cores minus one; 0: in this process). ``precision`` (fp32, bf16, or fp16 on
         CUDA) runs the network under autocast; the result is float32 either way.
 
         Images of a view listed in the config's ``image.test_time_augment`` are embedded with test-time
         augmentation (see ``encode_image``) unless ``test_time_augment=False``.
         """
         check_view(view)
-        check_precision(precision, device=self.device, where="encode(precision=...)")
+        check_precision(precision, device=self.device)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         items = as_items(items)
