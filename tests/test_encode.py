@@ -129,3 +129,25 @@ def test_training_precision_bf16_step_and_fp16_on_cpu(tmp_path):
     assert losses["fp32"].keys() == losses["bf16"].keys()
     for key, value in losses["fp32"].items():
         assert losses["bf16"][key] == pytest.approx(value, rel=0.02, abs=0.02), key
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fp16_on_cuda_encode_and_training_step(tmp_path, tiny_model_config):
+    from test_data import make_geoloc
+
+    from geobridge.train import load_config
+    from geobridge.train.trainer import Trainer
+
+    torch.manual_seed(0)
+    model = GeoBridge(tiny_model_config).eval().to("cuda")
+    images = [Image.fromarray(a) for a in _arrays(4, 64, 64, seed=4)]
+    fp16 = model.encode(images, view="drone", precision="fp16")
+    assert fp16.dtype == np.float32 and np.sum(fp16 * model.encode(images, view="drone"), axis=1).min() > 0.99
+    world = make_geoloc(tmp_path / "w", n=8, drone_views=1)
+    trainer = Trainer(load_config(None, [f"data.root={world}", "model.text_kind=hashing", "optim.batch_size=6",
+                                         "train.device=cuda", "optim.epochs=1", "train.max_steps=2",
+                                         "train.precision=fp16", f"out={tmp_path / 'run'}"]), show_progress_bar=False)
+    assert trainer.scaler is not None
+    assert np.isfinite(trainer.fit()["loss"]) and trainer.step == 2
+    trainer.close()

@@ -169,3 +169,15 @@ def test_minilm_text_graph_matches_torch(tmp_path):
     texts = ["a red tower beside a river", "Snow-covered peaks, a dam and a long bridge " * 40, "ok"]
     got = OnnxEncoder(tmp_path / "onnx").encode(texts, view="text")
     assert _cosines(got, model.encode(texts, view="text")).min() >= 0.9999
+
+
+def test_the_onnx_runtime_path_imports_neither_torch_nor_onnx(exported):
+    import subprocess
+    import sys
+
+    code = ("import sys; from geobridge.export import OnnxEncoder; "
+            f"e = OnnxEncoder({str(exported['onnx'])!r}); v = e.encode(['a red tower'], view='text'); "
+            "print(v.shape, 'torch' in sys.modules, 'onnx' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["(1,", f"{exported['model'].embed_dim})", "False", "False"]
