@@ -151,3 +151,13 @@ def test_fp16_on_cuda_encode_and_training_step(tmp_path, tiny_model_config):
     assert trainer.scaler is not None
     assert np.isfinite(trainer.fit()["loss"]) and trainer.step == 2
     trainer.close()
+
+
+def test_rot90_from_flips_equals_torch_rot90():
+    """Test-time augmentation rotates with flips and a transpose (exportable to ONNX); it must equal torch.rot90."""
+    from geobridge.models.symmetries import _rot90
+
+    square, wide = torch.randn(2, 3, 5, 5), torch.randn(2, 3, 4, 6)
+    for turns in range(-1, 5):
+        assert torch.equal(_rot90(square, turns), torch.rot90(square, turns, dims=(-2, -1)))
+    assert torch.equal(_rot90(wide, 2), torch.rot90(wide, 2, dims=(-2, -1)))
