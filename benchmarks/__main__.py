@@ -38,6 +38,7 @@ def _entry_point(name: str) -> tuple[Callable[[Context], dict[str, Any]], str]:
         "synth": ("benchmarks._external", "bench_synth"),
         "eval_memory": ("benchmarks.bench_eval_memory", "bench"),
         "serve": ("benchmarks._external", "bench_serve"),
+        "deploy": ("benchmarks.bench_deploy", "bench"),
     }[name]
     module = importlib.import_module(module_name)
     return getattr(module, function), getattr(module, "TITLE", name)

@@ -25,3 +25,7 @@ class ConfigError(GeoBridgeError, ValueError):
     The message starts with the dotted key, e.g. ``optim.lr: expected a number > 0, got -1.0``. It is also a
     ValueError, as the model-config errors were before there was one validator.
     """
+
+
+class ExportError(GeoBridgeError):
+    """An export failed, or its graphs do not reproduce the torch model (the self-check)."""

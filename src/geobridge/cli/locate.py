@@ -18,7 +18,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--index", required=True, help="index file written by 'geobridge index build'")
     parser.add_argument("--checkpoint", default=None,
-                        help="model folder or run folder (default: the checkpoint recorded in the index)")
+                        help="model folder or run folder, or with --backend onnx a 'geobridge export onnx' folder "
+                        "(default: the checkpoint recorded in the index)")
+    parser.add_argument("--backend", default="torch", choices=("torch", "onnx"),
+                        help="run the torch model or its exported ONNX graphs with onnxruntime (default torch)")
     parser.add_argument("--image", action="append", default=[], metavar="PATH", help="a query image (repeatable)")
     parser.add_argument("--image-view", action="append", default=[], choices=("drone", "street", "satellite"),
                         help="the view of each --image, in order (repeat once per image)")
@@ -50,8 +53,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from geobridge._atomic import atomic_write_chunks
     from geobridge.errors import GeoBridgeError
+    from geobridge.export.backends import load_encoder
     from geobridge.index import GeoIndex, locate
-    from geobridge.models import GeoBridge
 
     if not args.image and not args.text:
         raise GeoBridgeError("give at least one --image or --text")
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = args.checkpoint or index.model_info.get("checkpoint")
     if not checkpoint:
         raise GeoBridgeError(f"{args.index} records no checkpoint; pass --checkpoint")
-    model = GeoBridge.from_pretrained(checkpoint, device=args.device)
+    model = load_encoder(checkpoint, backend=args.backend, device=args.device)
     default_view = args.view or "drone"
     views = list(args.image_view) + [default_view] * (len(args.image) - len(args.image_view))
     for path in args.image:

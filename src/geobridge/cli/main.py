@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "geobridge.cli.embed",
     "geobridge.cli.locate",
     "geobridge.cli.serve",
+    "geobridge.cli.export",
 )
 
 

@@ -13,6 +13,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--checkpoint", default=None, help="model folder or training run (default: the one the index records)"
     )
+    parser.add_argument("--backend", default="torch", choices=("torch", "onnx"),
+                        help="run the torch model or, from a 'geobridge export onnx' folder given as --checkpoint, "
+                        "its ONNX graphs with onnxruntime (default torch)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=2, help="decode/inference threads")
@@ -24,7 +27,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--device", default="cpu", help="torch device for the model")
     parser.add_argument(
-        "--torch-threads", type=int, default=1, help="intra-op threads per inference (1: the workers run in parallel)"
+        "--torch-threads", type=int, default=1,
+        help="intra-op threads per inference, torch or onnxruntime (1: the workers run in parallel)"
     )
     parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     parser.set_defaults(func=run)
@@ -37,8 +41,8 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn
     except ImportError as exc:
         raise GeoBridgeError("the service needs the serve extra: pip install 'geobridge[serve]'") from exc
+    from geobridge.export.backends import load_encoder
     from geobridge.index import GeoIndex
-    from geobridge.models import GeoBridge
     from geobridge.serve.app import checkpoint_from_index, create_app
 
     if args.workers < 1:
@@ -47,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         raise GeoBridgeError(f"--max-pixels must be between 1 and {MAX_IMAGE_PIXELS:,}, got {args.max_pixels}")
     if args.max_upload_mb <= 0:
         raise GeoBridgeError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
-    if args.torch_threads >= 1:
+    if args.torch_threads >= 1 and args.backend == "torch":
         import torch
 
         torch.set_num_threads(args.torch_threads)
@@ -55,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = args.checkpoint or checkpoint_from_index(index)
     if not checkpoint:
         raise GeoBridgeError(f"{args.index} does not record its checkpoint; pass --checkpoint")
-    model = GeoBridge.from_pretrained(checkpoint, device=args.device)
+    threads = args.torch_threads if args.torch_threads >= 1 else None
+    model = load_encoder(checkpoint, backend=args.backend, device=args.device, threads=threads)
     app = create_app(
         model=model,
         index=index,

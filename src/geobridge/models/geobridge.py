@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +16,11 @@ from tqdm.auto import tqdm
 
 from geobridge._atomic import atomic_write_json
 from geobridge.errors import CheckpointError, ConfigError
-from geobridge.images import load_image, to_rgb
 from geobridge.models.checkpoint import check_tensors, load_tensors, read_json, refuse_pickle, save_tensors
 from geobridge.models.config import GeoBridgeConfig, get_model_config
+from geobridge.models.encoding import ImageItems, as_items, default_num_workers, image_batches
 from geobridge.models.image_tower import ImageTower
+from geobridge.models.precision import autocast, check_precision
 from geobridge.models.symmetries import view_symmetries
 from geobridge.models.text_tower import TextTower
 from geobridge.views import IMAGE_VIEWS, check_view
@@ -31,7 +32,7 @@ CONFIG_NAME = "config.json"
 CHECKPOINT_FORMAT = "geobridge-model"
 CHECKPOINT_VERSION = 1
 
-ImageLike = Image.Image | str | Path | np.ndarray
+ImageLike = Image.Image | str | Path | np.ndarray | torch.Tensor
 
 
 class GeoBridge(nn.Module):
@@ -121,41 +122,76 @@ class GeoBridge(nn.Module):
     @torch.no_grad()
     def encode(
         self,
-        items: Sequence[ImageLike] | Sequence[str],
+        items: Sequence[ImageLike] | Sequence[str] | torch.Tensor,
         *,
         view: str,
         batch_size: int = 64,
         show_progress_bar: bool | None = None,
         test_time_augment: bool = True,
+        num_workers: int | None = None,
+        precision: str = "fp32",
     ) -> np.ndarray:
         """Embed images of one view, or texts (``view="text"``), into an (N, D) float32 array of unit vectors.
+
+        Images are PIL images, paths, uint8 (H, W, 3) arrays, uint8 (3, H, W) tensors or one uint8 (N, 3, H, W)
+        tensor. They are decoded and resized in ``num_workers`` DataLoader processes with prefetch (None: none for
+        fewer than 4 batches, else up to the cores minus one; 0: in this process). ``precision`` (fp32, bf16, or fp16 on
+        CUDA) runs the network under autocast; the result is float32 either way.
 
         Images of a view listed in the config's ``image.test_time_augment`` are embedded with test-time
         augmentation (see ``encode_image``) unless ``test_time_augment=False``.
         """
         check_view(view)
+        check_precision(precision, device=self.device)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        items = as_items(items)
         if show_progress_bar is None:
             show_progress_bar = logger.getEffectiveLevel() <= logging.INFO and len(items) > batch_size
         was_training = self.training
         self.eval()
         chunks: list[np.ndarray] = []
-        transform = None if view == "text" else self.transform(view)  # built once, not per image
-        tta = test_time_augment and view in self.config.image.test_time_augment
+        n_batches = (len(items) + batch_size - 1) // batch_size
         try:
-            starts = range(0, len(items), batch_size)
-            for start in tqdm(starts, desc=f"encode {view}", disable=not show_progress_bar, unit="batch"):
-                batch = list(items[start : start + batch_size])
-                if view == "text":
-                    embeddings = self.encode_text([_as_text(t) for t in batch])
-                else:
-                    tensor = torch.stack([transform(_as_image(x)) for x in batch]).to(self.device)
-                    embeddings = self.encode_image(tensor, view=view, test_time_augment=tta)
-                chunks.append(embeddings.float().cpu().numpy())
+            bar = tqdm(total=n_batches, desc=f"encode {view}", disable=not show_progress_bar, unit="batch")
+            for batch in self._encode_inputs(items, view=view, batch_size=batch_size, num_workers=num_workers):
+                with autocast(precision, device=self.device):
+                    if view == "text":
+                        embeddings = self.encode_text(batch)
+                    else:
+                        tta = test_time_augment and view in self.config.image.test_time_augment
+                        batch = batch.to(self.device, non_blocking=True)
+                        embeddings = self.encode_image(batch, view=view, test_time_augment=tta)
+                chunks.append(F.normalize(embeddings.float(), dim=-1).cpu().numpy())  # (B, D)
+                bar.update(1)
+            bar.close()
         finally:
             self.train(was_training)
         if not chunks:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
         return np.concatenate(chunks).astype(np.float32, copy=False)  # (N, D)
+
+    def _encode_inputs(
+        self, items: Sequence[Any], *, view: str, batch_size: int, num_workers: int | None
+    ) -> Iterator[Any]:
+        """Batches of texts, or of (B, 3, H, W) image tensors decoded in DataLoader workers."""
+        if view == "text":
+            for start in range(0, len(items), batch_size):
+                yield [_as_text(t) for t in items[start : start + batch_size]]
+            return
+        if num_workers is None:
+            num_workers = default_num_workers(n_items=len(items), batch_size=batch_size)
+        height, width = self.config.image.input_size[view]
+        dataset = ImageItems(
+            items,
+            transform=self.transform(view),  # built once, not per image
+            size=(height, width),
+            mean=self.config.image.mean,
+            std=self.config.image.std,
+        )
+        yield from image_batches(
+            dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=self.device.type == "cuda"
+        )
 
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, path: str | Path) -> Path:
@@ -233,14 +269,3 @@ def _as_text(item: object) -> str:
         raise TypeError(f"view='text' expects strings, got {type(item).__name__}")
     return item
 
-
-def _as_image(item: ImageLike) -> Image.Image:
-    if isinstance(item, Image.Image):
-        return to_rgb(item)  # 16-bit, float, palette and alpha images as the file decoder reads them
-    if isinstance(item, np.ndarray):
-        if item.ndim != 3 or item.shape[2] != 3 or item.dtype != np.uint8:
-            raise ValueError(f"image arrays must be uint8 (H, W, 3), got {item.dtype} {item.shape}")
-        return Image.fromarray(item)
-    if isinstance(item, (str, Path)):
-        return load_image(Path(item))
-    raise TypeError(f"expected a PIL image, a path or a uint8 array, got {type(item).__name__}")

@@ -68,6 +68,8 @@ class ImageTower(nn.Module):
         self.proj = nn.Linear(width, embed_dim)
         if config.trainable_blocks is not None:
             self.set_trainable_blocks(config.trainable_blocks)
+        if config.grad_checkpointing:
+            self.set_grad_checkpointing(True)
 
     def set_trainable_blocks(self, count: int | None) -> None:
         """Train only the last ``count`` backbone blocks (``ImageTowerConfig.trainable_blocks``); None: all."""
@@ -101,6 +103,13 @@ class ImageTower(nn.Module):
             x = self.adapters[view](x)
         return self.proj(x)  # (B, D)
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each backbone's activations during backward (timm's per-stage checkpointing)."""
+        backbones = [self.backbone] if self.view_backbones is None else list(self.view_backbones.values())
+        for backbone in backbones:
+            if not hasattr(backbone, "set_grad_checkpointing"):
+                raise ValueError(f"image.grad_checkpointing: backbone {self.config.backbone!r} does not support it")
+            backbone.set_grad_checkpointing(enable)
 
     def backbone_for(self, view: str) -> nn.Module:
         """The timm backbone that embeds ``view``."""

@@ -36,9 +36,21 @@ def view_symmetries(view: str, *, height: int, width: int) -> list[Symmetry]:
 def _rotate_mirror(turns: int, mirror: bool) -> Symmetry:
     def apply(images: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W)
         out = images.flip(-1) if mirror else images
-        return torch.rot90(out, turns, dims=(-2, -1)) if turns else out
+        return _rot90(out, turns) if turns else out
 
     return apply
+
+
+def _rot90(images: torch.Tensor, turns: int) -> torch.Tensor:
+    """``torch.rot90(images, turns, dims=(-2, -1))`` from flips and a transpose (ops that ONNX export knows)."""
+    turns %= 4
+    if turns == 1:
+        return images.flip(-1).transpose(-2, -1)
+    if turns == 2:
+        return images.flip(-2).flip(-1)
+    if turns == 3:
+        return images.flip(-2).transpose(-2, -1)
+    return images
 
 
 def _roll_mirror(shift: int, mirror: bool) -> Symmetry:

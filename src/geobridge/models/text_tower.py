@@ -6,7 +6,6 @@ A small hashed bag-of-words encoder (``kind="hashing"``) exists for fast tests o
 from __future__ import annotations
 
 import re
-import zlib
 from collections import OrderedDict
 from pathlib import Path
 
@@ -14,9 +13,9 @@ import torch
 from torch import nn
 
 from geobridge.errors import CheckpointError
+from geobridge.hashing_text import hash_text
 from geobridge.models.config import TextTowerConfig
 
-_WORD = re.compile(r"[a-z0-9]+")
 _LAYER = re.compile(r"\.layer\.(\d+)\.")  # a BERT encoder layer in a parameter name
 
 
@@ -121,9 +120,7 @@ class HashingEncoder(nn.Module):
         offsets: list[int] = []
         for text in texts:
             offsets.append(len(ids))
-            words = _WORD.findall(text.lower()) or ["<empty>"]
-            grams = words + [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]
-            ids.extend(zlib.crc32(g.encode()) % self.vocab_size for g in grams)
+            ids.extend(hash_text(text, vocab_size=self.vocab_size))
         device = self.bag.weight.device
         return self.bag(torch.tensor(ids, device=device), torch.tensor(offsets, device=device))
 

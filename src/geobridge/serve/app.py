@@ -277,9 +277,10 @@ def create_app(
 
 
 def app_from_env() -> FastAPI:
-    """Factory for ``uvicorn --factory``: reads ``GEOBRIDGE_INDEX``, ``GEOBRIDGE_CHECKPOINT`` and limits from env."""
+    """Factory for ``uvicorn --factory``: reads ``GEOBRIDGE_INDEX``, ``GEOBRIDGE_CHECKPOINT``, ``GEOBRIDGE_BACKEND``
+    (torch or onnx) and limits from env."""
+    from geobridge.export.backends import load_encoder
     from geobridge.index import GeoIndex
-    from geobridge.models import GeoBridge
 
     index_path = os.environ.get("GEOBRIDGE_INDEX")
     if not index_path:
@@ -289,7 +290,7 @@ def app_from_env() -> FastAPI:
     if not checkpoint:
         raise GeoBridgeError("set GEOBRIDGE_CHECKPOINT: the index does not record its checkpoint")
     return create_app(
-        model=GeoBridge.from_pretrained(checkpoint),
+        model=load_encoder(checkpoint, backend=os.environ.get("GEOBRIDGE_BACKEND", "torch")),
         index=index,
         max_upload_bytes=int(float(os.environ.get("GEOBRIDGE_MAX_UPLOAD_MB", "8")) * 1024 * 1024),
         workers=int(os.environ.get("GEOBRIDGE_WORKERS", "2")),

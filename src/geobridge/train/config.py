@@ -12,6 +12,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from geobridge.errors import ConfigError, GeoBridgeError
 from geobridge.losses import OBJECTIVES
+from geobridge.models.precision import PRECISIONS
 from geobridge.schema import Choice, Range, build, check
 from geobridge.views import IMAGE_VIEW_PAIRS, IMAGE_VIEWS, VIEWS
 
@@ -30,6 +31,7 @@ class ModelSection:
     # override: (H, W) per image view, merged into the model's input sizes (e.g. CVUSA's 1232 x 224 panoramas as
     # street: [140, 768], Sample4Geo's size); applied to an ``init_from`` model too and saved with the fine-tuned one
     image_input_size: dict[str, list[int]] = field(default_factory=dict)
+    grad_checkpointing: bool | None = None  # override the config's image.grad_checkpointing (recompute activations)
 
 
 @dataclass
@@ -99,6 +101,7 @@ class SamplerSection:
 class TrainSection:
     seed: int = 0
     device: str = "auto"  # "auto", "cpu" or "cuda"
+    precision: str = "fp32"  # "fp32", "bf16" (autocast) or "fp16" (autocast + GradScaler; CUDA only)
     drop_views: list[str] = field(default_factory=list)  # ablation: never train on these views
     view_dropout: float = 0.0  # probability of hiding each image view of each place in a batch
     eval_every: int = 0  # epochs between evaluations on the eval split (0 = at the end only)
@@ -161,6 +164,9 @@ def validate_config(config: TrainConfig) -> None:
     check(config, rules=TRAIN_RULES)
     if not (config.loss.use_pairs or config.loss.use_anchors):
         raise ConfigError("loss.use_pairs and loss.use_anchors are both false: the loss would have no term")
+    if config.train.precision == "fp16" and config.optim.grad_accum > 1:
+        raise ConfigError("train.precision: fp16 (a GradScaler) does not combine with optim.grad_accum > 1 (the "
+                          "cached accumulation); use bf16 or grad_accum=1")
     _validate_epoch(config)
 
 
@@ -301,4 +307,5 @@ TRAIN_RULES = {
     "train.eval_every": Range(0, MAX_EPOCHS),  # 0 = at the end only
     "train.max_steps": Range(1, 1 << 40),
     "train.log_every": Range(1, 1 << 40),
+    "train.precision": Choice(PRECISIONS),
 }

@@ -21,6 +21,7 @@ from geobridge.data import BatchAugment, TensorBatches, build_view_cache
 from geobridge.errors import GeoBridgeError
 from geobridge.losses import GeoBridgeLoss
 from geobridge.models import GeoBridge, get_model_config
+from geobridge.models.precision import autocast, check_precision, grad_scaler
 from geobridge.train.config import TrainConfig, to_yaml, validate_config
 from geobridge.train.distributed import all_reduce_mean, barrier, cleanup, gather_rows, init_distributed
 from geobridge.train.state import (
@@ -43,6 +44,9 @@ def build_model(config: TrainConfig) -> GeoBridge:
     if section.init_from:
         model = GeoBridge.from_pretrained(section.init_from)  # strict: every tensor, with its shape
         _check_init_overrides(model, config)
+        if section.grad_checkpointing is not None:
+            model.config.image.grad_checkpointing = section.grad_checkpointing
+            model.image.set_grad_checkpointing(section.grad_checkpointing)
         if section.text_trainable_layers is not None:
             try:
                 model.text.set_trainable_layers(section.text_trainable_layers)
@@ -56,6 +60,8 @@ def build_model(config: TrainConfig) -> GeoBridge:
             model_config.text.freeze = section.text_freeze
         if section.text_trainable_layers is not None:
             model_config.text.trainable_layers = section.text_trainable_layers
+        if section.grad_checkpointing is not None:
+            model_config.image.grad_checkpointing = section.grad_checkpointing
         model = GeoBridge(model_config, backbone_file=section.backbone_file)
     for view, size in section.image_input_size.items():
         model.config.image.input_size[view] = [int(v) for v in size]  # the transforms and caches read these
@@ -115,6 +121,9 @@ class Trainer:
             torch.cuda.set_device(self.device)
         self.show_progress_bar = self.dist.is_main if show_progress_bar is None else show_progress_bar
         self.run_dir = Path(config.out)
+        self.precision = config.train.precision
+        check_precision(self.precision, device=self.device, where="train.precision")
+        self.scaler = grad_scaler(self.precision, device=self.device)  # fp16 only
         torch.manual_seed(config.train.seed)  # identical initial weights on every rank
         np.random.seed(config.train.seed)
         self.model = build_model(config).to(self.device)
@@ -319,7 +328,9 @@ class Trainer:
         labels = {v: place_index[batch["index"][v].to(self.device)] for v in images}
         images, labels = self._view_dropout(images, labels)
         texts = batch["text"] if "text" in self.views else None
-        emb = (self.ddp_model if with_graph else self.model)(images, texts or None)
+        with autocast(self.precision, device=self.device):
+            emb = (self.ddp_model if with_graph else self.model)(images, texts or None)
+        emb = {k: v.float() for k, v in emb.items()}  # the loss (logits, softmax) in fp32
         logit_scale = emb.pop("logit_scale")
         if texts:
             labels["text"] = place_index[batch["text_index"].to(self.device)]
@@ -455,14 +466,20 @@ class Trainer:
                     lr = self._set_lr()
                     losses = self._forward_losses(batch)
                     total = sum(losses.values())
-                    total.backward()
+                    (total if self.scaler is None else self.scaler.scale(total)).backward()
                 for key, value in losses.items():
                     sums[key] = sums.get(key, 0.0) + float(value.detach())
                 sums["loss"] = sums.get("loss", 0.0) + float(total.detach())
                 n_batches += 1
+                if self.scaler is not None:
+                    self.scaler.unscale_(self.optimizer)  # clip the true gradients
                 if config.optim.grad_clip > 0:
                     nn.utils.clip_grad_norm_(self.model.parameters(), config.optim.grad_clip)
-                self.optimizer.step()
+                if self.scaler is None:
+                    self.optimizer.step()
+                else:  # skips the step when fp16 gradients overflowed
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
                 with torch.no_grad():
                     self.model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
