@@ -109,7 +109,7 @@ def test_training_precision_bf16_step_and_fp16_on_cpu(tmp_path):
             "train.device=cpu", "optim.epochs=1", "train.max_steps=1", "train.log_every=1"]
     with pytest.raises(GeoBridgeError, match="train.precision=fp16 needs a CUDA device"):
         Trainer(load_config(None, [*base, "train.precision=fp16", f"out={tmp_path / 'fp16'}"]))
-    with pytest.raises(GeoBridgeError, match="train.precision must be one of"):
+    with pytest.raises(GeoBridgeError, match="train.precision: expected one of"):
         load_config(None, [*base, "train.precision=half"])
     assert build_model(load_config(None, [*base, "model.grad_checkpointing=true"])).config.image.grad_checkpointing
 
