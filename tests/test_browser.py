@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -30,15 +31,11 @@ pytest.importorskip("uvicorn")
 from _serve_world import build_served_world  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_model_config):
-    """The service on a free loopback port, run by uvicorn in a thread; yields (base_url, world_root)."""
+@contextlib.contextmanager
+def serving(app):
+    """Run ``app`` by uvicorn in a thread on a free loopback port; yields its base URL."""
     import uvicorn
 
-    from geobridge.serve.app import create_app
-
-    model, index, world = build_served_world(tmp_path_factory.mktemp("browser"), tiny_model_config)
-    app = create_app(model=model, index=index, workers=2)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -52,11 +49,21 @@ def server(tmp_path_factory, tiny_model_config):
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}", world
+        yield f"http://127.0.0.1:{port}"
     finally:
         uv.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_model_config):
+    """The service over a tiny synthetic world; yields (base_url, world_root)."""
+    from geobridge.serve.app import create_app
+
+    model, index, world = build_served_world(tmp_path_factory.mktemp("browser"), tiny_model_config)
+    with serving(create_app(model=model, index=index, workers=2)) as base_url:
+        yield base_url, world
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +159,81 @@ def test_a_bad_upload_shows_the_error_and_the_page_still_works(server, browser, 
     browser.find_element(By.ID, "submit").click()
     wait.until(lambda d: d.execute_script("return document.body.dataset.state === 'done'"))
     assert browser.find_elements(By.CSS_SELECTOR, "#matches li.match")
+
+
+@pytest.fixture(scope="module")
+def raster_server(tmp_path_factory, tiny_model_config):
+    """The service over an index of a generated region's test orthomosaic; yields (base_url, region root)."""
+    pytest.importorskip("rasterio")
+    import torch
+
+    from geobridge.index import build_raster_index
+    from geobridge.models import GeoBridge
+    from geobridge.serve.app import create_app
+    from geobridge.synth.region import RegionConfig, generate_region
+
+    root = tmp_path_factory.mktemp("browser-map") / "region"
+    generate_region(root, RegionConfig(blocks=2, drones_per_block=1, drone_size=48, street=False))
+    torch.manual_seed(0)
+    model = GeoBridge(tiny_model_config).eval()
+    index = build_raster_index(model, [root / "test" / "ortho.tif"], tile_m=100.0, stride_m=50.0,
+                               show_progress_bar=False)
+    with serving(create_app(model=model, index=index, workers=2)) as base_url:
+        yield base_url, root
+
+
+def test_the_map_shows_the_raster_overlay_and_the_match_footprints(raster_server, browser, tmp_path):
+    import io
+    import json
+
+    import numpy as np
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    base_url, root = raster_server
+    browser.get_log("browser")  # drop what earlier tests in this browser logged (the bad upload's 422)
+    browser.get(base_url + "/")
+    wait = WebDriverWait(browser, 60)
+    wait.until(lambda d: d.execute_script("return document.body.dataset.ready === '1'"))
+    overlay = browser.find_element(By.CSS_SELECTOR, "#overlays image.overlay")
+    bounds = json.loads((root / "region.json").read_text())["splits"]["test"]["wgs84_bounds"]
+    west, south, east, north = bounds
+    assert float(overlay.get_attribute("x")) == pytest.approx(west + 180, abs=1e-6)
+    assert float(overlay.get_attribute("y")) == pytest.approx(90 - north, abs=1e-6)
+    assert float(overlay.get_attribute("width")) == pytest.approx(east - west, rel=1e-3)
+    # the page zoomed to the raster: the view box is about the raster's size, not the world
+    view_box = browser.execute_script("return document.getElementById('map').getAttribute('viewBox')")
+    box = [float(v) for v in view_box.split()]
+    assert box[2] < 10 * (east - west)
+
+    queries = [json.loads(line) for line in (root / "test" / "queries.jsonl").read_text().splitlines()]
+    browser.find_element(By.ID, "files").send_keys(str(root / "test" / queries[0]["path"]))
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#queue li")) == 1)
+    browser.find_element(By.ID, "top_k").clear()
+    browser.find_element(By.ID, "top_k").send_keys("4")
+    browser.find_element(By.ID, "submit").click()
+    wait.until(lambda d: d.execute_script("return document.body.dataset.state === 'done'"))
+    footprints = browser.find_elements(By.CSS_SELECTOR, "#footprints polygon.footprint")
+    assert len(footprints) == len(browser.find_elements(By.CSS_SELECTOR, "#matches li.match")) == 4
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#footprints polygon.footprint.top")) == 1
+    for polygon in footprints:  # every corner of every footprint lies on the raster
+        for pair in polygon.get_attribute("points").split():
+            x, y = (float(v) for v in pair.split(","))
+            assert west - 1e-6 <= x - 180 <= east + 1e-6 and south - 1e-6 <= 90 - y <= north + 1e-6
+
+    shot = tmp_path / "map-overlay.png"
+    assert browser.find_element(By.ID, "map").screenshot(str(shot))
+    pixels = np.asarray(Image.open(io.BytesIO(shot.read_bytes())).convert("RGB"), dtype=np.float64)
+    h, w, _ = pixels.shape
+    # drawn, not blank: the overlay's rendered terrain varies across the map centre (the sea and land are flat)
+    centre = pixels[h // 3 : 2 * h // 3, w // 3 : 2 * w // 3]
+    assert centre.std(axis=(0, 1)).mean() > 10
+    # the footprints' outline colours (accent blue, estimate red) are on screen
+    blue = (np.abs(pixels - [31, 111, 235]).sum(axis=2) < 60).sum()
+    red = (np.abs(pixels - [215, 38, 61]).sum(axis=2) < 60).sum()
+    assert blue > 20 and red > 20
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(shot, ARTIFACTS / "map-overlay.png")
+    severe = [entry for entry in browser.get_log("browser") if entry.get("level") == "SEVERE"]
+    assert not severe, severe

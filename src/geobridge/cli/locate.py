@@ -44,6 +44,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="the true position, where known: the output adds the estimate's error in metres")
     parser.add_argument("--include-same-view", action="store_true",
                         help="also match gallery items of the query's own view")
+    parser.add_argument("--sequence", nargs="+", default=None, metavar="FRAMES",
+                        help="the frames of one flight (image paths in order, a folder of images, or a .jsonl with "
+                        "path, optional timestamp and true lat/lon per line): print one smoothed track")
+    parser.add_argument("--max-speed-mps", type=float, default=None,
+                        help="--sequence with timestamps: the motion bound's top speed in m/s")
+    parser.add_argument("--max-step-m", type=float, default=None,
+                        help="--sequence without timestamps: the longest move between consecutive frames in metres")
+    parser.add_argument("--slack-m", type=float, default=0.0,
+                        help="--sequence: metres added to the motion bound (e.g. half the tile stride; default 0)")
+    parser.add_argument("--window", type=int, default=None,
+                        help="--sequence: smooth each frame over the W frames on each side (default: whole flight)")
     parser.add_argument("--format", default="json", choices=("json", "geojson"), help="output format")
     parser.add_argument("--out", default=None, help="write the output to this file instead of printing it")
     parser.add_argument("--device", default="cpu", help="torch device for the model")
@@ -51,13 +62,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from geobridge._atomic import atomic_write_chunks
     from geobridge.errors import GeoBridgeError
     from geobridge.export.backends import load_encoder
     from geobridge.index import GeoIndex, locate
 
+    if args.sequence is not None:
+        return _run_sequence(args)
     if not args.image and not args.text:
-        raise GeoBridgeError("give at least one --image or --text")
+        raise GeoBridgeError("give at least one --image or --text (or --sequence FRAMES)")
     if len(args.image_view) > len(args.image):
         raise GeoBridgeError(f"{len(args.image_view)} --image-view values for {len(args.image)} --image values")
     if args.top_k < 1:
@@ -87,14 +99,47 @@ def run(args: argparse.Namespace) -> int:
         prior_source=args.prior or "near",
         truth=_lat_lon(args.truth, option="--truth") if args.truth else None,
     )
-    payload = result.to_geojson() if args.format == "geojson" else result.to_dict()
+    _write(result.to_geojson() if args.format == "geojson" else result.to_dict(), out=args.out)
+    return 0
+
+
+def _run_sequence(args: argparse.Namespace) -> int:
+    from geobridge.errors import GeoBridgeError
+    from geobridge.index import GeoIndex
+    from geobridge.index.sequence import locate_sequence, read_sequence
+    from geobridge.models import GeoBridge
+
+    if args.image or args.text or args.prior:
+        raise GeoBridgeError("--sequence takes its frames alone: drop --image, --text and --prior")
+    if args.top_k < 1:
+        raise GeoBridgeError(f"--top-k must be >= 1, got {args.top_k}")
+    frames = read_sequence(args.sequence)
+    near, prior_radius, _ = _prior(args)
+    index = GeoIndex.load(args.index)
+    checkpoint = args.checkpoint or index.model_info.get("checkpoint")
+    if not checkpoint:
+        raise GeoBridgeError(f"{args.index} records no checkpoint; pass --checkpoint")
+    if frames[0].timestamp is not None and args.max_speed_mps is None:
+        raise GeoBridgeError("the --sequence frames have timestamps: give --max-speed-mps (the motion bound)")
+    if frames[0].timestamp is None and args.max_step_m is None:
+        raise GeoBridgeError("the --sequence frames have no timestamps: give --max-step-m (the motion bound)")
+    model = GeoBridge.from_pretrained(checkpoint, device=args.device)
+    track = locate_sequence(model, index, frames, view=args.view or "drone", top_k=args.top_k,
+                            max_speed_mps=args.max_speed_mps, max_step_m=args.max_step_m, slack_m=args.slack_m,
+                            window=args.window, near=near, near_radius_km=prior_radius)
+    _write(track.to_geojson() if args.format == "geojson" else track.to_dict(), out=args.out)
+    return 0
+
+
+def _write(payload: dict, *, out: str | None) -> None:
+    from geobridge._atomic import atomic_write_chunks
+
     text = json.dumps(payload, indent=2)
-    if args.out:
-        atomic_write_chunks(Path(args.out), [text.encode() + b"\n"])
-        print(f"wrote {args.out}")
+    if out:
+        atomic_write_chunks(Path(out), [text.encode() + b"\n"])
+        print(f"wrote {out}")
     else:
         print(text)
-    return 0
 
 
 def _prior(args: argparse.Namespace) -> tuple[tuple[float, float] | None, float | None, float]:

@@ -264,6 +264,38 @@ def create_app(
             thumbs.store(thumb_id, cached)
         return Response(cached, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
 
+    overlays: dict[str, Any] = {}  # "list": the overlays' descriptions, int id -> PNG bytes
+
+    def overlay_list() -> list[dict[str, Any]]:
+        if "list" not in overlays:
+            from geobridge.serve.overlay import raster_sources, wgs84_bounds
+
+            sources = raster_sources((r for _, r in index.records()), root=root)
+            overlays["paths"] = sources
+            overlays["list"] = [{"id": k, "url": f"/overlay/{k}.png", "name": path.name, "bounds": wgs84_bounds(path)}
+                                for k, path in enumerate(sources) if path.is_file()]
+        return overlays["list"]
+
+    @app.get("/overlays.json", summary="Quicklooks of the reference rasters: PNG URL and WGS84 bounds of each")
+    async def overlay_index() -> dict[str, Any]:
+        try:
+            listed = await anyio.to_thread.run_sync(overlay_list, limiter=limiter())
+        except ImportError:  # no rasterio: an index of raster tiles cannot have been built here; show none
+            listed = []
+        return {"overlays": listed}
+
+    @app.get("/overlay/{overlay_id}.png", summary="A reference raster's quicklook, warped to WGS84 (lon/lat grid)")
+    async def overlay_png(overlay_id: int) -> Response:
+        from geobridge.serve.overlay import quicklook
+
+        listed = await anyio.to_thread.run_sync(overlay_list, limiter=limiter())
+        if not any(o["id"] == overlay_id for o in listed):
+            raise ApiError(404, "not_found", f"no raster overlay with id {overlay_id}")
+        if overlay_id not in overlays:
+            png, _ = await anyio.to_thread.run_sync(quicklook, overlays["paths"][overlay_id], limiter=limiter())
+            overlays[overlay_id] = png
+        return Response(overlays[overlay_id], media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+
     @app.get("/world.geojson", summary="Offline world outline (GSHHG crude coastlines) for the map")
     async def world() -> Response:
         return Response(world_bytes, media_type="application/geo+json", headers={"Cache-Control": "max-age=86400"})

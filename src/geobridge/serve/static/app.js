@@ -5,7 +5,7 @@
   const SVG_NS = "http://www.w3.org/2000/svg";
   const WORLD = { x: 0, y: 0, w: 360, h: 180 };
   const $ = (id) => document.getElementById(id);
-  const state = { queue: [], views: ["drone", "satellite", "street"], result: null, box: { ...WORLD }, nextId: 1 };
+  const state = { queue: [], views: ["drone", "satellite", "street"], result: null, box: { ...WORLD }, nextId: 1, overlays: [] };
 
   // ---------------------------------------------------------------- projection (equirectangular)
   const px = (lon) => lon + 180;
@@ -55,33 +55,67 @@
     g.textContent = "";
     const box = state.box;
     const span = Math.max(box.w, box.h * 2);
-    const step = span > 180 ? 30 : span > 60 ? 10 : span > 20 ? 5 : span > 6 ? 1 : 0.5;
+    const steps = [30, 10, 5, 1, 0.5, 0.1, 0.05, 0.01, 0.005, 0.001, 0.0005];
+    const step = steps.find((s) => span / s >= 6) || steps[steps.length - 1];
+    const digits = step >= 1 ? 0 : Math.ceil(-Math.log10(step) - 1e-9);
     const fs = box.w / 60;
-    for (let lon = -180; lon <= 180; lon += step) {
+    const lon0 = Math.max(-180, Math.floor((box.x - 180) / step) * step);
+    const lon1 = Math.min(180, box.x + box.w - 180 + step);
+    const lat0 = Math.max(-90, Math.floor((90 - box.y - box.h) / step) * step);
+    const lat1 = Math.min(90, 90 - box.y + step);
+    for (let lon = lon0; lon <= lon1; lon += step) {
       el("line", { x1: px(lon), y1: 0, x2: px(lon), y2: 180, class: "grid" }, g);
       const x = px(lon);
       if (x > box.x + fs && x < box.x + box.w - fs) {
         const t = el("text", { x: x + fs * 0.2, y: box.y + box.h - fs * 0.4, class: "grid-label", "font-size": fs }, g);
-        t.textContent = `${+lon.toFixed(1)}°`;
+        t.textContent = `${lon.toFixed(digits)}°`;
       }
     }
-    for (let lat = -90; lat <= 90; lat += step) {
-      el("line", { x1: 0, y1: py(lat), x2: 360, y2: py(lat), class: lat === 0 ? "grid equator" : "grid" }, g);
+    for (let lat = lat0; lat <= lat1; lat += step) {
+      el("line", { x1: 0, y1: py(lat), x2: 360, y2: py(lat), class: Math.abs(lat) < step / 2 ? "grid equator" : "grid" }, g);
       const y = py(lat);
       if (y > box.y + fs && y < box.y + box.h - fs) {
         const t = el("text", { x: box.x + fs * 0.3, y: y - fs * 0.2, class: "grid-label", "font-size": fs }, g);
-        t.textContent = `${+lat.toFixed(1)}°`;
+        t.textContent = `${lat.toFixed(digits)}°`;
       }
     }
+  }
+
+  function drawOverlays() {
+    // reference raster quicklooks, already warped to lon/lat by the server: placed by their bounds alone
+    const g = $("overlays");
+    g.textContent = "";
+    for (const o of state.overlays) {
+      const [w, s, e, n] = o.bounds;
+      const img = el("image", {
+        href: o.url, x: px(w), y: py(n), width: e - w, height: n - s, preserveAspectRatio: "none",
+        class: "overlay", "data-overlay": o.id,
+      }, g);
+      el("title", {}, img).textContent = `Reference raster ${o.name}`;
+    }
+  }
+
+  function drawFootprints() {
+    const g = $("footprints");
+    g.textContent = "";
+    const r = state.result;
+    if (!r) return;
+    [...(r.matches || [])].reverse().forEach((m) => {
+      if (!m.footprint || !m.footprint.length) return;
+      const points = m.footprint.map((p) => `${px(p[0])},${py(p[1])}`).join(" ");
+      const poly = el("polygon", { points, class: `footprint${m.rank === 1 ? " top" : ""}`, "data-rank": m.rank }, g);
+      el("title", {}, poly).textContent = `#${m.rank} ${m.place_id} footprint${m.gsd_m ? `, ${m.gsd_m.toFixed(2)} m/px` : ""}`;
+    });
   }
 
   function drawMarkers() {
     const g = $("markers");
     g.textContent = "";
+    drawFootprints();
     const r = state.result;
     if (!r) return;
     const unit = state.box.w / 360; // map units per "world pixel"; keeps markers a constant size on screen
-    const size = Math.max(unit * 2.2, 0.02);
+    const size = Math.max(unit * 2.2, 1e-7);
     [...(r.matches || [])].reverse().forEach((m) => {
       const c = el("circle", {
         cx: px(m.lon), cy: py(m.lat), r: size * (m.rank === 1 ? 1.35 : 1),
@@ -119,7 +153,7 @@
     // keep 2:1 and stay inside the world
     let { x, y, w, h } = box;
     if (w / h > 2) h = w / 2; else w = h * 2;
-    w = Math.min(Math.max(w, 2), 360); h = w / 2;
+    w = Math.min(Math.max(w, 0.002), 360); h = w / 2;
     const cx = x + box.w / 2, cy = y + box.h / 2;
     x = Math.min(Math.max(cx - w / 2, 0), 360 - w);
     y = Math.min(Math.max(cy - h / 2, 0), 180 - h);
@@ -127,18 +161,25 @@
     $("map").setAttribute("viewBox", `${x} ${y} ${w} ${h}`);
     drawGraticule();
     drawMarkers();
-    $("map-note").textContent = w >= 359 ? "World" : `${w.toFixed(0)}° lon × ${h.toFixed(0)}° lat`;
+    const fmtDeg = (v) => (v >= 1 ? v.toFixed(0) : v.toPrecision(2));
+    $("map-note").textContent = w >= 359 ? "World" : `${fmtDeg(w)}° lon × ${fmtDeg(h)}° lat`;
   }
 
   function fitResult() {
     const r = state.result;
     if (!r) return setBox(WORLD);
     const pts = (r.matches || []).map((m) => [m.lon, m.lat]);
+    const tiles = (r.matches || []).filter((m) => m.footprint && m.footprint.length);
+    for (const m of tiles) pts.push(...m.footprint);
     if (typeof r.lat === "number") pts.push([r.lon, r.lat]);
+    fitPoints(pts, tiles.length ? 0.002 : 16);
+  }
+
+  function fitPoints(pts, minW) {
     if (!pts.length) return setBox(WORLD);
     const xs = pts.map((p) => px(p[0])), ys = pts.map((p) => py(p[1]));
     const x0 = Math.min(...xs), x1 = Math.max(...xs), y0 = Math.min(...ys), y1 = Math.max(...ys);
-    const w = Math.max(x1 - x0, 16) * 1.3, h = Math.max(y1 - y0, 8) * 1.3;
+    const w = Math.max(x1 - x0, minW) * 1.3, h = Math.max(y1 - y0, minW / 2) * 1.3;
     setBox({ x: (x0 + x1) / 2 - w / 2, y: (y0 + y1) / 2 - h / 2, w, h });
   }
 
@@ -335,6 +376,15 @@
     } catch (err) {
       $("service").textContent = "service unreachable";
       $("service").className = "service down";
+    }
+    try {
+      state.overlays = (await (await fetch("/overlays.json")).json()).overlays || [];
+      drawOverlays();
+      if (state.overlays.length && !state.result) {
+        fitPoints(state.overlays.flatMap((o) => [[o.bounds[0], o.bounds[1]], [o.bounds[2], o.bounds[3]]]), 0.002);
+      }
+    } catch (err) {
+      state.overlays = [];
     }
     try {
       drawLand(await (await fetch("/world.geojson")).json());
