@@ -39,8 +39,8 @@ def test_readme_locate_example_queries_a_test_place_of_the_readme_world():
 
     parser = build_parser()
     (synth,) = (parser.parse_args(c) for c in _readme_commands("synth") if "--format" not in c)  # the GeoLoc world
-    (build,) = (parser.parse_args(c) for c in _readme_commands("index build"))
-    (example,) = (parser.parse_args(c) for c in _readme_commands("locate"))
+    (build,) = (parser.parse_args(c) for c in _readme_commands("index build") if "--data" in c)
+    (example,) = (parser.parse_args(c) for c in _readme_commands("locate") if "runs/sat.gbx" in c)
     config = world_config(synth)
     demo = DemoConfig()  # the README's world is the demo's
     assert (config.places, config.extra_train_places, config.test_places, config.image_size, config.seed,

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["BACKENDS", "OnnxEncoder", "export_onnx", "load_encoder"]
+from geobridge.export.backends import BACKENDS, load_encoder
 
-BACKENDS: tuple[str, ...] = ("torch", "onnx")
+__all__ = ["BACKENDS", "OnnxEncoder", "export_onnx", "load_encoder"]
 
 
 def __getattr__(name: str) -> Any:
@@ -21,8 +21,4 @@ def __getattr__(name: str) -> Any:
         from geobridge.export.onnx_runtime import OnnxEncoder
 
         return OnnxEncoder
-    if name == "load_encoder":
-        from geobridge.export.backends import load_encoder
-
-        return load_encoder
     raise AttributeError(f"module 'geobridge.export' has no attribute {name!r}")

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from geobridge.errors import GeoBridgeError
-from geobridge.export import BACKENDS
+
+BACKENDS: tuple[str, ...] = ("torch", "onnx")
 
 
 def load_encoder(path: str | Path, *, backend: str = "torch", device: str = "cpu", threads: int | None = None) -> Any:

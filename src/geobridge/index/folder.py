@@ -30,6 +30,7 @@ import faiss
 
 from geobridge._atomic import atomic_write_bytes
 from geobridge.errors import GeoBridgeError, IndexFormatError
+from geobridge.index.checks import check_faiss_header, check_meta
 
 FOLDER_FORMAT = "geobridge-index-folder"
 FOLDER_VERSION = 1
@@ -85,7 +86,6 @@ def save_folder(index: Any, folder: str | Path) -> Path:
 
 def load_folder(cls: Any, folder: str | Path, *, mmap: bool = True, verify: bool = True) -> Any:
     """Read an index folder into ``cls`` (``GeoIndex``); ``IndexFormatError`` naming the file on any problem."""
-    from geobridge.index.store import _check_faiss_header, _check_meta  # the single-file format's checks
 
     folder = Path(folder)
     try:
@@ -118,9 +118,9 @@ def load_folder(cls: Any, folder: str | Path, *, mmap: bool = True, verify: bool
     meta = {**meta, "records": records}
     index_path = folder / INDEX_FILE
     try:
-        spec = _check_meta(meta)
+        spec = check_meta(meta)
         with open(index_path, "rb") as fh:
-            _check_faiss_header(fh.read(HEADER_BYTES), dim=meta["dim"], count=len(records), spec=spec)
+            check_faiss_header(fh.read(HEADER_BYTES), dim=meta["dim"], count=len(records), spec=spec)
         mapped = mmap and bool(spec.nlist)
         index = faiss.read_index(str(index_path), faiss.IO_FLAG_MMAP if mapped else 0)
         out = cls._from_parts(meta, index)
