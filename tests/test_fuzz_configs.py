@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import hashlib
 import io
 import json
 import shutil
@@ -44,6 +43,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from _index_files import index_parts as gbx_parts
+from _index_files import write_index
 from conftest import make_world
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -424,29 +425,7 @@ def _is_utf8(raw: bytes) -> bool:
 
 @pytest.fixture(scope="module")
 def index_parts(tmp_path_factory):
-    from geobridge.index import GeoIndex
-    from geobridge.index.store import MAGIC
-
-    index = GeoIndex(16)
-    index.add(np.random.default_rng(0).normal(size=(5, 16)), [
-        {"place_id": f"p{i}", "lat": 1.0, "lon": 2.0, "view": "satellite", "path": None} for i in range(5)
-    ])
-    data = index.save(tmp_path_factory.mktemp("fuzz_index") / "a.gbx").read_bytes()
-    end = data.index(b"\n", len(MAGIC))
-    header = json.loads(data[len(MAGIC) : end])
-    payload = data[end + 1 :]
-    return header, json.loads(payload[: header["meta_bytes"]]), payload[header["meta_bytes"] :], data
-
-
-def _write_index(path: Path, header: dict, meta: Any, index_bytes: bytes) -> Path:
-    from geobridge.index.store import MAGIC
-
-    meta_bytes = json.dumps(meta).encode()
-    payload = meta_bytes + index_bytes
-    header = {**header, "meta_bytes": len(meta_bytes), "index_bytes": len(index_bytes),
-              "sha256": hashlib.sha256(payload).hexdigest()}
-    path.write_bytes(MAGIC + json.dumps(header).encode() + b"\n" + payload)
-    return path
+    return gbx_parts(tmp_path_factory.mktemp("fuzz_index"))
 
 
 def _load_clean(path: Path) -> Any:
@@ -472,7 +451,7 @@ def test_fuzz_index_metadata_clean_error_or_consistent_index(index_parts, tmp_pa
         meta[data.draw(st.sampled_from(META_PATHS))] = data.draw(JSON_VALUES)
     else:
         meta["records"][data.draw(st.integers(0, 4))][data.draw(st.sampled_from(RECORD_KEYS))] = data.draw(JSON_VALUES)
-    path = _write_index(tmp_path_factory.mktemp("m") / "b.gbx", header, meta, index_bytes)
+    path = write_index(tmp_path_factory.mktemp("m") / "b.gbx", header, meta, index_bytes)
     index = _load_clean(path)
     if index is not None:  # accepted: it must be the same 5 vectors, searchable, with valid records
         assert len(index) == 5 and index.dim == 16
@@ -489,7 +468,7 @@ FACTORY_PARTS = st.sampled_from(["IVF", "HNSW", "PQ", "IVF{}_HNSW", "PQ{}x"])
 def test_fuzz_huge_factory_strings_are_refused_before_building(index_parts, tmp_path_factory, part, number, tail):
     header, meta, index_bytes, _ = index_parts
     factory = (part.format(number) + "32" if "{}" in part else f"{part}{number}") + tail
-    path = _write_index(tmp_path_factory.mktemp("f") / "b.gbx", header, {**meta, "factory": factory}, index_bytes)
+    path = write_index(tmp_path_factory.mktemp("f") / "b.gbx", header, {**meta, "factory": factory}, index_bytes)
     assert _load_clean(path) is None
     with pytest.raises(GeoBridgeError):
         from geobridge.index import GeoIndex

@@ -6,16 +6,15 @@ index/factory.py, models/checkpoint.py's tensor checks) and passes now.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from _index_files import index_parts, write_index
 from conftest import make_world
 from safetensors.torch import load_file, save_file
 
@@ -270,31 +269,8 @@ def test_bad_place_record_is_named_by_line(world_dir, tmp_path, row, needle):
 
 
 def _index_parts(tmp_path: Path):
-    from geobridge.index import GeoIndex
-    from geobridge.index.store import MAGIC
-
-    index = GeoIndex(16)
-    rng = np.random.default_rng(0)
-    index.add(rng.normal(size=(5, 16)), [
-        {"place_id": f"p{i}", "lat": 1.0, "lon": 2.0, "view": "satellite", "path": None} for i in range(5)
-    ])
-    data = index.save(tmp_path / "a.gbx").read_bytes()
-    end = data.index(b"\n", len(MAGIC))
-    header = json.loads(data[len(MAGIC) : end])
-    payload = data[end + 1 :]
-    return header, json.loads(payload[: header["meta_bytes"]]), payload[header["meta_bytes"] :]
-
-
-def write_index(path: Path, header: dict, meta: object, index_bytes: bytes) -> Path:
-    """An index file whose checksum is valid whatever the metadata says."""
-    from geobridge.index.store import MAGIC
-
-    meta_bytes = json.dumps(meta).encode()
-    payload = meta_bytes + index_bytes
-    header = {**header, "meta_bytes": len(meta_bytes), "index_bytes": len(index_bytes),
-              "sha256": hashlib.sha256(payload).hexdigest()}
-    path.write_bytes(MAGIC + json.dumps(header).encode() + b"\n" + payload)
-    return path
+    header, meta, index_bytes, _ = index_parts(tmp_path)
+    return header, meta, index_bytes
 
 
 @pytest.mark.parametrize(
