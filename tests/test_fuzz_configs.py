@@ -271,18 +271,10 @@ def test_fuzz_model_config_wrong_types_are_refused(data):
 # checkpoints: config.json and tensors
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, tiny_model_config):
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("fuzz_ckpt") / "model"
-    GeoBridge(tiny_model_config).save_pretrained(folder)
-    return folder
-
-
 @settings(max_examples=30, **SETTINGS)
 @given(st.data())
-def test_fuzz_checkpoint_config_is_a_checkpoint_error(checkpoint, data):
-    meta = json.loads((checkpoint / "config.json").read_text())
+def test_fuzz_checkpoint_config_is_a_checkpoint_error(saved_tiny_model, data):
+    meta = json.loads((saved_tiny_model / "config.json").read_text())
     where = data.draw(st.sampled_from(["format", "format_version", "model", "whole"]))
     if where == "format":
         meta["format"] = data.draw(JSON_VALUES.filter(lambda v: v != "geobridge-model"))
@@ -294,7 +286,7 @@ def test_fuzz_checkpoint_config_is_a_checkpoint_error(checkpoint, data):
     else:
         meta = data.draw(JSON_VALUES)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(shutil.copytree(checkpoint, Path(tmp) / "m"))
+        folder = Path(shutil.copytree(saved_tiny_model, Path(tmp) / "m"))
         (folder / "config.json").write_text(json.dumps(meta))
         with pytest.raises(CheckpointError) as info:
             GeoBridge.from_pretrained(folder)
@@ -303,8 +295,8 @@ def test_fuzz_checkpoint_config_is_a_checkpoint_error(checkpoint, data):
 
 @settings(max_examples=12, **SETTINGS)
 @given(st.data())
-def test_fuzz_checkpoint_tensors_dtype_and_finiteness(checkpoint, data):
-    tensors = load_file(str(checkpoint / "model.safetensors"))
+def test_fuzz_checkpoint_tensors_dtype_and_finiteness(saved_tiny_model, data):
+    tensors = load_file(str(saved_tiny_model / "model.safetensors"))
     key = data.draw(st.sampled_from(sorted(k for k, v in tensors.items() if v.is_floating_point())))
     corruption = data.draw(st.sampled_from(["int64", "int32", "uint8", "bool", "nan", "inf", "-inf"]))
     tensor = tensors[key].clone()
@@ -314,7 +306,7 @@ def test_fuzz_checkpoint_tensors_dtype_and_finiteness(checkpoint, data):
         tensor = (tensor * 100).to(getattr(torch, corruption))
     tensors[key] = tensor
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(shutil.copytree(checkpoint, Path(tmp) / "m"))
+        folder = Path(shutil.copytree(saved_tiny_model, Path(tmp) / "m"))
         save_file(tensors, str(folder / "model.safetensors"))
         with pytest.raises(CheckpointError) as info:
             GeoBridge.from_pretrained(folder)

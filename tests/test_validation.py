@@ -124,14 +124,6 @@ def test_model_config_names_the_key_of_a_mistyped_value():
         GeoBridgeConfig.from_dict(data)
 
 
-@pytest.fixture(scope="module")
-def saved_model(tmp_path_factory, tiny_model_config):
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("ckpt") / "model"
-    GeoBridge(tiny_model_config).save_pretrained(folder)
-    return folder
-
-
 def _copy(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
@@ -150,8 +142,8 @@ def _copy(src: Path, dst: Path) -> Path:
         (lambda m: m.pop("model"), "model: missing"),
     ],
 )
-def test_bad_checkpoint_config_is_a_checkpoint_error(saved_model, tmp_path, mutate, needle):
-    folder = _copy(saved_model, tmp_path / "m")
+def test_bad_checkpoint_config_is_a_checkpoint_error(saved_tiny_model, tmp_path, mutate, needle):
+    folder = _copy(saved_tiny_model, tmp_path / "m")
     meta = json.loads((folder / "config.json").read_text())
     mutate(meta)
     (folder / "config.json").write_text(json.dumps(meta))
@@ -161,8 +153,8 @@ def test_bad_checkpoint_config_is_a_checkpoint_error(saved_model, tmp_path, muta
 
 
 @pytest.mark.parametrize("kind", ["int64", "nan", "inf"])
-def test_checkpoint_tensors_must_be_floating_and_finite(saved_model, tmp_path, kind):
-    folder = _copy(saved_model, tmp_path / "m")
+def test_checkpoint_tensors_must_be_floating_and_finite(saved_tiny_model, tmp_path, kind):
+    folder = _copy(saved_tiny_model, tmp_path / "m")
     tensors = load_file(str(folder / "model.safetensors"))
     key = "proj.weight" if "proj.weight" in tensors else sorted(k for k in tensors if k.endswith("proj.weight"))[0]
     if kind == "int64":
@@ -177,9 +169,9 @@ def test_checkpoint_tensors_must_be_floating_and_finite(saved_model, tmp_path, k
     assert ("int64" in str(info.value)) if kind == "int64" else "NaN or inf" in str(info.value)
 
 
-def test_good_checkpoint_still_loads_exactly(saved_model):
-    model = GeoBridge.from_pretrained(saved_model)
-    stored = load_file(str(saved_model / "model.safetensors"))
+def test_good_checkpoint_still_loads_exactly(saved_tiny_model):
+    model = GeoBridge.from_pretrained(saved_tiny_model)
+    stored = load_file(str(saved_tiny_model / "model.safetensors"))
     assert all(torch.equal(model.state_dict()[k], v) for k, v in stored.items())
 
 
