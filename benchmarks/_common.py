@@ -208,6 +208,35 @@ def _clean(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def make_model(name: str) -> Any:
+    """The untrained model ``name`` (seed 0, eval mode) with the hashing text tower: the text tower is not
+    benchmarked, and this avoids loading MiniLM."""
+    import torch
+
+    from geobridge.models import GeoBridge, get_model_config
+
+    config = get_model_config(name)
+    config.text.kind = "hashing"
+    torch.manual_seed(0)
+    return GeoBridge(config).eval()
+
+
+def make_images(n: int, *, size: tuple[int, int], seed: int = 0) -> list[Any]:
+    """Random RGB PIL images with some structure (smooth gradients plus noise) at ``size`` = (W, H)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    width, height = size
+    yy, xx = np.mgrid[0:height, 0:width]
+    images = []
+    for _ in range(n):
+        base = (np.sin(xx / rng.uniform(5, 40)) + np.cos(yy / rng.uniform(5, 40)))[..., None] * rng.uniform(20, 60, 3)
+        pixels = np.clip(128 + base + rng.normal(0, 20, (height, width, 3)), 0, 255).astype(np.uint8)
+        images.append(Image.fromarray(pixels))
+    return images
+
+
 def machine_info() -> dict[str, Any]:
     """CPU count, model, library versions, date and the load average when the run started."""
     import numpy as np

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._common import Context, make_result, ratio, target_row
+from benchmarks._common import Context, Findings, make_images, make_model, ratio
 
 NAME = "deploy"
 TITLE = "Deployment: encode with workers vs bare timm forward, ONNX Runtime vs torch, bf16 vs fp32 (CPU)"
@@ -41,32 +41,6 @@ def plan(*, quick: bool) -> list[dict[str, Any]]:
         {"config": "gb-tiny", "n_images": 256, "batch_size": 64, "repeat": 2, "onnx": True},
         {"config": "gb-lite0", "n_images": 64, "batch_size": 32, "repeat": 1, "onnx": True},
     ]
-
-
-def make_model(name: str) -> Any:
-    import torch
-
-    from geobridge.models import GeoBridge, get_model_config
-
-    config = get_model_config(name)
-    config.text.kind = "hashing"
-    torch.manual_seed(0)
-    return GeoBridge(config).eval()
-
-
-def make_images(n: int, *, size: tuple[int, int], seed: int = 0) -> list[Any]:
-    """Smooth random RGB PIL images (gradients plus noise) at ``size`` = (W, H)."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    width, height = size
-    yy, xx = np.mgrid[0:height, 0:width]
-    images = []
-    for _ in range(n):
-        base = (np.sin(xx / rng.uniform(5, 40)) + np.cos(yy / rng.uniform(5, 40)))[..., None] * rng.uniform(20, 60, 3)
-        pixels = np.clip(128 + base + rng.normal(0, 20, (height, width, 3)), 0, 255).astype(np.uint8)
-        images.append(Image.fromarray(pixels))
-    return images
 
 
 def _interleaved(functions: dict[str, Any], *, repeat: int) -> dict[str, float]:
@@ -214,63 +188,57 @@ def bench(ctx: Context) -> dict[str, Any]:
     specs = plan(quick=ctx.quick)
     with tempfile.TemporaryDirectory() as tmp:
         measured = [measure_config(ctx, spec, tmp=Path(tmp)) for spec in specs]
-    medians: dict[str, float] = {}
-    baselines: dict[str, float] = {}
-    ratios: dict[str, float | None] = {}
-    rows: list[dict[str, Any]] = []
-    notes = [
+    found = Findings(notes=[
         "Drone view, test-time augmentation off; PIL images 1.5x the input size (every path resizes); PNG files "
         "for encode_files. Interleaved repetitions, medians.",
         f"torch intra-op threads: {torch.get_num_threads()}; os.cpu_count() = {os.cpu_count()}.",
-    ]
+    ])
     for m in measured:
         name, s, n = m["config"], m["s"], m["n_images"]
         per_s = {k: n / v for k, v in s.items()}
-        baselines[f"{name}/bare_timm_forward_images_per_s"] = per_s["bare"]
+        found.baselines[f"{name}/bare_timm_forward_images_per_s"] = per_s["bare"]
         for key in ("encode_pil", "encode_pil_w0", "encode_files"):
-            medians[f"{name}/{key}_images_per_s"] = per_s[key]
-            ratios[f"{name}/{key}_overhead_vs_bare"] = ratio(s[key], s["bare"])
+            found.medians[f"{name}/{key}_images_per_s"] = per_s[key]
+            found.ratios[f"{name}/{key}_overhead_vs_bare"] = ratio(s[key], s["bare"])
         for key, label in (("encode_pil", "model.encode(PIL)"), ("encode_files", "model.encode(PNG paths)")):
-            rows.append(target_row(
-                metric=f"{name} ({m['input_size'][0]}x{m['input_size'][1]}, batch {m['batch_size']}): {label} "
+            found.compare(
+                f"{name} ({m['input_size'][0]}x{m['input_size'][1]}, batch {m['batch_size']}): {label} "
                 f"vs bare timm forward", value=per_s[key], baseline=per_s["bare"], unit="img/s",
-                ratio_value=ratios[f"{name}/{key}_overhead_vs_bare"], ratio_name="overhead (time / bare time)",
+                ratio_value=found.ratios[f"{name}/{key}_overhead_vs_bare"], ratio_name="overhead (time / bare time)",
                 op="<=", threshold=OVERHEAD_TARGET, note=f"{m['default_workers']} DataLoader workers (default); "
-                f"without workers {ratios[f'{name}/encode_pil_w0_overhead_vs_bare']:.2f}x"))
+                f"without workers {found.ratios[f'{name}/encode_pil_w0_overhead_vs_bare']:.2f}x")
         for what in ("encode_image", "train_step"):
-            per_s[f"{what}_bf16"] = (m["batch_size"] if what == "encode_image" else min(8, m["batch_size"])) / s[
-                f"{what}_bf16"]
-            per_s[f"{what}_fp32"] = (m["batch_size"] if what == "encode_image" else min(8, m["batch_size"])) / s[
-                f"{what}_fp32"]
-            medians[f"{name}/{what}_bf16_images_per_s"] = per_s[f"{what}_bf16"]
-            baselines[f"{name}/{what}_fp32_images_per_s"] = per_s[f"{what}_fp32"]
-            ratios[f"{name}/{what}_bf16_speedup_vs_fp32"] = ratio(s[f"{what}_fp32"], s[f"{what}_bf16"])
-            rows.append(target_row(
-                metric=f"{name}: {what} bf16 autocast vs fp32 (CPU)", value=per_s[f"{what}_bf16"],
-                baseline=per_s[f"{what}_fp32"], unit="img/s",
-                ratio_value=ratios[f"{name}/{what}_bf16_speedup_vs_fp32"], ratio_name="speed-up",
-                note=f"cosine to fp32 {m['bf16_cosine_to_fp32']:.4f}" if what == "encode_image" else
-                "image tower forward + backward"))
-        medians[f"{name}/bf16_cosine_to_fp32"] = m["bf16_cosine_to_fp32"]
+            batch = m["batch_size"] if what == "encode_image" else min(8, m["batch_size"])
+            note = f"cosine to fp32 {m['bf16_cosine_to_fp32']:.4f}" if what == "encode_image" else (
+                "image tower forward + backward")
+            _speed_up(found, f"{name}: {what} bf16 autocast vs fp32 (CPU)", name=name, s=s, n=batch,
+                      new=f"{what}_bf16", old=f"{what}_fp32", key=f"{what}_bf16_speedup_vs_fp32", note=note)
+        found.medians[f"{name}/bf16_cosine_to_fp32"] = m["bf16_cosine_to_fp32"]
         if "onnx_graph" in s:
             for what, label in (("graph", "drone graph on a batch"), ("encode", "encode(PIL), end to end")):
-                medians[f"{name}/onnx_{what}_images_per_s"] = per_s[f"onnx_{what}"]
-                baselines[f"{name}/torch_{what}_images_per_s"] = per_s[f"torch_{what}"]
-                ratios[f"{name}/onnx_{what}_speedup_vs_torch"] = ratio(s[f"torch_{what}"], s[f"onnx_{what}"])
-                rows.append(target_row(
-                    metric=f"{name}: ONNX Runtime vs torch, {label}", value=per_s[f"onnx_{what}"],
-                    baseline=per_s[f"torch_{what}"], unit="img/s",
-                    ratio_value=ratios[f"{name}/onnx_{what}_speedup_vs_torch"], ratio_name="speed-up",
-                    note=f"cosine to torch {m['onnx_cosine_to_torch']:.6f}; export {m['onnx_export_s']:.0f} s"))
-            medians[f"{name}/onnx_cosine_to_torch"] = m["onnx_cosine_to_torch"]
+                _speed_up(found, f"{name}: ONNX Runtime vs torch, {label}", name=name, s=s, n=n,
+                          new=f"onnx_{what}", old=f"torch_{what}", key=f"onnx_{what}_speedup_vs_torch",
+                          note=f"cosine to torch {m['onnx_cosine_to_torch']:.6f}; export {m['onnx_export_s']:.0f} s")
+            found.medians[f"{name}/onnx_cosine_to_torch"] = m["onnx_cosine_to_torch"]
         elif "onnx_error" in m:
-            notes.append(f"{name} onnx: {m['onnx_error']}")
+            found.notes.append(f"{name} onnx: {m['onnx_error']}")
     if ctx.quick:
-        notes.append("--quick: gb-tiny only, 16 images, no ONNX export.")
-    return make_result(
+        found.notes.append("--quick: gb-tiny only, 16 images, no ONNX export.")
+    return found.result(
         NAME, title=TITLE,
         parameters={"configs": specs, "view": "drone", "test_time_augment": False,
                     "warmup": "1 untimed pass of each method", "torch_threads": torch.get_num_threads()},
-        medians=medians, baseline_medians=baselines, ratios=ratios, target=TARGET, rows=rows, notes=notes,
-        details={"per_config": measured},
+        target=TARGET, details={"per_config": measured},
     )
+
+
+def _speed_up(
+    found: Findings, metric: str, *, name: str, s: dict[str, float], n: int, new: str, old: str, key: str, note: str
+) -> None:
+    """Medians ``new`` and baseline ``old`` as images per second of ``n`` images, the speed-up old / new time
+    as ``{name}/{key}`` and its summary row."""
+    found.medians[f"{name}/{new}_images_per_s"] = n / s[new]
+    found.baselines[f"{name}/{old}_images_per_s"] = n / s[old]
+    found.ratios[f"{name}/{key}"] = ratio(s[old], s[new])
+    found.compare(metric, value=n / s[new], baseline=n / s[old], unit="img/s",
+                  ratio_value=found.ratios[f"{name}/{key}"], ratio_name="speed-up", note=note)

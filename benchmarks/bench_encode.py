@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._common import Context, Findings, ratio, time_it
+from benchmarks._common import Context, Findings, make_images, make_model, ratio, time_it
 
 NAME = "encode"
 TITLE = "Embedding throughput: model.encode vs bare timm forward"
@@ -52,32 +52,6 @@ def plan(*, quick: bool) -> list[dict[str, Any]]:
             "variants": ["bf16", "int8", "onnxruntime"],
         },
     ]
-
-
-def make_model(name: str) -> Any:
-    import torch
-
-    from geobridge.models import GeoBridge, get_model_config
-
-    config = get_model_config(name)
-    config.text.kind = "hashing"  # the text tower is not benchmarked; this avoids loading MiniLM
-    torch.manual_seed(0)
-    return GeoBridge(config).eval()
-
-
-def make_images(n: int, *, size: tuple[int, int], seed: int = 0) -> list[Any]:
-    """Random RGB PIL images with some structure (smooth gradients plus noise) at ``size`` = (W, H)."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    width, height = size
-    yy, xx = np.mgrid[0:height, 0:width]
-    images = []
-    for _ in range(n):
-        base = (np.sin(xx / rng.uniform(5, 40)) + np.cos(yy / rng.uniform(5, 40)))[..., None] * rng.uniform(20, 60, 3)
-        pixels = np.clip(128 + base + rng.normal(0, 20, (height, width, 3)), 0, 255).astype(np.uint8)
-        images.append(Image.fromarray(pixels))
-    return images
 
 
 def backbone_of(model: Any) -> Any:

@@ -22,6 +22,19 @@ def tiny_model_config():
     return config
 
 
+@pytest.fixture(scope="module")
+def saved_tiny_model(tmp_path_factory, tiny_model_config):
+    """The untrained gb-tiny (seed 0) saved with ``save_pretrained``, once per test module."""
+    import torch
+
+    from geobridge.models import GeoBridge
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("ckpt") / "model"
+    GeoBridge(tiny_model_config).save_pretrained(folder)
+    return folder
+
+
 def _png(path: Path, size: tuple[int, int], seed: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import hashlib
 import io
 import json
 import shutil
@@ -44,6 +43,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from _index_files import index_parts as gbx_parts
+from _index_files import write_index
 from conftest import make_world
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -270,18 +271,10 @@ def test_fuzz_model_config_wrong_types_are_refused(data):
 # checkpoints: config.json and tensors
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, tiny_model_config):
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("fuzz_ckpt") / "model"
-    GeoBridge(tiny_model_config).save_pretrained(folder)
-    return folder
-
-
 @settings(max_examples=30, **SETTINGS)
 @given(st.data())
-def test_fuzz_checkpoint_config_is_a_checkpoint_error(checkpoint, data):
-    meta = json.loads((checkpoint / "config.json").read_text())
+def test_fuzz_checkpoint_config_is_a_checkpoint_error(saved_tiny_model, data):
+    meta = json.loads((saved_tiny_model / "config.json").read_text())
     where = data.draw(st.sampled_from(["format", "format_version", "model", "whole"]))
     if where == "format":
         meta["format"] = data.draw(JSON_VALUES.filter(lambda v: v != "geobridge-model"))
@@ -293,7 +286,7 @@ def test_fuzz_checkpoint_config_is_a_checkpoint_error(checkpoint, data):
     else:
         meta = data.draw(JSON_VALUES)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(shutil.copytree(checkpoint, Path(tmp) / "m"))
+        folder = Path(shutil.copytree(saved_tiny_model, Path(tmp) / "m"))
         (folder / "config.json").write_text(json.dumps(meta))
         with pytest.raises(CheckpointError) as info:
             GeoBridge.from_pretrained(folder)
@@ -302,8 +295,8 @@ def test_fuzz_checkpoint_config_is_a_checkpoint_error(checkpoint, data):
 
 @settings(max_examples=12, **SETTINGS)
 @given(st.data())
-def test_fuzz_checkpoint_tensors_dtype_and_finiteness(checkpoint, data):
-    tensors = load_file(str(checkpoint / "model.safetensors"))
+def test_fuzz_checkpoint_tensors_dtype_and_finiteness(saved_tiny_model, data):
+    tensors = load_file(str(saved_tiny_model / "model.safetensors"))
     key = data.draw(st.sampled_from(sorted(k for k, v in tensors.items() if v.is_floating_point())))
     corruption = data.draw(st.sampled_from(["int64", "int32", "uint8", "bool", "nan", "inf", "-inf"]))
     tensor = tensors[key].clone()
@@ -313,7 +306,7 @@ def test_fuzz_checkpoint_tensors_dtype_and_finiteness(checkpoint, data):
         tensor = (tensor * 100).to(getattr(torch, corruption))
     tensors[key] = tensor
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(shutil.copytree(checkpoint, Path(tmp) / "m"))
+        folder = Path(shutil.copytree(saved_tiny_model, Path(tmp) / "m"))
         save_file(tensors, str(folder / "model.safetensors"))
         with pytest.raises(CheckpointError) as info:
             GeoBridge.from_pretrained(folder)
@@ -424,29 +417,7 @@ def _is_utf8(raw: bytes) -> bool:
 
 @pytest.fixture(scope="module")
 def index_parts(tmp_path_factory):
-    from geobridge.index import GeoIndex
-    from geobridge.index.store import MAGIC
-
-    index = GeoIndex(16)
-    index.add(np.random.default_rng(0).normal(size=(5, 16)), [
-        {"place_id": f"p{i}", "lat": 1.0, "lon": 2.0, "view": "satellite", "path": None} for i in range(5)
-    ])
-    data = index.save(tmp_path_factory.mktemp("fuzz_index") / "a.gbx").read_bytes()
-    end = data.index(b"\n", len(MAGIC))
-    header = json.loads(data[len(MAGIC) : end])
-    payload = data[end + 1 :]
-    return header, json.loads(payload[: header["meta_bytes"]]), payload[header["meta_bytes"] :], data
-
-
-def _write_index(path: Path, header: dict, meta: Any, index_bytes: bytes) -> Path:
-    from geobridge.index.store import MAGIC
-
-    meta_bytes = json.dumps(meta).encode()
-    payload = meta_bytes + index_bytes
-    header = {**header, "meta_bytes": len(meta_bytes), "index_bytes": len(index_bytes),
-              "sha256": hashlib.sha256(payload).hexdigest()}
-    path.write_bytes(MAGIC + json.dumps(header).encode() + b"\n" + payload)
-    return path
+    return gbx_parts(tmp_path_factory.mktemp("fuzz_index"))
 
 
 def _load_clean(path: Path) -> Any:
@@ -472,7 +443,7 @@ def test_fuzz_index_metadata_clean_error_or_consistent_index(index_parts, tmp_pa
         meta[data.draw(st.sampled_from(META_PATHS))] = data.draw(JSON_VALUES)
     else:
         meta["records"][data.draw(st.integers(0, 4))][data.draw(st.sampled_from(RECORD_KEYS))] = data.draw(JSON_VALUES)
-    path = _write_index(tmp_path_factory.mktemp("m") / "b.gbx", header, meta, index_bytes)
+    path = write_index(tmp_path_factory.mktemp("m") / "b.gbx", header, meta, index_bytes)
     index = _load_clean(path)
     if index is not None:  # accepted: it must be the same 5 vectors, searchable, with valid records
         assert len(index) == 5 and index.dim == 16
@@ -489,7 +460,7 @@ FACTORY_PARTS = st.sampled_from(["IVF", "HNSW", "PQ", "IVF{}_HNSW", "PQ{}x"])
 def test_fuzz_huge_factory_strings_are_refused_before_building(index_parts, tmp_path_factory, part, number, tail):
     header, meta, index_bytes, _ = index_parts
     factory = (part.format(number) + "32" if "{}" in part else f"{part}{number}") + tail
-    path = _write_index(tmp_path_factory.mktemp("f") / "b.gbx", header, {**meta, "factory": factory}, index_bytes)
+    path = write_index(tmp_path_factory.mktemp("f") / "b.gbx", header, {**meta, "factory": factory}, index_bytes)
     assert _load_clean(path) is None
     with pytest.raises(GeoBridgeError):
         from geobridge.index import GeoIndex

@@ -6,16 +6,15 @@ index/factory.py, models/checkpoint.py's tensor checks) and passes now.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from _index_files import index_parts, write_index
 from conftest import make_world
 from safetensors.torch import load_file, save_file
 
@@ -125,14 +124,6 @@ def test_model_config_names_the_key_of_a_mistyped_value():
         GeoBridgeConfig.from_dict(data)
 
 
-@pytest.fixture(scope="module")
-def saved_model(tmp_path_factory, tiny_model_config):
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("ckpt") / "model"
-    GeoBridge(tiny_model_config).save_pretrained(folder)
-    return folder
-
-
 def _copy(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
@@ -151,8 +142,8 @@ def _copy(src: Path, dst: Path) -> Path:
         (lambda m: m.pop("model"), "model: missing"),
     ],
 )
-def test_bad_checkpoint_config_is_a_checkpoint_error(saved_model, tmp_path, mutate, needle):
-    folder = _copy(saved_model, tmp_path / "m")
+def test_bad_checkpoint_config_is_a_checkpoint_error(saved_tiny_model, tmp_path, mutate, needle):
+    folder = _copy(saved_tiny_model, tmp_path / "m")
     meta = json.loads((folder / "config.json").read_text())
     mutate(meta)
     (folder / "config.json").write_text(json.dumps(meta))
@@ -162,8 +153,8 @@ def test_bad_checkpoint_config_is_a_checkpoint_error(saved_model, tmp_path, muta
 
 
 @pytest.mark.parametrize("kind", ["int64", "nan", "inf"])
-def test_checkpoint_tensors_must_be_floating_and_finite(saved_model, tmp_path, kind):
-    folder = _copy(saved_model, tmp_path / "m")
+def test_checkpoint_tensors_must_be_floating_and_finite(saved_tiny_model, tmp_path, kind):
+    folder = _copy(saved_tiny_model, tmp_path / "m")
     tensors = load_file(str(folder / "model.safetensors"))
     key = "proj.weight" if "proj.weight" in tensors else sorted(k for k in tensors if k.endswith("proj.weight"))[0]
     if kind == "int64":
@@ -178,9 +169,9 @@ def test_checkpoint_tensors_must_be_floating_and_finite(saved_model, tmp_path, k
     assert ("int64" in str(info.value)) if kind == "int64" else "NaN or inf" in str(info.value)
 
 
-def test_good_checkpoint_still_loads_exactly(saved_model):
-    model = GeoBridge.from_pretrained(saved_model)
-    stored = load_file(str(saved_model / "model.safetensors"))
+def test_good_checkpoint_still_loads_exactly(saved_tiny_model):
+    model = GeoBridge.from_pretrained(saved_tiny_model)
+    stored = load_file(str(saved_tiny_model / "model.safetensors"))
     assert all(torch.equal(model.state_dict()[k], v) for k, v in stored.items())
 
 
@@ -270,31 +261,8 @@ def test_bad_place_record_is_named_by_line(world_dir, tmp_path, row, needle):
 
 
 def _index_parts(tmp_path: Path):
-    from geobridge.index import GeoIndex
-    from geobridge.index.store import MAGIC
-
-    index = GeoIndex(16)
-    rng = np.random.default_rng(0)
-    index.add(rng.normal(size=(5, 16)), [
-        {"place_id": f"p{i}", "lat": 1.0, "lon": 2.0, "view": "satellite", "path": None} for i in range(5)
-    ])
-    data = index.save(tmp_path / "a.gbx").read_bytes()
-    end = data.index(b"\n", len(MAGIC))
-    header = json.loads(data[len(MAGIC) : end])
-    payload = data[end + 1 :]
-    return header, json.loads(payload[: header["meta_bytes"]]), payload[header["meta_bytes"] :]
-
-
-def write_index(path: Path, header: dict, meta: object, index_bytes: bytes) -> Path:
-    """An index file whose checksum is valid whatever the metadata says."""
-    from geobridge.index.store import MAGIC
-
-    meta_bytes = json.dumps(meta).encode()
-    payload = meta_bytes + index_bytes
-    header = {**header, "meta_bytes": len(meta_bytes), "index_bytes": len(index_bytes),
-              "sha256": hashlib.sha256(payload).hexdigest()}
-    path.write_bytes(MAGIC + json.dumps(header).encode() + b"\n" + payload)
-    return path
+    header, meta, index_bytes, _ = index_parts(tmp_path)
+    return header, meta, index_bytes
 
 
 @pytest.mark.parametrize(

@@ -74,6 +74,18 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")  # 1, L, CMYK, YCbCr...: Pillow's conversions are exact for 8-bit data
 
 
+def as_image(item: object) -> Image.Image:
+    """A PIL image, path or uint8 (H, W, 3) array as an 8-bit RGB PIL image (files through the one decoder)."""
+    if isinstance(item, Image.Image):
+        return to_rgb(item)  # 16-bit, float, palette and alpha images as the file decoder reads them
+    if isinstance(item, np.ndarray):
+        if item.ndim != 3 or item.shape[2] != 3 or item.dtype != np.uint8:
+            raise ValueError(f"image arrays must be uint8 (H, W, 3), got {item.dtype} {item.shape}")
+        return Image.fromarray(item)
+    if isinstance(item, (str, Path)):
+        return load_image(Path(item))
+    raise TypeError(f"expected a PIL image, a path, a uint8 array or tensor, got {type(item).__name__}")
+
 def _decode(fp: Path | io.BytesIO, *, source: str, max_pixels: int, formats: Sequence[str] | None) -> Image.Image:
     try:
         with Image.open(fp) as img:  # reads the header only

@@ -38,11 +38,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from geobridge._hashing import file_sha256
     from geobridge.cli.index import gallery_places, parse_views
     from geobridge.errors import GeoBridgeError
     from geobridge.index import model_info_of
     from geobridge.index.build import gallery_records
-    from geobridge.index.shards import embed_shards, file_sha256
+    from geobridge.index.shards import embed_shards
     from geobridge.models import GeoBridge
     from geobridge.models.geobridge import WEIGHTS_NAME
     from geobridge.train.distributed import cleanup, init_distributed

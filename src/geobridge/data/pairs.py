@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from geobridge.data.sampler import STRATEGIES, unit_vectors
+from geobridge.data.sampler import HardNegativeBatching, check_batching, unit_vectors
 from geobridge.data.types import Place
 from geobridge.views import check_view
 
@@ -88,7 +88,7 @@ def full_batches(counts: np.ndarray, batch_size: int) -> int:
     return lo
 
 
-class PairBatchSampler:
+class PairBatchSampler(HardNegativeBatching):
     """Yields lists of pair indices; the pairs of one batch always belong to distinct places.
 
     ``pair_place[i]`` is the place of pair ``i`` (places ``0 .. n_places - 1``). Every epoch visits every pair
@@ -119,12 +119,7 @@ class PairBatchSampler:
         num_replicas: int = 1,
         rank: int = 0,
     ) -> None:
-        if strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
-        if batch_size < 1 or batch_size % num_replicas:
-            raise ValueError(f"batch_size {batch_size} must be a positive multiple of num_replicas {num_replicas}")
-        if not 0 <= rank < num_replicas:
-            raise ValueError(f"rank {rank} out of range for {num_replicas} replicas")
+        check_batching(strategy=strategy, batch_size=batch_size, num_replicas=num_replicas, rank=rank)
         self.pair_place = np.asarray(pair_place, dtype=np.int64)
         if self.pair_place.size and (self.pair_place.min() < 0 or self.pair_place.max() >= n_places):
             raise ValueError(f"pair places must lie in 0..{n_places - 1}")
@@ -151,26 +146,12 @@ class PairBatchSampler:
             raise ValueError("strategy 'gps' needs coords")
         self.neighbours: np.ndarray | None = None
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def set_neighbours(self, neighbours: np.ndarray) -> None:
-        """(P, k) indices of each place's most similar places."""
-        neighbours = np.asarray(neighbours)
-        if neighbours.ndim != 2 or neighbours.shape[0] != self.n_places:
-            raise ValueError(f"neighbours must be (P, k) with P={self.n_places}, got {neighbours.shape}")
-        self.neighbours = neighbours
-
     def __len__(self) -> int:
         return self.n_full if self.drop_last else len(self._plan())
 
     def __iter__(self) -> Iterator[list[int]]:
-        per_rank = self.batch_size // self.num_replicas
         for batch in self._plan():
-            items = [int(i) for i in batch]
-            if self.num_replicas > 1:
-                items = items[self.rank * per_rank : (self.rank + 1) * per_rank]
-            yield items
+            yield self._rank_slice([int(i) for i in batch])
 
     # ------------------------------------------------------------------ the epoch's plan
     def _plan(self) -> list[np.ndarray]:
@@ -225,12 +206,6 @@ class PairBatchSampler:
         if len(chosen) < size:
             chosen.extend(_top(np.where(taken, -np.inf, keys), size - len(chosen)))
         return np.asarray(chosen, dtype=np.int64)
-
-    def _candidates(self, place: int) -> np.ndarray:
-        if self.strategy == "embedding":
-            return self.neighbours[place]  # type: ignore[index]
-        distance = np.sum((self.points - self.points[place]) ** 2, axis=1)  # type: ignore[operator]
-        return np.argsort(distance, kind="stable")[1:]
 
 
 def _top(keys: np.ndarray, count: int) -> np.ndarray:

@@ -15,7 +15,55 @@ def unit_vectors(coords: np.ndarray) -> np.ndarray:
     return np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=1)
 
 
-class PlaceBatchSampler:
+def check_batching(*, strategy: str, batch_size: int, num_replicas: int, rank: int) -> None:
+    """Refuse an unknown strategy, a batch that does not split over the replicas, or a rank out of range."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
+    if batch_size < 1 or batch_size % num_replicas:
+        raise ValueError(f"batch_size {batch_size} must be a positive multiple of num_replicas {num_replicas}")
+    if not 0 <= rank < num_replicas:
+        raise ValueError(f"rank {rank} out of range for {num_replicas} replicas")
+
+
+class HardNegativeBatching:
+    """What the place and pair batch samplers share: the epoch, the neighbours, hard-negative candidates and
+    the per-rank slice of a global batch. Subclasses set the attributes below in ``__init__``."""
+
+    n_places: int
+    strategy: str
+    batch_size: int
+    num_replicas: int
+    rank: int
+    epoch: int
+    points: np.ndarray | None  # (P, 3) unit vectors, for "gps"
+    neighbours: np.ndarray | None  # (P, k), for "embedding"
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def set_neighbours(self, neighbours: np.ndarray) -> None:
+        """(P, k) indices of each place's most similar places (in the sampler's order of places)."""
+        neighbours = np.asarray(neighbours)
+        if neighbours.ndim != 2 or neighbours.shape[0] != self.n_places:
+            raise ValueError(f"neighbours must be (P, k) with P={self.n_places}, got {neighbours.shape}")
+        self.neighbours = neighbours
+
+    def _candidates(self, place: int) -> np.ndarray:
+        """Other places, most similar first: by neighbours ("embedding") or by distance on the sphere ("gps")."""
+        if self.strategy == "embedding":
+            return self.neighbours[place]  # type: ignore[index]
+        distance = np.sum((self.points - self.points[place]) ** 2, axis=1)  # type: ignore[operator]
+        return np.argsort(distance, kind="stable")[1:]
+
+    def _rank_slice(self, items: list[int]) -> list[int]:
+        """This rank's contiguous slice of a global batch (the whole batch with one replica)."""
+        if self.num_replicas == 1:
+            return items
+        per_rank = self.batch_size // self.num_replicas
+        return items[self.rank * per_rank : (self.rank + 1) * per_rank]
+
+
+class PlaceBatchSampler(HardNegativeBatching):
     """Yields lists of dataset indices; the samples of one batch always belong to distinct places.
 
     ``place_keys[i]`` is the place of dataset item ``i`` (several items may share a place, e.g. one per drone
@@ -46,12 +94,7 @@ class PlaceBatchSampler:
         num_replicas: int = 1,
         rank: int = 0,
     ) -> None:
-        if strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
-        if batch_size < 1 or batch_size % num_replicas:
-            raise ValueError(f"batch_size {batch_size} must be a positive multiple of num_replicas {num_replicas}")
-        if not 0 <= rank < num_replicas:
-            raise ValueError(f"rank {rank} out of range for {num_replicas} replicas")
+        check_batching(strategy=strategy, batch_size=batch_size, num_replicas=num_replicas, rank=rank)
         self.keys = list(place_keys)
         groups: dict[str, list[int]] = {}
         for item, key in enumerate(self.keys):
@@ -76,16 +119,6 @@ class PlaceBatchSampler:
         elif strategy == "gps":
             raise ValueError("strategy 'gps' needs coords")
         self.neighbours: np.ndarray | None = None
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def set_neighbours(self, neighbours: np.ndarray) -> None:
-        """(P, k) indices of each place's most similar places (places in order of first appearance in place_keys)."""
-        neighbours = np.asarray(neighbours)
-        if neighbours.ndim != 2 or neighbours.shape[0] != self.n_places:
-            raise ValueError(f"neighbours must be (P, k) with P={self.n_places}, got {neighbours.shape}")
-        self.neighbours = neighbours
 
     def __len__(self) -> int:
         full, rest = divmod(self.n_places, self.batch_size)
@@ -118,21 +151,11 @@ class PlaceBatchSampler:
             batches.append(np.array(batch))
         return batches
 
-    def _candidates(self, place: int) -> np.ndarray:
-        if self.strategy == "embedding":
-            return self.neighbours[place]  # type: ignore[index]
-        distance = np.sum((self.points - self.points[place]) ** 2, axis=1)  # type: ignore[operator]
-        return np.argsort(distance, kind="stable")[1:]
-
     def __iter__(self) -> Iterator[list[int]]:
         rng = np.random.default_rng((self.seed, self.epoch))
         batches = self._place_batches(rng)
         batches = [b for b in batches if len(b) == self.batch_size or not self.drop_last]
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
-        per_rank = self.batch_size // self.num_replicas
         for batch in batches:
-            items = [int(self.items_of[p][rng.integers(len(self.items_of[p]))]) for p in batch]
-            if self.num_replicas > 1:
-                items = items[self.rank * per_rank : (self.rank + 1) * per_rank]
-            yield items
+            yield self._rank_slice([int(self.items_of[p][rng.integers(len(self.items_of[p]))]) for p in batch])

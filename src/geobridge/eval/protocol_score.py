@@ -28,7 +28,7 @@ from geobridge.errors import DataError
 from geobridge.eval.geo import EARTH_RADIUS_KM, haversine_km
 from geobridge.eval.metrics import average_precision_batch, k_for_one_percent
 from geobridge.eval.protocols import Protocol
-from geobridge.eval.retrieval import auto_chunk_size
+from geobridge.eval.retrieval import auto_chunk_size, block_scores, positive_offsets, positive_ranks
 
 logger = logging.getLogger(__name__)
 EARTH_RADIUS_M = 1000.0 * EARTH_RADIUS_KM
@@ -136,7 +136,7 @@ def score_split(
     starts = range(0, n_query, size)
     for start in tqdm(starts, desc=f"scoring {split.name}", unit="chunk", disable=not show_progress_bar):
         rows = np.arange(start, min(start + size, n_query))
-        block = _scores(query[rows], gallery)  # (B, M) float32
+        block = block_scores(query[rows], gallery)  # (B, M) float32
         positive = (glabels[None, :] == qlabels[rows, None]) & (qlabels[rows, None] >= 0)  # (B, M)
         semi = np.zeros_like(positive)
         sel = (semi_rows >= rows[0]) & (semi_rows <= rows[-1])
@@ -150,18 +150,15 @@ def score_split(
         candidates = np.where(junk, -np.inf, block)
         top1[rows] = np.argmax(candidates, axis=1)
         negatives = np.where(positive, -np.inf, candidates)  # (B, M): junk and positives can never outrank
-        block_ranks, block_counts = _positive_ranks(block, positive, negatives, strict=strict)
+        block_ranks, block_counts = positive_ranks(candidates, *np.nonzero(positive), strict=strict)  # -inf'd
         ranks.append(block_ranks)
         counts[rows] = block_counts
         best = np.where(positive, block, -np.inf).max(axis=1)  # (B,) best positive score (-inf: none)
         others = np.where(semi, -np.inf, negatives)
         above = np.count_nonzero(others > best[:, None] if strict else others >= best[:, None], axis=1)
         hit[rows] = np.isfinite(best) & (above == 0)
-    offsets = np.zeros(n_query + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
     flat = np.concatenate(ranks) if ranks else np.zeros(0, dtype=np.int64)
-    first = np.full(n_query, -1, dtype=np.int64)
-    first[counts > 0] = flat[offsets[:-1][counts > 0]]
+    offsets, first = positive_offsets(flat, counts)
     if protocol.no_positive == "error" and (counts == 0).any():
         bad = split.queries[int(np.flatnonzero(counts == 0)[0])]
         raise DataError(
@@ -285,35 +282,6 @@ def _semi_pairs(split: EvalSplit) -> tuple[np.ndarray, np.ndarray]:
             rows.append(i)
             cols.append(gindex[key])
     return np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
-
-
-def _scores(query_rows: np.ndarray, gallery: np.ndarray) -> np.ndarray:
-    """(B, M) float32 dot products (torch's multi-threaded GEMM)."""
-    import torch
-
-    return torch.mm(torch.from_numpy(query_rows), torch.from_numpy(gallery).T).numpy()  # (B, M)
-
-
-def _positive_ranks(
-    block: np.ndarray, positive: np.ndarray, negatives: np.ndarray, *, strict: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """Ranks of the positives of a (B, M) block, row by row, each row's in increasing order.
-
-    ``negatives`` holds the negatives' scores and ``-inf`` elsewhere; rank_i = #(negatives > or >= s_i) + i.
-    """
-    prow, pcol = np.nonzero(positive)
-    pscores = block[prow, pcol]
-    order = np.lexsort((-pscores, prow))  # by row, then score decreasing
-    prow, pscores = prow[order], pscores[order]
-    counts = np.bincount(prow, minlength=block.shape[0])  # (B,)
-    slot = np.arange(prow.size) - (np.cumsum(counts) - counts)[prow]
-    ranks = np.empty(prow.size, dtype=np.int64)
-    for i in range(int(counts.max()) if prow.size else 0):
-        sel = np.flatnonzero(slot == i)
-        rows_i, thresholds = prow[sel], pscores[sel][:, None]
-        above = negatives[rows_i] > thresholds if strict else negatives[rows_i] >= thresholds
-        ranks[sel] = np.count_nonzero(above, axis=1) + i
-    return ranks, counts
 
 
 def _first_positive_cols(qlabels: np.ndarray, glabels: np.ndarray) -> np.ndarray:

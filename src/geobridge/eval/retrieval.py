@@ -223,7 +223,19 @@ def _as_labels(x: np.ndarray, n: int, name: str) -> np.ndarray:
     return arr.astype(np.int64, copy=False)
 
 
-def _scores(query_rows: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+def positive_offsets(ranks: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (N + 1,) CSR offsets of flat positive ranks with ``counts[q]`` per query, and the (N,) first
+    positive rank of each query (-1: none)."""
+    n_query = counts.shape[0]
+    offsets = np.zeros(n_query + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    first = np.full(n_query, -1, dtype=np.int64)
+    has = counts > 0
+    first[has] = ranks[offsets[:-1][has]]
+    return offsets, first
+
+
+def block_scores(query_rows: np.ndarray, gallery: np.ndarray) -> np.ndarray:
     """(B, M) float32 dot products, computed by torch (multi-threaded GEMM) into a fresh writable array."""
     import torch
 
@@ -255,7 +267,7 @@ def _chunked(ctx: _Context, chunk_size: int, *, show_progress_bar: bool) -> list
     starts = range(0, n_query, chunk_size)
     for start in tqdm(starts, desc="retrieval", unit="chunk", disable=not show_progress_bar):
         rows = np.arange(start, min(start + chunk_size, n_query))
-        block = _scores(ctx.query[rows[0] : rows[-1] + 1], ctx.gallery)  # (B, M), ours to modify
+        block = block_scores(ctx.query[rows[0] : rows[-1] + 1], ctx.gallery)  # (B, M), ours to modify
         if junk_cols.size:
             block[:, junk_cols] = -np.inf
         # positives of the block as (row-in-block, gallery column) pairs
@@ -273,7 +285,7 @@ def _chunked(ctx: _Context, chunk_size: int, *, show_progress_bar: bool) -> list
         block[prow[~keep], pcol[~keep]] = -np.inf
         prow, pcol = prow[keep], pcol[keep]
         topk = _block_topk(ctx, block, rows)
-        ranks, counts = _block_ranks(block, prow, pcol)
+        ranks, counts = positive_ranks(block, prow, pcol)
         parts.append(_Part(*topk, ranks=ranks, counts=counts))
     return parts
 
@@ -305,8 +317,12 @@ def _block_topk(ctx: _Context, block: np.ndarray, rows: np.ndarray) -> tuple[np.
     return idx, scores, positive
 
 
-def _block_ranks(block: np.ndarray, prow: np.ndarray, pcol: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Ranks of the positives (prow, pcol) of a (B, M) block whose junk is -inf: rank_i = #(negatives >= s_i) + i.
+def positive_ranks(
+    block: np.ndarray, prow: np.ndarray, pcol: np.ndarray, *, strict: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ranks of the positives (prow, pcol) of a (B, M) block whose junk is -inf, row by row, each row's in
+    increasing order, and the (B,) count of positives per row: rank_i = #(negatives >= s_i) + i (``>`` with
+    ``strict``, ties counted in the query's favour).
 
     Destroys ``block`` (the positives are set to -inf so that only negatives remain finite).
     """
@@ -321,12 +337,13 @@ def _block_ranks(block: np.ndarray, prow: np.ndarray, pcol: np.ndarray) -> tuple
     for i in range(int(counts.max()) if prow.size else 0):
         sel = np.flatnonzero(slot == i)
         rows_i, thresholds = prow[sel], pscores[sel]
+        above = np.greater if strict else np.greater_equal
         if 4 * rows_i.size < n_rows:
-            n_ge = np.count_nonzero(block[rows_i] >= thresholds[:, None], axis=1)
+            n_ge = np.count_nonzero(above(block[rows_i], thresholds[:, None]), axis=1)
         else:
-            full = np.full(n_rows, np.inf, dtype=block.dtype)  # +inf: no negative is >= it
+            full = np.full(n_rows, np.inf, dtype=block.dtype)  # +inf: no negative is above it
             full[rows_i] = thresholds
-            n_ge = np.count_nonzero(block >= full[:, None], axis=1)[rows_i]
+            n_ge = np.count_nonzero(above(block, full[:, None]), axis=1)[rows_i]
         ranks[sel] = n_ge + i
     return ranks, counts
 
@@ -334,7 +351,7 @@ def _block_ranks(block: np.ndarray, prow: np.ndarray, pcol: np.ndarray) -> tuple
 def _dense(ctx: _Context) -> list[_Part]:
     """Reference path: full (N, M) score matrix and one explicit sort per query."""
     n_query = ctx.query.shape[0]
-    scores = _scores(ctx.query, ctx.gallery)  # (N, M)
+    scores = block_scores(ctx.query, ctx.gallery)  # (N, M)
     all_rows = np.arange(n_query)
     junk = _junk_mask(ctx, all_rows)
     k = ctx.k
@@ -376,11 +393,7 @@ def _assemble(parts: list[_Part], *, n_query: int, n_gallery: int, k: int, ap_va
         topk_pos = np.zeros((n_query, k), dtype=bool)
         ranks = np.zeros(0, dtype=np.int64)
         counts = np.zeros(n_query, dtype=np.int64)
-    offsets = np.zeros(n_query + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    first = np.full(n_query, -1, dtype=np.int64)
-    has = counts > 0
-    first[has] = ranks[offsets[:-1][has]]
+    offsets, first = positive_offsets(ranks, counts)
     ap = average_precision_batch(ranks, offsets, variant=ap_variant)
     return RetrievalResult(
         topk_indices=topk_idx,

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from geobridge._atomic import atomic_write_json
+from geobridge._hashing import file_sha256
 from geobridge.errors import ExportError
 from geobridge.export.onnx_runtime import EXPORT_FORMAT, EXPORT_VERSION, MANIFEST_NAME, TEXT_GRAPH, OnnxEncoder
 from geobridge.models import GeoBridge
@@ -88,7 +89,7 @@ class _MiniLMTextGraph(nn.Module):
 
 def checkpoint_hash(folder: Path) -> dict[str, str]:
     """sha256 of the checkpoint's config and weights, and one hash over both (``sha256``)."""
-    files = {name: _sha256(folder / name) for name in (CONFIG_NAME, WEIGHTS_NAME)}
+    files = {name: file_sha256(folder / name) for name in (CONFIG_NAME, WEIGHTS_NAME)}
     combined = hashlib.sha256("".join(f"{k}:{v}\n" for k, v in sorted(files.items())).encode()).hexdigest()
     return {"sha256": combined, **{f"{k}_sha256": v for k, v in files.items()}}
 
@@ -145,7 +146,7 @@ def export_onnx(
         manifest["text"] = _export_text(model, tmp, opset=opset)
         _stamp(onnx, tmp / TEXT_GRAPH, {**common, "kind": "text", "view": "text", **manifest["text"]})
         for entry in [*manifest["images"].values(), manifest["text"]]:
-            entry["sha256"] = _sha256(tmp / entry["file"])
+            entry["sha256"] = file_sha256(tmp / entry["file"])
         atomic_write_json(tmp / MANIFEST_NAME, manifest)
         manifest["check"] = self_check(model, tmp, views=views, min_cosine=min_cosine)
         atomic_write_json(tmp / MANIFEST_NAME, manifest)
@@ -253,14 +254,6 @@ def _move_into_place(tmp: Path, out: Path) -> None:
 
 def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.min(np.sum(a * b, axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @contextlib.contextmanager

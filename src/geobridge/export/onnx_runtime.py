@@ -21,7 +21,7 @@ from PIL import Image
 
 from geobridge.errors import CheckpointError, GeoBridgeError
 from geobridge.hashing_text import hash_text
-from geobridge.images import load_image, to_rgb
+from geobridge.images import as_image
 from geobridge.views import IMAGE_VIEWS, check_view
 
 logger = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ def image_pixels(
         if item.shape[1:] == (height, width):  # a (3, H, W) tensor's pixels at input size already
             return (item.astype(np.float32) / np.float32(255.0) - mean) / std
         item = np.ascontiguousarray(item.transpose(1, 2, 0))  # (H, W, 3)
-    image = _as_pil(item)
+    image = as_image(item)
     if image.size != (width, height):
         image = image.resize((width, height), resample=resample)
     array = np.asarray(image, dtype=np.uint8).astype(np.float32) / np.float32(255.0)  # (H, W, 3)
@@ -193,18 +193,6 @@ def _as_images(items: Any) -> list[Any]:
                 raise ValueError(f"image tensors must be uint8 (3, H, W), got {item.dtype} {item.shape}")
         out.append(item)
     return out
-
-
-def _as_pil(item: Any) -> Image.Image:
-    if isinstance(item, Image.Image):
-        return to_rgb(item)
-    if isinstance(item, np.ndarray):
-        if item.ndim != 3 or item.shape[2] != 3 or item.dtype != np.uint8:
-            raise ValueError(f"image arrays must be uint8 (H, W, 3), got {item.dtype} {item.shape}")
-        return Image.fromarray(item)
-    if isinstance(item, (str, Path)):
-        return load_image(Path(item))
-    raise TypeError(f"expected a PIL image, a path, a uint8 array or tensor, got {type(item).__name__}")
 
 
 def _load_tokenizer(path: Path, entry: dict[str, Any]) -> Any:

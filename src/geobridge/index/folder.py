@@ -18,7 +18,6 @@ memory-mapped index is read-only: ``add``, ``remove`` and ``train`` refuse it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -29,6 +28,7 @@ from typing import Any
 import faiss
 
 from geobridge._atomic import atomic_write_bytes
+from geobridge._hashing import file_sha256
 from geobridge.errors import GeoBridgeError, IndexFormatError
 from geobridge.index.checks import check_faiss_header, check_meta
 
@@ -66,7 +66,7 @@ def save_folder(index: Any, folder: str | Path) -> Path:
             shutil.copyfile(index._mapped_from, staging / INDEX_FILE)
         else:
             faiss.write_index(index._index, str(staging / INDEX_FILE))
-        files = {name: {"bytes": (staging / name).stat().st_size, "sha256": _sha256(staging / name)}
+        files = {name: {"bytes": (staging / name).stat().st_size, "sha256": file_sha256(staging / name)}
                  for name in (INDEX_FILE, RECORDS_FILE, META_FILE)}
         atomic_write_bytes(staging / MANIFEST, (json.dumps(
             {"format": FOLDER_FORMAT, "format_version": FOLDER_VERSION, "count": len(index), "files": files},
@@ -106,7 +106,7 @@ def load_folder(cls: Any, folder: str | Path, *, mmap: bool = True, verify: bool
             raise IndexFormatError(f"{path}: missing")
         if not isinstance(entry, dict) or path.stat().st_size != entry.get("bytes"):
             raise IndexFormatError(f"{path}: size does not match the manifest (truncated or replaced)")
-        if (verify or name != INDEX_FILE) and _sha256(path) != entry.get("sha256"):
+        if (verify or name != INDEX_FILE) and file_sha256(path) != entry.get("sha256"):
             raise IndexFormatError(f"{path}: checksum mismatch (the file is corrupt)")
     try:
         meta = json.loads((folder / META_FILE).read_text())
@@ -128,11 +128,3 @@ def load_folder(cls: Any, folder: str | Path, *, mmap: bool = True, verify: bool
         raise IndexFormatError(f"{folder}: inconsistent index folder: {exc}") from exc
     out._mapped_from = index_path if mapped else None
     return out
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

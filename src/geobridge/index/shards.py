@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from geobridge._atomic import atomic_write_bytes, atomic_write_json
+from geobridge._hashing import file_sha256
 from geobridge.errors import GeoBridgeError, IndexFormatError
 
 logger = logging.getLogger(__name__)
@@ -177,14 +178,6 @@ def load_embeddings(folder: str | Path) -> tuple[np.ndarray, list[dict[str, Any]
     if len(vectors) != len(records):
         raise IndexFormatError(f"{folder}: {len(vectors)} vectors but {len(records)} records")
     return vectors, records, manifest
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------- internals

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from geobridge.images import ImageError, load_image, to_rgb
+from geobridge.images import ImageError, as_image
 
 MAX_AUTO_WORKERS = 4
 MIN_AUTO_BATCHES = 4  # starting workers costs about a batch's time; fewer batches decode in the caller
@@ -81,19 +79,6 @@ class ImageItems(Dataset):
                 return (item.float().div(255.0) - self.mean) / self.std  # (3, H, W)
             item = item.permute(1, 2, 0).contiguous().numpy()  # (H, W, 3)
         return self.transform(as_image(item))
-
-
-def as_image(item: Any) -> Image.Image:
-    """A PIL image, path or uint8 (H, W, 3) array as an 8-bit RGB PIL image (files through the one decoder)."""
-    if isinstance(item, Image.Image):
-        return to_rgb(item)  # 16-bit, float, palette and alpha images as the file decoder reads them
-    if isinstance(item, np.ndarray):
-        if item.ndim != 3 or item.shape[2] != 3 or item.dtype != np.uint8:
-            raise ValueError(f"image arrays must be uint8 (H, W, 3), got {item.dtype} {item.shape}")
-        return Image.fromarray(item)
-    if isinstance(item, (str, Path)):
-        return load_image(Path(item))
-    raise TypeError(f"expected a PIL image, a path, a uint8 array or tensor, got {type(item).__name__}")
 
 
 def image_batches(
