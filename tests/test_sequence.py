@@ -120,6 +120,9 @@ def test_bad_sequences_fail_cleanly(tmp_path):
         bad.write_text(line + "\n")
         with pytest.raises(DataError, match=message):
             read_sequence([bad])
+    bad.write_bytes(b'{"path": "a\xe9.jpg"}\n')  # Latin-1, not UTF-8: named, never a UnicodeDecodeError
+    with pytest.raises(DataError, match="bad.jsonl:1: not valid UTF-8"):
+        read_sequence([bad])
 
 
 def test_read_sequence_from_jsonl_folder_and_paths(tmp_path):

@@ -244,17 +244,19 @@ def read_sequence(sources: Sequence[str | Path]) -> list[SequenceFrame]:
 
 
 def _read_jsonl(path: Path) -> list[SequenceFrame]:
+    from geobridge.data.io import read_lines  # lazily: the data package loads torch
+
     if not path.is_file():
         raise DataError(f"sequence file not found: {path}")
     frames = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, line in read_lines(path):  # strict UTF-8, blank lines skipped, DataError naming path:line
         where = f"{path}:{number}"
         try:
             row = json.loads(line)
         except json.JSONDecodeError as error:
             raise DataError(f"{where}: not JSON ({error.msg})") from None
+        except RecursionError:
+            raise DataError(f"{where}: not JSON (nested too deeply)") from None
         if not isinstance(row, dict) or not isinstance(row.get("path"), str):
             raise DataError(f"{where}: each line needs a 'path' string")
         image = Path(row["path"]) if Path(row["path"]).is_absolute() else path.parent / row["path"]
