@@ -366,3 +366,17 @@ def test_unknown_format_is_named(tmp_path):
     with pytest.raises(ValueError, match="no direction drone->text"):
         load_eval_split(tmp_path, fmt="cvusa", query_view="drone", gallery_view="text")
     assert np.isfinite(utm_to_latlon(500000.0, 10000000.0)).all()  # the zone's central meridian at the equator
+
+
+def test_split_files_with_a_non_utf8_byte_are_named_errors(tmp_path):
+    from geobridge.data.cvusa import read_pairs
+    from geobridge.data.vigor import read_labels, read_list
+
+    bad = tmp_path / "split.txt"
+    bad.write_bytes(b"bingmap/19/0000001.jpg,streetview/panos/0000001\xe9.jpg\n")
+    for reader in (read_pairs, read_labels, read_list):
+        with pytest.raises(DataError, match="split.txt:1: not valid UTF-8"):
+            reader(bad)
+    good = tmp_path / "good.csv"
+    good.write_text("\n  \nbingmap/19/1.jpg,streetview/panos/1.jpg,annotations/1.png\r\n")
+    assert read_pairs(good) == [("bingmap/19/1.jpg", "streetview/panos/1.jpg")]

@@ -16,6 +16,7 @@ import csv
 from pathlib import Path, PurePosixPath
 
 from geobridge.data.evalsplit import EvalItem, EvalSplit
+from geobridge.data.io import read_lines
 from geobridge.data.types import Place
 from geobridge.errors import DataError
 
@@ -28,13 +29,13 @@ def read_pairs(csv_path: Path) -> list[tuple[str, str]]:
     if not csv_path.is_file():
         raise DataError(f"missing CVUSA split file: {csv_path}")
     pairs = []
-    with open(csv_path, newline="") as fh:
-        for number, row in enumerate(csv.reader(fh), start=1):
-            if not row or not "".join(row).strip():
-                continue
-            if len(row) < 2 or not row[0].strip() or not row[1].strip():
-                raise DataError(f"{csv_path}:{number}: expected '<satellite path>,<street path>[,<annotation>]'")
-            pairs.append((row[0].strip(), row[1].strip()))
+    for number, line in read_lines(csv_path):  # strict UTF-8, blank lines skipped; one CSV row per line
+        row = next(csv.reader([line]))
+        if not "".join(row).strip():
+            continue
+        if len(row) < 2 or not row[0].strip() or not row[1].strip():
+            raise DataError(f"{csv_path}:{number}: expected '<satellite path>,<street path>[,<annotation>]'")
+        pairs.append((row[0].strip(), row[1].strip()))
     if not pairs:
         raise DataError(f"{csv_path}: no pairs")
     return pairs

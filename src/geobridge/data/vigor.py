@@ -23,6 +23,7 @@ import re
 from pathlib import Path
 
 from geobridge.data.evalsplit import EvalItem, EvalSplit
+from geobridge.data.io import read_lines
 from geobridge.data.types import Place
 from geobridge.errors import DataError
 
@@ -64,10 +65,8 @@ def read_labels(path: Path) -> list[tuple[str, tuple[str, ...], tuple[tuple[floa
     if not path.is_file():
         raise DataError(f"missing VIGOR split file: {path}")
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in read_lines(path):  # strict UTF-8, blank lines skipped
         tokens = line.split()
-        if not tokens:
-            continue
         if len(tokens) != 13:
             raise DataError(f"{path}:{number}: expected 13 fields (pano, then 4 x tile dy dx), got {len(tokens)}")
         try:
@@ -81,7 +80,7 @@ def read_labels(path: Path) -> list[tuple[str, tuple[str, ...], tuple[tuple[floa
 def read_list(path: Path) -> list[str]:
     if not path.is_file():
         raise DataError(f"missing VIGOR split file: {path}")
-    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    return [line.split()[0] for _, line in read_lines(path)]
 
 
 def offset_m(delta: tuple[float, float], city: str) -> tuple[float, float]:
