@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from timm.data.transforms import str_to_pil_interp
 
 from geobridge.errors import GeoBridgeError
 from geobridge.images import ImageError
 from geobridge.models import GeoBridge
-from geobridge.models.encoding import default_num_workers
+from geobridge.models.encoding import ImageItems, default_num_workers, normalise
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +58,24 @@ def test_workers_give_the_same_embeddings_and_errors(model, tmp_path):
     assert model.encode([], view="drone").shape == (0, model.embed_dim)
     assert default_num_workers(n_items=10, batch_size=64) == 0  # a few batches decode in the caller
     assert default_num_workers(n_items=10_000, batch_size=64) == min(4, max(0, (os.cpu_count() or 1) - 1))
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("size", [(64, 64), (48, 80), (97, 131)])  # no resize, a resize, an odd up-scale
+def test_worker_inputs_are_the_eval_transform_bit_for_bit(tiny_model_config, interpolation, size):
+    config = copy.deepcopy(tiny_model_config)
+    config.image.interpolation = interpolation
+    config.image.mean, config.image.std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+    model = GeoBridge(config).eval()
+    arrays = _arrays(3, *size, seed=3)
+    images = [Image.fromarray(a) for a in arrays]
+    expected = torch.stack([model.transform("drone")(img) for img in images])  # (3, 3, 64, 64) float32
+    items = ImageItems(images, size=tuple(config.image.input_size["drone"]), resample=str_to_pil_interp(interpolation))
+    got = normalise(torch.stack([items.load(img) for img in images]), mean=config.image.mean, std=config.image.std)
+    assert got.dtype == torch.float32 and torch.equal(got, expected)
+    with torch.no_grad():
+        ref = torch.nn.functional.normalize(model.encode_image(expected, view="drone"), dim=-1).numpy()
+    np.testing.assert_allclose(model.encode(images, view="drone", test_time_augment=False), ref, rtol=0, atol=1e-6)
 
 
 def test_encode_precision(model):

@@ -2,8 +2,13 @@
 
 Decoding (``geobridge.images``, the one decoder) and resizing run in DataLoader worker processes with prefetch,
 so the main process only runs the network. Items are PIL images, paths, uint8 (H, W, 3) arrays or uint8
-(3, H, W) tensors; a uint8 (N, 3, H, W) tensor is split into its N images. A uint8 image already at the view's
-input size skips the resize (which would be the identity) and is only scaled and normalised.
+(3, H, W) tensors; a uint8 (N, 3, H, W) tensor is split into its N images.
+
+Workers return uint8 (3, H, W) images (a quarter of the bytes of float32 through the workers' queues); the
+caller scales and normalises the whole batch at once with ``normalise`` on the model's device. Together this is
+the model's evaluation transform (``GeoBridge.transform``: a PIL resize to exactly H x W with the configured
+filter, ``/ 255``, then ``(x - mean) / std``), bit for bit. A uint8 image already at the view's input size skips
+the resize, which would be the identity.
 
 Errors raised in a worker (an unreadable file, a wrong dtype) are carried back and raised again in the caller
 with their own class and message, so ``encode`` fails the same way with and without workers.
@@ -12,11 +17,11 @@ with their own class and message, so ``encode`` fails the same way with and with
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from geobridge.images import ImageError, as_image
@@ -44,22 +49,12 @@ def as_items(items: Any) -> Sequence[Any]:
 
 
 class ImageItems(Dataset):
-    """Item ``i`` -> ``(index, (3, H, W) float tensor or None, error or None)``."""
+    """Item ``i`` -> ``(index, (3, H, W) uint8 tensor or None, error or None)``."""
 
-    def __init__(
-        self,
-        items: Sequence[Any],
-        *,
-        transform: Callable[[Image.Image], torch.Tensor],
-        size: tuple[int, int],
-        mean: Sequence[float],
-        std: Sequence[float],
-    ) -> None:
+    def __init__(self, items: Sequence[Any], *, size: tuple[int, int], resample: int) -> None:
         self.items = items
-        self.transform = transform
         self.size = size  # (H, W) of the view
-        self.mean = torch.tensor(list(mean), dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(list(std), dtype=torch.float32).view(3, 1, 1)
+        self.resample = resample  # a PIL filter (Image.Resampling)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -71,20 +66,31 @@ class ImageItems(Dataset):
             return index, None, _pack_error(exc)
 
     def load(self, item: Any) -> torch.Tensor:
-        """One item -> (3, H, W) float32, normalised."""
+        """One item -> (3, H, W) uint8 at the view's input size."""
         if isinstance(item, torch.Tensor):
             if item.dtype != torch.uint8 or item.ndim != 3 or item.shape[0] != 3:
                 raise ValueError(f"image tensors must be uint8 (3, H, W), got {item.dtype} {tuple(item.shape)}")
             if tuple(item.shape[1:]) == self.size:  # at input size already: resizing would be the identity
-                return (item.float().div(255.0) - self.mean) / self.std  # (3, H, W)
+                return item
             item = item.permute(1, 2, 0).contiguous().numpy()  # (H, W, 3)
-        return self.transform(as_image(item))
+        image = as_image(item)
+        height, width = self.size
+        if image.size != (width, height):
+            image = image.resize((width, height), self.resample)
+        return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)  # (3, H, W)
+
+
+def normalise(batch: torch.Tensor, *, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """(B, 3, H, W) uint8 -> float32 ``(x / 255 - mean) / std``, the same operations as ToTensor + Normalize."""
+    mean_t = torch.tensor(list(mean), dtype=torch.float32, device=batch.device).view(1, 3, 1, 1)
+    std_t = torch.tensor(list(std), dtype=torch.float32, device=batch.device).view(1, 3, 1, 1)
+    return batch.to(torch.float32).div_(255.0).sub_(mean_t).div_(std_t)  # (B, 3, H, W)
 
 
 def image_batches(
     dataset: ImageItems, *, batch_size: int, num_workers: int, pin_memory: bool = False
 ) -> Iterator[torch.Tensor]:
-    """(B, 3, H, W) batches in order; the first failing item's error is raised again here."""
+    """(B, 3, H, W) uint8 batches in order; the first failing item's error is raised again here."""
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
     loader = DataLoader(
@@ -107,7 +113,7 @@ def _collate(rows: list[tuple[int, torch.Tensor | None, Any]]) -> tuple[torch.Te
     for _, _, error in rows:
         if error is not None:
             return None, error
-    return torch.stack([tensor for _, tensor, _ in rows]), None  # (B, 3, H, W)
+    return torch.stack([tensor for _, tensor, _ in rows]), None  # (B, 3, H, W) uint8
 
 
 def _pack_error(exc: Exception) -> tuple[str, str, str, str]:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from timm.data.transforms import str_to_pil_interp
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -18,7 +19,7 @@ from geobridge._atomic import atomic_write_json
 from geobridge.errors import CheckpointError, ConfigError
 from geobridge.models.checkpoint import check_tensors, load_tensors, read_json, refuse_pickle, save_tensors
 from geobridge.models.config import GeoBridgeConfig, get_model_config
-from geobridge.models.encoding import ImageItems, as_items, default_num_workers, image_batches
+from geobridge.models.encoding import ImageItems, as_items, default_num_workers, image_batches, normalise
 from geobridge.models.image_tower import ImageTower
 from geobridge.models.precision import autocast, check_precision
 from geobridge.models.symmetries import view_symmetries
@@ -160,7 +161,11 @@ class GeoBridge(nn.Module):
                         embeddings = self.encode_text(batch)
                     else:
                         tta = test_time_augment and view in self.config.image.test_time_augment
-                        batch = batch.to(self.device, non_blocking=True)
+                        batch = normalise(  # (B, 3, H, W) float32
+                            batch.to(self.device, non_blocking=True),
+                            mean=self.config.image.mean,
+                            std=self.config.image.std,
+                        )
                         embeddings = self.encode_image(batch, view=view, test_time_augment=tta)
                 chunks.append(F.normalize(embeddings.float(), dim=-1).cpu().numpy())  # (B, D)
                 bar.update(1)
@@ -182,13 +187,8 @@ class GeoBridge(nn.Module):
         if num_workers is None:
             num_workers = default_num_workers(n_items=len(items), batch_size=batch_size)
         height, width = self.config.image.input_size[view]
-        dataset = ImageItems(
-            items,
-            transform=self.transform(view),  # built once, not per image
-            size=(height, width),
-            mean=self.config.image.mean,
-            std=self.config.image.std,
-        )
+        resample = str_to_pil_interp(self.config.image.interpolation)  # the eval transform's filter
+        dataset = ImageItems(items, size=(height, width), resample=resample)
         yield from image_batches(
             dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=self.device.type == "cuda"
         )
