@@ -105,6 +105,17 @@ def test_university1652_loader(tmp_path):
     assert test.samples("satellite", role="gallery")[2].lat is None
     with pytest.raises(DataError, match="University-1652"):
         University1652Dataset(tmp_path / "empty", split="train")
+    coords = root / "coords.csv"
+    for body, message in [
+        (b"building_id,lat,lon\n0101,1.5,2.5\n0102,3.0,\xe9\n", r"coords.csv:3: not valid UTF-8"),
+        (b"building_id,lat,lon\n\n0101,95,2.5\n", r"coords.csv:3: coordinates \(95.0, 2.5\) out of range"),
+        (b"building_id,lat,lon\n0101,nan,2.5\n", r"coords.csv:2: coordinates \(nan, 2.5\) out of range"),
+        (b"building,lat,lon\n0101,1,2\n", r"coords.csv:2: expected columns building_id,lat,lon"),
+        (b"", r"coords.csv: empty file"),
+    ]:
+        coords.write_bytes(body)
+        with pytest.raises(DataError, match=message):
+            University1652Dataset(root, split="test")
 
 
 def test_geotext1652_annotations(tmp_path):

@@ -18,12 +18,13 @@ building folder, or under ``<root>/kml/``).
 from __future__ import annotations
 
 import csv
+import math
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from geobridge.data.evalsplit import EvalItem, EvalSplit
-from geobridge.data.io import IMAGE_SUFFIXES, list_images, read_jsonl
+from geobridge.data.io import IMAGE_SUFFIXES, list_images, read_jsonl, read_lines
 from geobridge.data.types import Place, Sample, samples_of
 from geobridge.errors import DataError
 from geobridge.views import IMAGE_VIEWS, check_view
@@ -240,15 +241,24 @@ def read_kml_point(path: Path) -> tuple[float, float] | None:
 
 
 def _read_coords(path: Path) -> dict[str, tuple[float, float]]:
+    """``coords.csv`` (``building_id,lat,lon``, strict UTF-8) -> building id -> (lat, lon); {} without the file."""
     if not path.is_file():
         return {}
+    lines = read_lines(path)
+    if not lines:
+        raise DataError(f"{path}: empty file; expected a header building_id,lat,lon")
+    header = next(csv.reader([lines[0][1]]))
     out = {}
-    with open(path, newline="") as fh:
-        for number, row in enumerate(csv.DictReader(fh), start=2):
-            try:
-                out[str(row["building_id"])] = (float(row["lat"]), float(row["lon"]))
-            except (KeyError, TypeError, ValueError) as exc:
-                raise DataError(f"{path}:{number}: expected columns building_id,lat,lon ({exc})") from exc
+    for number, text in lines[1:]:
+        row = dict(zip(header, next(csv.reader([text])), strict=False))
+        try:
+            lat, lon = float(row["lat"]), float(row["lon"])
+            building = str(row["building_id"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"{path}:{number}: expected columns building_id,lat,lon ({exc})") from exc
+        if not (math.isfinite(lat) and math.isfinite(lon) and -90 <= lat <= 90 and -180 <= lon <= 180):
+            raise DataError(f"{path}:{number}: coordinates ({lat}, {lon}) out of range")
+        out[building] = (lat, lon)
     return out
 
 
