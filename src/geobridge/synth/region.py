@@ -1,18 +1,24 @@
 """Region mode of the generator: a georeferenced terrain of several km² with drone photos from known poses.
 
-A region is a grid of ``blocks x blocks`` synthetic places of one country's style, laid edge to edge: block
-``(row, col)`` shows the central ``SAT_CELLS`` cells (200 m) of its scene, north-up, so the region is
-``200 * blocks`` metres across. Its orthomosaic is written as GeoTIFFs in a projected CRS (UTM by default), split
-by columns into a training region (the western columns) and a disjoint test region (the eastern ones), one
-GeoTIFF each. Drone photos are rendered from known positions, headings and altitudes above each block, and a
-street panorama at each block's street point (on a road); every photo is a JPEG carrying its true GPS position
-in EXIF, and ``<split>/queries.jsonl`` records its pose: ``lat``/``lon`` (WGS84) and ``x``/``y`` (the CRS) of the
-point the camera looks at (drone) or stands on (street), ``heading``, ``altitude_m``, ``block``.
+A region is one contiguous terrain of ``blocks x blocks`` blocks of 200 m, in one country's style
+(``geobridge.synth._region_terrain``): block ``(row, col)`` is a synthetic place whose central ``SAT_CELLS`` cells
+(200 m) are composed, north-up, into one region-wide Scene with a 50 m margin of terrain around the region; the
+blocks' relief is blended across block edges into one continuous ground, a regional road runs along every
+interior block boundary (the blocks' own streets meet it, so the road network continues across block edges),
+and one sun lights the whole terrain. The region is ``200 * blocks`` metres across.
 
-Limitation of this first form: blocks are independent scenes, so roads and fields do not continue across block
-edges, and an oblique drone photo near an edge sees its own scene's surroundings (up to 150 m from the block
-centre) where the mosaic shows the neighbouring block. Drone targets are drawn within ``target_m`` of the block
-centre to keep most of each view inside its block.
+Its orthomosaic is that terrain's lit top view, written as GeoTIFFs in a projected CRS (UTM by default), split by
+columns into a training region (the western columns) and a disjoint test region (the eastern ones), one GeoTIFF
+each. Drone photos (look-at points within ``target_m`` of a block centre, known headings and altitudes) and a
+street panorama per block (on a road of the block: its own or a regional one) are rendered from the same
+height, material and colour rasters, so what a photo sees anywhere, across block edges too, is what the mosaic
+shows there. Each split's photos are rendered from its own columns only (beyond the split line lies the far
+field), so no training photo shows test terrain. Every photo is a JPEG carrying its true GPS position in EXIF,
+and ``<split>/queries.jsonl`` records its pose: ``lat``/``lon`` (WGS84) and ``x``/``y`` (the CRS) of the point the
+camera looks at (drone) or stands on (street), ``heading``, ``altitude_m``, ``block``.
+
+Water bodies, fields and street grids are still drawn per block: a river or a field ends at the block edge
+(under the regional road that covers it), and blocks keep their own palettes.
 
 rasterio and pyproj (the ``geo`` extra) are needed to write the GeoTIFFs and positions.
 """
@@ -67,7 +73,7 @@ class RegionConfig:
     drone_size: int = 128
     street: bool = True
     street_size: int = 64
-    target_m: float = 40.0  # drone look-at points lie within this many metres of the block centre
+    target_m: float = 40.0  # drone look-at points lie within this many metres of the block centre (<= 100)
     seed: int = 0
 
     def validate(self) -> None:
@@ -77,6 +83,8 @@ class RegionConfig:
             raise GeoBridgeError(f"test_columns must be in [1, {self.blocks - 1}], got {self.test_columns}")
         if self.drones_per_block < 0 or self.drone_size < 16 or self.street_size < 16:
             raise GeoBridgeError("drones_per_block must be >= 0 and drone_size, street_size >= 16")
+        if not 0.0 <= self.target_m <= BLOCK_M / 2:
+            raise GeoBridgeError(f"target_m must be in [0, {BLOCK_M / 2:g}] (inside the block), got {self.target_m}")
         get_country(self.country)
 
     def test_columns_or_default(self) -> int:
