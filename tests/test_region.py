@@ -170,3 +170,12 @@ def test_region_files_are_the_lit_terrain_deterministic_and_streets_stand_on_roa
     generate_region(tmp_path / "c", RegionConfig(blocks=2, drones_per_block=1, drone_size=32, street=False,
                                                  seed=SEED + 1))
     assert _hashes(tmp_path / "c")["train/ortho.tif"] != _hashes(tmp_path / "a")["train/ortho.tif"]
+
+
+def test_look_at_points_must_lie_inside_their_block():
+    from geobridge.errors import GeoBridgeError
+    from geobridge.synth.region import RegionConfig
+
+    RegionConfig(blocks=2, target_m=100.0).validate()
+    with pytest.raises(GeoBridgeError, match="target_m"):
+        RegionConfig(blocks=2, target_m=101.0).validate()
