@@ -102,7 +102,11 @@ class Roads:
 
 @dataclass
 class Scene:
-    """One place: semantic objects plus per-cell raster maps (all rasters are ``(GRID_CELLS, GRID_CELLS)``)."""
+    """One place: semantic objects plus per-cell raster maps.
+
+    A place's rasters are ``(GRID_CELLS, GRID_CELLS)`` centred on the place; a region's composed scene
+    (``geobridge.synth.region``) has rasters of any ``(rows, cols)``, with ``origin`` its north-west corner.
+    """
 
     country: str
     terrain: str
@@ -124,6 +128,7 @@ class Scene:
     street_xy: tuple[float, float]  # where the street panorama is taken (on a road near the centre)
     far_rgb: tuple[float, float, float]  # colour of the ground beyond the grid
     cell_m: float = CELL_M
+    origin: tuple[float, float] = (-HALF_M, HALF_M)  # world (x east, y north) of the grid's north-west corner
     extra: dict[str, float] = field(default_factory=dict)
 
     @property

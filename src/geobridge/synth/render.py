@@ -3,7 +3,8 @@
 All three are vectorised numpy:
 
 * **satellite**: orthographic top-down view of the central 200 m, lit by the sun with cast shadows.
-* **drone** and **street**: a column caster over the heightfield. Every image column is a vertical plane
+* **drone** and **street**: a column caster over the heightfield (of any size and origin: a place's grid, or a
+  region's composed terrain). Every image column is a vertical plane
   through the camera at one bearing; samples along it give the elevation angle under which each surface is
   seen, and a running maximum of those angles tells, for every pixel row, which surface the ray meets first
   (one ``searchsorted`` for all pixels). Surfaces met from the side are facades (with windows), the others
@@ -91,10 +92,10 @@ def _minmod(h: np.ndarray, *, axis: int) -> np.ndarray:
 
 def _cast_shadows(h: np.ndarray, az: float, el: float) -> np.ndarray:
     """Cells from which the sun is hidden: march towards the sun one cell at a time."""
-    n = h.shape[0]
+    rows, cols = h.shape
     tan_el = math.tan(el)
     relief = float(h.max() - h.min())
-    steps = min(int(math.ceil(relief / tan_el / CELL_M)) + 1, 2 * n)
+    steps = min(int(math.ceil(relief / tan_el / CELL_M)) + 1, 2 * max(rows, cols))
     pad = steps + 1
     padded = np.pad(h, pad, mode="constant", constant_values=float(h.min()))
     shadow = np.zeros(h.shape, bool)
@@ -103,7 +104,7 @@ def _cast_shadows(h: np.ndarray, az: float, el: float) -> np.ndarray:
         oj = int(round(k * sx))
         oi = int(round(-k * sy))
         dist = math.hypot(oi, oj) * CELL_M
-        shifted = padded[pad + oi : pad + oi + n, pad + oj : pad + oj + n]
+        shifted = padded[pad + oi : pad + oi + rows, pad + oj : pad + oj + cols]
         shadow |= shifted > h + dist * tan_el + 0.1
     return shadow
 
@@ -158,7 +159,8 @@ def _cast(scene: Scene, lighting: Lighting, cam: tuple[float, float, float], bea
           step_rel: float, r_max: float) -> np.ndarray:
     """Colour of every pixel (row = elevation tangent, column = bearing in radians): (V, U, 3) float32."""
     cx, cy, cz = cam
-    n = GRID_CELLS
+    west, north = scene.origin
+    rows_n, cols_n = scene.height.shape
     r = _sample_distances(r0, step_min, step_rel, r_max)  # (K,)
     k_count = r.shape[0]
     u_count = bearings.shape[0]
@@ -166,11 +168,11 @@ def _cast(scene: Scene, lighting: Lighting, cam: tuple[float, float, float], bea
     sb, cb = np.sin(bearings), np.cos(bearings)
     px = cx + sb[:, None] * r[None, :]  # (U, K) east
     py = cy + cb[:, None] * r[None, :]  # (U, K) north
-    j = np.floor((px + HALF_M) / CELL_M).astype(np.int64)
-    i = np.floor((HALF_M - py) / CELL_M).astype(np.int64)
-    inside = (i >= 0) & (i < n) & (j >= 0) & (j < n)
-    ic = np.clip(i, 0, n - 1)
-    jc = np.clip(j, 0, n - 1)
+    j = np.floor((px - west) / CELL_M).astype(np.int64)
+    i = np.floor((north - py) / CELL_M).astype(np.int64)
+    inside = (i >= 0) & (i < rows_n) & (j >= 0) & (j < cols_n)
+    ic = np.clip(i, 0, rows_n - 1)
+    jc = np.clip(j, 0, cols_n - 1)
     h = np.where(inside, scene.height[ic, jc], 0.0)  # (U, K)
     seen = np.maximum.accumulate((h - cz) / r[None, :], axis=1)  # (U, K) running max of elevation tangents
 
@@ -196,7 +198,7 @@ def _cast(scene: Scene, lighting: Lighting, cam: tuple[float, float, float], bea
     # Tops: the lit colour where the ray meets the surface (bilinear, so close ground is not blocky).
     r_top = np.where(t < 0, np.clip((cz - top_h) / np.maximum(-t, 1e-6), r_prev, rk), rk)
     bc = np.broadcast_to(sb[None, :], kc.shape), np.broadcast_to(cb[None, :], kc.shape)
-    colour = _bilinear(lighting.lit, cx + bc[0] * r_top, cy + bc[1] * r_top)
+    colour = _bilinear(lighting.lit, cx + bc[0] * r_top, cy + bc[1] * r_top, origin=scene.origin)
     colour = np.where(on_grid[..., None], colour, lighting.far_lit[None, None, :])
 
     # Facades: the cell's side colour, Lambert-shaded by its normal, with windows on buildings.
@@ -271,10 +273,10 @@ def render_drone(scene: Scene, lighting: Lighting, camera: DroneCamera, *, size:
 
 
 def render_street(scene: Scene, lighting: Lighting, *, size: int, rng: np.random.Generator,
-                  supersample: int = 1, eye_height: float = 2.0) -> np.ndarray:
-    """An equirectangular 360° panorama from the scene's street point: (size, 2*size, 3) uint8."""
+                  supersample: int = 1, eye_height: float = 2.0, at: tuple[float, float] | None = None) -> np.ndarray:
+    """An equirectangular 360° panorama from ``at`` (default the scene's street point): (size, 2*size, 3) uint8."""
     hgt, wid = size * supersample, 2 * size * supersample
-    x, y = scene.street_xy
+    x, y = scene.street_xy if at is None else at
     cam_z = float(_ground_at(scene, x, y)) + eye_height * rng.uniform(0.9, 1.25)
     bearings = 2 * math.pi * (np.arange(wid) + 0.5) / wid
     elev = math.pi / 2 - math.pi * (np.arange(hgt) + 0.5) / hgt
@@ -314,11 +316,12 @@ def _add_clouds(colour: np.ndarray, elev: np.ndarray, rng: np.random.Generator) 
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def _bilinear(grid: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Bilinear lookup of a (N, N, C) cell map at world coordinates x (east), y (north)."""
-    n = grid.shape[0]
-    fi = np.clip((HALF_M - y) / CELL_M - 0.5, 0, n - 1.001)
-    fj = np.clip((x + HALF_M) / CELL_M - 0.5, 0, n - 1.001)
+def _bilinear(grid: np.ndarray, x: np.ndarray, y: np.ndarray, *, origin: tuple[float, float]) -> np.ndarray:
+    """Bilinear lookup of a (rows, cols, C) cell map whose north-west corner is ``origin`` at world coordinates
+    x (east), y (north)."""
+    west, north = origin
+    fi = np.clip((north - y) / CELL_M - 0.5, 0, grid.shape[0] - 1.001)
+    fj = np.clip((x - west) / CELL_M - 0.5, 0, grid.shape[1] - 1.001)
     i0 = fi.astype(np.int64)
     j0 = fj.astype(np.int64)
     a = (fi - i0)[..., None].astype(np.float32)
@@ -329,8 +332,9 @@ def _bilinear(grid: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _ground_at(scene: Scene, x: float, y: float) -> float:
-    i = min(max(int((HALF_M - y) / CELL_M), 0), GRID_CELLS - 1)
-    j = min(max(int((x + HALF_M) / CELL_M), 0), GRID_CELLS - 1)
+    west, north = scene.origin
+    i = min(max(int((north - y) / CELL_M), 0), scene.ground.shape[0] - 1)
+    j = min(max(int((x - west) / CELL_M), 0), scene.ground.shape[1] - 1)
     return float(scene.ground[i, j])
 
 
