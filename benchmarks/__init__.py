@@ -3,6 +3,8 @@ results.md and the plots (see benchmarks/README.md)."""
 
 from __future__ import annotations
 
-BENCHMARKS = ("search", "scaling", "ann", "encode", "train", "train_step", "synth", "eval_memory", "serve", "deploy")
+BENCHMARKS = (
+    "search", "scaling", "ann", "encode", "train", "train_step", "synth", "eval_memory", "serve", "deploy", "prior",
+)
 
 __all__ = ["BENCHMARKS"]

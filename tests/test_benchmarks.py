@@ -105,3 +105,20 @@ def test_findings_collect_rows_ratios_and_the_record():
     assert [r["ratio_name"] for r in record["rows"]] == ["speed-up", "speed-up", ""]
     assert record["rows"][0]["target"] == ">= 3" and record["rows"][0]["met"] is True and record["met"] is True
     assert record["notes"] == ["collected", "given"] and record["target"] == "x"
+
+
+def test_quick_prior_benchmark_compares_the_prior_with_no_prior_and_the_old_path(tmp_path):
+    from benchmarks.__main__ import main
+
+    assert main(["--quick", "--quiet", "--only", "prior", "--out", str(tmp_path)]) == 0
+    entry = json.loads((tmp_path / "results.json").read_text())["benchmarks"]["prior"]
+    assert entry["status"] == "ok", (entry.get("message"), entry.get("details", {}).get("traceback"))
+    for gallery in entry["details"]["per_gallery"]:
+        assert gallery["same_ids_as_old"] is True  # the new path returns what the old one did
+        assert 0 < gallery["disc_entries"] < gallery["n"]
+        assert all(v > 0 and math.isfinite(v) for v in gallery["s"].values())
+    labels = {row["metric"].split(":")[0] for row in entry["rows"]}
+    assert labels == {"Flat 4000", "IVF16,Flat 4000"}
+    assert {"Flat 4000/prior_speedup_vs_no_prior", "Flat 4000/lookup_speedup_vs_full_haversine",
+            "Flat 4000/share0.1_subset_speedup_vs_selector"} <= set(entry["ratios"])
+    assert "| prior |" in (tmp_path / "results.md").read_text()

@@ -290,3 +290,127 @@ def test_no_faiss_on_plain_import():
     code = "import sys, geobridge; import geobridge.cli.main; assert 'faiss' not in sys.modules, 'faiss imported'"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# search within a prior: the kd-tree disc lookup and the Flat subset path against numpy references
+
+
+def _prior_world(n: int, *, seed: int) -> tuple[np.ndarray, list[dict], np.ndarray, np.ndarray]:
+    """(N, 16) vectors with records scattered around a few hard places: both poles, the antimeridian, (0, 0)."""
+    rng = np.random.default_rng(seed)
+    spots = np.array([[89.99, 30.0], [-89.99, -120.0], [10.0, 179.99], [-5.0, -179.99], [0.0, 0.0], [48.0, 11.0]])
+    where = spots[rng.integers(0, len(spots), n)] + rng.normal(scale=0.05, size=(n, 2))  # about 5 km spreads
+    lat = np.clip(where[:, 0], -90.0, 90.0)
+    lon = (where[:, 1] + 180.0) % 360.0 - 180.0
+    lat[:4], lon[:4] = [90.0, -90.0, 10.0, 10.0], [0.0, 0.0, 180.0, -180.0]  # exactly on the poles and the antimeridian
+    recs = [{"place_id": f"p{i}", "lat": float(lat[i]), "lon": float(lon[i]), "view": VIEW_CYCLE[i % 3],
+             "path": None} for i in range(n)]
+    return rng.standard_normal((n, 16)).astype(np.float32), recs, lat, lon
+
+
+def _ids_within_reference(index: GeoIndex, near: tuple[float, float], radius_km: float) -> np.ndarray:
+    """The full scan that ``ids_within`` replaced: the haversine to every stored item."""
+    from geobridge.eval.geo import haversine_km
+
+    ids = np.asarray(sorted(i for i, _ in index.records()), dtype=np.int64)
+    lat = np.asarray([index.record(i)["lat"] for i in ids])
+    lon = np.asarray([index.record(i)["lon"] for i in ids])
+    return ids[haversine_km(near[0], near[1], lat, lon) <= radius_km]
+
+
+def _prior_brute_force(index, vectors, queries, k, allowed):
+    """numpy top-k among ``allowed`` ids (vectors[id] is the id's vector), padded with -1 / -inf like the index."""
+    ids = np.full((len(queries), k), -1, dtype=np.int64)
+    scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    if len(allowed):
+        sims = unit(queries) @ unit(vectors[allowed]).T  # (Q, M)
+        order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        ids[:, : order.shape[1]] = allowed[order]
+        scores[:, : order.shape[1]] = np.take_along_axis(sims, order, axis=1)
+    return scores, ids
+
+
+def test_ids_within_equals_the_full_haversine_scan_at_boundaries_poles_and_antimeridian():
+    from geobridge.eval.geo import haversine_km
+
+    vectors, recs, lat, lon = _prior_world(600, seed=0)
+    index = GeoIndex(16)
+    index.add(vectors, recs)
+    rng = np.random.default_rng(1)
+    centres = [(90.0, 0.0), (-90.0, 77.0), (10.0, 180.0), (10.0, -180.0), (-5.0, 179.999), (0.0, 0.0), (48.0, 11.0),
+               (89.9, -150.0), (-30.0, 60.0)]  # the last is far from every item: an empty disc at small radii
+    checked_boundary = 0
+    for near in centres:
+        distances = haversine_km(near[0], near[1], lat, lon)
+        radii = [0.001, 1.0, 7.5, 600.0, 15000.0, 20015.1, 30000.0]  # 20015.1 km is about half the circumference
+        for item in rng.choice(len(lat), 3, replace=False):  # an item exactly on the boundary, and just outside it
+            radii += [float(distances[item]), float(np.nextafter(distances[item], 0.0))]
+        for radius in radii:
+            if radius <= 0:
+                continue
+            got = index.ids_within(near, radius_km=radius)
+            np.testing.assert_array_equal(got, _ids_within_reference(index, near, radius))
+            on_edge = np.flatnonzero(distances == radius)
+            assert set(on_edge.tolist()) <= set(got.tolist())  # the boundary is inside (<=), as before
+            checked_boundary += len(on_edge)
+    assert checked_boundary >= 9
+    assert index.ids_within((-30.0, 60.0), radius_km=5.0).size == 0
+    assert index.ids_within((0.0, 0.0), radius_km=30000.0).size == len(index)  # beyond the antipode: everything
+    with pytest.raises(GeoBridgeError, match="radius_km must be a positive"):
+        index.ids_within((0.0, 0.0), radius_km=0.0)
+
+
+@pytest.mark.parametrize("factory,params", [("Flat", {}), ("IVF8,Flat", {"nprobe": 8}), ("HNSW16", {"ef_search": 600})])
+def test_prior_search_equals_brute_force_with_views_k_beyond_the_disc_and_after_add_and_remove(factory, params):
+    vectors, recs, lat, lon = _prior_world(600, seed=2)
+    index = GeoIndex(16, factory=factory)
+    index.add(vectors[:500], recs[:500])
+    rng = np.random.default_rng(3)
+    views = np.asarray([r["view"] for r in recs])
+
+    def check(stored: np.ndarray) -> None:
+        for near, radius in (((90.0, 0.0), 8.0), ((10.0, 180.0), 6.0), ((-5.0, -179.99), 3.0), ((48.0, 11.0), 1.0),
+                             ((0.0, 0.0), 2500.0), ((-30.0, 60.0), 5.0)):
+            within = _ids_within_reference(index, near, radius)
+            for view in (None, "street"):
+                allowed = within if view is None else within[views[within] == view]
+                for k in (3, max(1, len(allowed)) + 5):  # k below the disc's size and beyond it
+                    queries = rng.standard_normal((int(rng.integers(1, 20)), 16))  # one prior, many queries
+                    result = index.search(queries, k=k, near=near, radius_km=radius, view=view, **params)
+                    scores, ids = _prior_brute_force(index, vectors, queries, k, allowed)
+                    np.testing.assert_array_equal(result.ids, ids)
+                    np.testing.assert_allclose(result.scores, scores, atol=1e-5)
+                    assert set(result.ids[result.ids >= 0].tolist()) <= set(stored.tolist())
+
+    check(np.arange(500))
+    index.add(vectors[500:], recs[500:])  # new items inside the same discs: the cached kd-tree must be rebuilt
+    check(np.arange(600))
+    gone = rng.choice(600, 150, replace=False)
+    index.remove(gone)  # and after a removal
+    check(np.setdiff1d(np.arange(600), gone))
+
+
+def test_flat_subset_path_gives_faiss_selector_answers_ties_included(monkeypatch):
+    from geobridge.index import prior, store
+
+    vectors, recs, _, _ = _prior_world(400, seed=4)
+    vectors[10:400:7] = vectors[3]  # many identical vectors: exact ties among the hits
+    index = GeoIndex(16)
+    index.add(vectors, recs)
+    index.remove(range(20, 60))  # storage rows no longer equal ids
+    calls = []
+    original = prior.flat_subset_search
+    monkeypatch.setattr(prior, "flat_subset_search", lambda *a: calls.append(len(a[2])) or original(*a))
+    queries = np.concatenate([vectors[[3]], np.random.default_rng(5).standard_normal((30, 16))]).astype(np.float32)
+    cases = [((0.0, 0.0), 20.0, None, 12), ((0.0, 0.0), 20.0, "drone", 200), ((89.99, 30.0), 15.0, None, 40)]
+    subset = [index.search(queries, k=k, near=near, radius_km=r, view=v) for near, r, v, k in cases]
+    assert len(calls) == len(cases) and all(0 < c <= store.FLAT_SUBSET_MAX_SHARE * len(index) for c in calls)
+    monkeypatch.setattr(store, "FLAT_SUBSET_MAX_SHARE", 0.0)  # force faiss's ID selector for the same searches
+    for (near, r, v, k), got in zip(cases, subset, strict=True):
+        selected = index.search(queries, k=k, near=near, radius_km=r, view=v)
+        np.testing.assert_array_equal(got.ids, selected.ids)
+        np.testing.assert_allclose(got.scores, selected.scores, rtol=0, atol=1e-6)
+        assert (got.scores[0, :3] > 0.999).all() and len(set(got.ids[0, :3].tolist())) == 3
+    assert len(calls) == len(cases)  # the forced searches did not take the subset path
+    assert index.search(queries, k=5, near=(-30.0, 60.0), radius_km=5.0).ids.tolist() == [[-1] * 5] * len(queries)

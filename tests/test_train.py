@@ -242,3 +242,99 @@ def test_grad_accum_resume_is_exact_and_adds_negatives(world, tmp_path, monkeypa
     steps = n_train // 8 // 2
     assert steps >= 1 and [r["step"] for r in ref] == [steps, 2 * steps]
     assert ref == got
+
+
+class _NoModel:
+    def save_pretrained(self, folder: Path) -> None:
+        folder.mkdir(parents=True)
+
+
+def _stepped_scaler(steps: int) -> torch.amp.GradScaler:
+    """A CPU GradScaler (enabled) after ``steps`` steps of a toy model, one of them with an overflow."""
+    param = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.SGD([param], lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=2)
+    for i in range(steps):
+        optimizer.zero_grad()
+        scaler.scale((param * (float("inf") if i == 1 else 2.0)).sum()).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    return scaler
+
+
+def test_grad_scaler_state_round_trips_and_fp32_checkpoints_have_none(tmp_path):
+    from geobridge.errors import CheckpointError
+    from geobridge.train.state import load_train_state, save_checkpoint
+
+    scaler = _stepped_scaler(7)  # grows, backs off at the overflow, grows twice: scale 2**11, tracker 1
+    state = scaler.state_dict()
+    assert state["scale"] != 2.0**10 and state["_growth_tracker"] > 0  # it moved away from a fresh scaler
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.ones(2))], lr=0.1)
+    folder = save_checkpoint(tmp_path / "fp16", model=_NoModel(), optimizer=optimizer, epoch=0, step=6, extra={},
+                             grad_scaler=state)
+    loaded = load_train_state(folder)["grad_scaler"]
+    assert loaded == state
+    fresh = torch.amp.GradScaler("cpu")
+    fresh.load_state_dict(loaded)
+    assert fresh.state_dict() == state and fresh.get_scale() == scaler.get_scale()
+
+    plain = save_checkpoint(tmp_path / "fp32", model=_NoModel(), optimizer=optimizer, epoch=0, step=6, extra={})
+    meta = json.loads((plain / "train_state.json").read_text())
+    assert set(meta) == {"epoch", "step", "optimizer", "extra"}  # an fp32 checkpoint is as before
+    assert load_train_state(plain)["grad_scaler"] is None
+    disabled = torch.amp.GradScaler("cpu", enabled=False).state_dict()  # {}: nothing is written for it
+    assert "grad_scaler" not in json.loads((save_checkpoint(
+        tmp_path / "off", model=_NoModel(), optimizer=optimizer, epoch=0, step=6, extra={},
+        grad_scaler=disabled) / "train_state.json").read_text())
+    meta["grad_scaler"] = {**state, "scale": "big"}
+    (plain / "train_state.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"train_state\.json: grad_scaler\.scale must be a finite number"):
+        load_train_state(plain)
+
+
+def test_resumed_run_continues_the_grad_scaler_and_old_checkpoints_start_it_fresh(tmp_path, monkeypatch):
+    """fp16 needs CUDA, so a CPU GradScaler stands in for it on an fp32 run: its power-of-two scaling leaves the
+    gradients exact, and its loss scale after an interrupted and resumed run must equal the uninterrupted run's.
+    8 places in batches of 4: one step per epoch, and the scale doubles at every step."""
+    from geobridge.train import train
+    from geobridge.train import trainer as trainer_module
+    from geobridge.train.state import latest_checkpoint, load_train_state
+
+    monkeypatch.setattr(trainer_module, "grad_scaler",
+                        lambda precision, *, device: torch.amp.GradScaler("cpu", init_scale=2.0**8, growth_interval=1))
+    world = make_geoloc(tmp_path / "world", n=8)
+
+    def config(run: Path):
+        return load_config(None, [f"out={run}", f"data.root={world}", "optim.epochs=2", *TINY, "optim.batch_size=4"])
+
+    train(config(tmp_path / "ref"), evaluate=False)
+    ref_scaler = load_train_state(latest_checkpoint(tmp_path / "ref"))["grad_scaler"]
+    assert ref_scaler["scale"] > 2.0**8  # it grew over the run's steps: a restart from 2**8 would show
+    real_save = trainer_module.save_checkpoint
+
+    def killed_at_epoch_1(run_dir, **kwargs):
+        if kwargs["epoch"] == 1:
+            raise KeyboardInterrupt("kill -9")
+        return real_save(run_dir, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", killed_at_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(tmp_path / "run"), evaluate=False)
+    monkeypatch.setattr(trainer_module, "save_checkpoint", real_save)
+    saved = load_train_state(latest_checkpoint(tmp_path / "run"))["grad_scaler"]
+    assert saved is not None and 2.0**8 < saved["scale"] < ref_scaler["scale"]
+    train(config(tmp_path / "run"), resume=True, evaluate=False)
+    assert load_train_state(latest_checkpoint(tmp_path / "run"))["grad_scaler"] == ref_scaler  # continued from saved
+    a, b = _weights(tmp_path / "ref"), _weights(tmp_path / "run")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+
+    state_json = latest_checkpoint(tmp_path / "run") / "train_state.json"
+    meta = json.loads(state_json.read_text())
+    del meta["grad_scaler"]  # a checkpoint written before the scaler was saved
+    state_json.write_text(json.dumps(meta))
+    trainer = trainer_module.Trainer(config(tmp_path / "run"), show_progress_bar=False)
+    try:
+        assert trainer.resume() and trainer.step > 0 and trainer.scaler.get_scale() == 2.0**8  # fresh, no error
+    finally:
+        trainer.close()

@@ -1,9 +1,10 @@
 """Training checkpoints without pickle: tensors in safetensors, everything else in JSON.
 
 A checkpoint is a folder ``ckpt-<epoch>`` holding the model (``model/``), ``train_state.safetensors`` and
-``train_state.json``. ``latest.json`` in the run folder names the newest complete checkpoint and is
-replaced atomically after the folder is fully written, so a run killed mid-save resumes from the
-previous checkpoint.
+``train_state.json``; for fp16 runs the latter also holds the GradScaler's state (``grad_scaler``: loss scale,
+growth tracker and factors, plain numbers), so a resumed run continues with the loss scale it had reached.
+``latest.json`` in the run folder names the newest complete checkpoint and is replaced atomically after the
+folder is fully written, so a run killed mid-save resumes from the previous checkpoint.
 
 ``metrics.jsonl`` gets an epoch's line just before that epoch's checkpoint is committed, so a run killed in
 between has logged an epoch that its newest checkpoint does not hold; :func:`truncate_metrics` drops such
@@ -16,6 +17,7 @@ training time (seconds, summed over resumes), the epochs and steps done.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,8 @@ from geobridge.models.checkpoint import load_tensors, read_json, save_tensors
 
 LATEST = "latest.json"
 METRICS = METRICS_LOG
+SCALER_KEYS = {"scale": float, "growth_factor": float, "backoff_factor": float, "growth_interval": int,
+               "_growth_tracker": int}  # torch.amp.GradScaler.state_dict()
 
 
 def optimizer_to_flat(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -66,9 +70,12 @@ def save_checkpoint(
     epoch: int,
     step: int,
     extra: dict[str, Any],
+    grad_scaler: dict[str, Any] | None = None,
     keep: int = 2,
 ) -> Path:
-    """Write ``ckpt-<epoch>`` completely, then point ``latest.json`` at it, then prune old checkpoints."""
+    """Write ``ckpt-<epoch>`` completely, then point ``latest.json`` at it, then prune old checkpoints.
+
+    ``grad_scaler`` is ``GradScaler.state_dict()`` of an fp16 run (None otherwise: nothing is written for it)."""
     folder = run_dir / f"ckpt-{epoch:04d}"
     if folder.exists():
         shutil.rmtree(folder)
@@ -79,9 +86,10 @@ def save_checkpoint(
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng/cuda{i}"] = s
     save_tensors(folder / "train_state.safetensors", tensors)
-    atomic_write_json(
-        folder / "train_state.json", {"epoch": epoch, "step": step, "optimizer": optim_meta, "extra": extra}
-    )
+    state: dict[str, Any] = {"epoch": epoch, "step": step, "optimizer": optim_meta, "extra": extra}
+    if grad_scaler:  # a disabled scaler's state_dict() is empty
+        state["grad_scaler"] = _scaler_state(grad_scaler, where="grad_scaler")
+    atomic_write_json(folder / "train_state.json", state)
     atomic_write_json(run_dir / LATEST, {"checkpoint": folder.name, "epoch": epoch, "step": step})
     old = sorted(p for p in run_dir.glob("ckpt-*") if p.is_dir() and p != folder)
     for stale in old[: max(0, len(old) - (keep - 1))]:
@@ -100,8 +108,13 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def load_train_state(folder: Path) -> dict[str, Any]:
-    """Read a checkpoint's training state: ``epoch``, ``step``, ``optimizer`` (a state dict), ``rng``, ``extra``."""
+    """Read a checkpoint's training state: ``epoch``, ``step``, ``optimizer`` (a state dict), ``rng``, ``extra``
+    and ``grad_scaler`` (a GradScaler state dict, or None for checkpoints of runs without one or written before
+    the scaler was saved)."""
     meta = read_json(folder / "train_state.json")
+    scaler = meta.get("grad_scaler")
+    if scaler is not None:
+        scaler = _scaler_state(scaler, where=f"{folder / 'train_state.json'}: grad_scaler")
     tensors = load_tensors(folder / "train_state.safetensors")
     try:
         optimizer = optimizer_from_flat(tensors, meta["optimizer"])
@@ -112,9 +125,26 @@ def load_train_state(folder: Path) -> dict[str, Any]:
             "rng_torch": tensors["rng/torch"],
             "rng_cuda": [tensors[k] for k in sorted(tensors) if k.startswith("rng/cuda")],
             "extra": meta.get("extra", {}),
+            "grad_scaler": scaler,
         }
     except KeyError as exc:
         raise CheckpointError(f"incomplete training state in {folder}: missing {exc}") from exc
+
+
+def _scaler_state(state: Any, *, where: str) -> dict[str, Any]:
+    """A GradScaler state dict checked to hold its numbers (``scale`` > 0 and finite); CheckpointError naming
+    ``where`` and the key otherwise."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{where} must be a GradScaler state dict, got {type(state).__name__}")
+    out: dict[str, Any] = {}
+    for key, kind in SCALER_KEYS.items():
+        value = state.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise CheckpointError(f"{where}.{key} must be a finite number, got {value!r}")
+        out[key] = kind(value)
+    if out["scale"] <= 0:
+        raise CheckpointError(f"{where}.scale must be > 0, got {out['scale']}")
+    return out
 
 
 def truncate_metrics(path: Path, *, before_epoch: int) -> int:

@@ -407,7 +407,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ run
     def resume(self) -> bool:
-        """Restore model, optimizer, step, epoch and RNG from the newest checkpoint; False if there is none."""
+        """Restore model, optimizer, step, epoch, RNG and an fp16 run's loss scale from the newest checkpoint;
+        False if there is none."""
         folder = latest_checkpoint(self.run_dir)
         if folder is None:
             return False
@@ -418,6 +419,8 @@ class Trainer:
         torch.set_rng_state(state["rng_torch"])
         if state["rng_cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
+        if self.scaler is not None and state["grad_scaler"] is not None:
+            self.scaler.load_state_dict(state["grad_scaler"])  # else (an older checkpoint) the scale starts fresh
         self.step = state["step"]
         self.start_epoch = state["epoch"] + 1
         self.elapsed_before = float(state["extra"].get("elapsed_s") or 0.0)
@@ -510,6 +513,7 @@ class Trainer:
                     epoch=epoch,
                     step=self.step,
                     extra={"loss": last.get("loss"), "elapsed_s": record["elapsed_s"]},
+                    grad_scaler=None if self.scaler is None else self.scaler.state_dict(),
                 )
                 if self.show_progress_bar:
                     epoch_loss = last.get("loss", float("nan"))
