@@ -3,6 +3,9 @@ results.md and the plots (see benchmarks/README.md)."""
 
 from __future__ import annotations
 
-BENCHMARKS = ("search", "scaling", "ann", "encode", "train", "train_step", "synth", "eval_memory", "serve", "deploy")
+BENCHMARKS = (
+    "search", "scaling", "ann", "encode", "train", "train_step", "synth", "eval_memory", "serve", "deploy", "embed",
+    "index_load",
+)
 
 __all__ = ["BENCHMARKS"]

@@ -39,6 +39,8 @@ def _entry_point(name: str) -> tuple[Callable[[Context], dict[str, Any]], str]:
         "eval_memory": ("benchmarks.bench_eval_memory", "bench"),
         "serve": ("benchmarks._external", "bench_serve"),
         "deploy": ("benchmarks.bench_deploy", "bench"),
+        "embed": ("benchmarks.bench_embed", "bench"),
+        "index_load": ("benchmarks.bench_index_load", "bench"),
     }[name]
     module = importlib.import_module(module_name)
     return getattr(module, function), getattr(module, "TITLE", name)
