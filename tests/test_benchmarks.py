@@ -123,10 +123,12 @@ def test_quick_embed_and_index_load(tmp_path):
     (config,) = embed["details"]["per_config"]
     assert config["same_records"] and config["max_abs_diff"] <= 1e-5  # a shard's batches never depend on the ranks
     assert config["shape"] == [16, 128]
-    for ranks, runs in config["runs"].items():
+    assert [v["ranks"] for v in config["variants"].values()] == [1, 2]  # the diagnosis run is full size only
+    for key, runs in config["runs"].items():
         (run,) = runs
-        assert run["summary"]["count"] == 16 and run["summary"]["ranks"] == int(ranks)
-        assert len(run["rank_embed_s"]) == int(ranks) and 0 < run["embed_s"] < run["wall_s"]
+        assert run["summary"]["count"] == 16
+        assert run["summary"]["ranks"] == run["ranks"] == config["variants"][key]["ranks"]
+        assert len(run["rank_embed_s"]) == run["ranks"] and 0 < run["embed_s"] < run["wall_s"]
         assert 0 < run["startup_s"] < run["wall_s"]
     assert embed["parameters"]["threads_per_rank"]["1 rank"] >= embed["parameters"]["threads_per_rank"]["2 ranks"]
 
