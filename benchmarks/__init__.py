@@ -5,6 +5,7 @@ from __future__ import annotations
 
 BENCHMARKS = (
     "search", "scaling", "ann", "encode", "train", "train_step", "synth", "eval_memory", "serve", "deploy", "prior",
+    "embed", "index_load",
 )
 
 __all__ = ["BENCHMARKS"]

@@ -40,6 +40,8 @@ def _entry_point(name: str) -> tuple[Callable[[Context], dict[str, Any]], str]:
         "serve": ("benchmarks._external", "bench_serve"),
         "deploy": ("benchmarks.bench_deploy", "bench"),
         "prior": ("benchmarks.bench_prior", "bench"),
+        "embed": ("benchmarks.bench_embed", "bench"),
+        "index_load": ("benchmarks.bench_index_load", "bench"),
     }[name]
     module = importlib.import_module(module_name)
     return getattr(module, function), getattr(module, "TITLE", name)

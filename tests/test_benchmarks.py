@@ -15,7 +15,8 @@ if str(ROOT) not in sys.path:
 
 pytest.importorskip("faiss")
 
-# eval_memory, synth and serve start subprocesses (seconds of imports each); they have their own tests.
+# eval_memory, synth and serve start subprocesses (seconds of imports each); they have their own tests. embed and
+# index_load (torchrun launches, fresh load subprocesses) run in quick mode in test_quick_embed_and_index_load.
 SMOKE = ["search", "scaling", "ann", "encode", "train", "train_step"]
 ENTRY_KEYS = {"name", "title", "status", "parameters", "medians", "baseline_medians", "ratios", "target", "met", "rows"}
 
@@ -122,3 +123,40 @@ def test_quick_prior_benchmark_compares_the_prior_with_no_prior_and_the_old_path
     assert {"Flat 4000/prior_speedup_vs_no_prior", "Flat 4000/lookup_speedup_vs_full_haversine",
             "Flat 4000/share0.1_subset_speedup_vs_selector"} <= set(entry["ratios"])
     assert "| prior |" in (tmp_path / "results.md").read_text()
+
+
+@pytest.mark.slow  # ~25 s on a free 2-core machine: two torchrun launches and two fresh index-load subprocesses
+def test_quick_embed_and_index_load(tmp_path):
+    from benchmarks.__main__ import main
+
+    assert main(["--quick", "--quiet", "--only", "embed,index_load", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())["benchmarks"]
+    assert list(results) == ["embed", "index_load"]
+    for name, entry in results.items():
+        assert entry["status"] == "ok", (name, entry.get("message"), entry.get("details", {}).get("traceback"))
+        assert entry["rows"] and all(math.isfinite(v) and v > 0 for v in entry["ratios"].values() if v is not None)
+
+    embed = results["embed"]
+    (config,) = embed["details"]["per_config"]
+    assert config["same_records"] and config["max_abs_diff"] <= 1e-5  # a shard's batches never depend on the ranks
+    assert config["shape"] == [16, 128]
+    assert [v["ranks"] for v in config["variants"].values()] == [1, 2]  # the diagnosis run is full size only
+    for key, runs in config["runs"].items():
+        (run,) = runs
+        assert run["summary"]["count"] == 16
+        assert run["summary"]["ranks"] == run["ranks"] == config["variants"][key]["ranks"]
+        assert len(run["rank_embed_s"]) == run["ranks"] and 0 < run["embed_s"] < run["wall_s"]
+        assert 0 < run["startup_s"] < run["wall_s"]
+    assert embed["parameters"]["threads_per_rank"]["1 rank"] >= embed["parameters"]["threads_per_rank"]["2 ranks"]
+
+    load = results["index_load"]
+    details = load["details"]
+    assert details["results_identical"]
+    file, folder = details["loads"]["file"], details["loads"]["folder"]
+    assert folder["mapped"] and not file["mapped"]
+    faiss_mb = details["sizes"]["folder_files_bytes"]["index.faiss"] / 2**20
+    assert folder["mapped_rss_after_load_mb"] < 0.25 * faiss_mb  # loading reads no inverted list
+    resident = [batch["mapped_rss_mb"] for batch in folder["batches"]]
+    assert resident == sorted(resident) and 0 < resident[-1] <= faiss_mb + 0.1  # grows with the probed lists
+    assert all(batch["mapped_rss_mb"] == 0 for batch in file["batches"])
+    assert file["peak_mb"] >= file["rss_before_mb"] and details["sizes"]["file_bytes"] > 0
