@@ -49,6 +49,8 @@ def main() -> None:
     parser.add_argument("--prior-offset-m", type=float, default=300.0)
     parser.add_argument("--max-speed-mps", type=float, default=25.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rotate", action="store_true",
+                        help="fine-tune with the satellite crops' random 90-degree rotations (heading invariance)")
     args = parser.parse_args()
 
     import torch
@@ -71,7 +73,8 @@ def main() -> None:
 
     t0 = time.perf_counter()
     world = write_training_world(region, out / "train_world", tile_m=args.tile_m)
-    run = fine_tune(world, out / "run", init_from=args.init_from, model=args.model, epochs=args.epochs, lr=args.lr)
+    run = fine_tune(world, out / "run", init_from=args.init_from, model=args.model, epochs=args.epochs, lr=args.lr,
+                    rotate=args.rotate)
     clock["fine_tune_s"] = time.perf_counter() - t0
 
     from geobridge.index import build_raster_index
@@ -126,7 +129,8 @@ def conditions(args: argparse.Namespace, manifest: dict[str, Any], n_queries: in
     return {"blocks": args.blocks, "test_columns": args.test_columns, "drones_per_block": args.drones_per_block,
             "drone_size": args.drone_size,
             "test_bounds_m": manifest["splits"]["test"]["native_bounds"], "queries": n_queries,
-            "init_from": args.init_from, "epochs": args.epochs, "lr": args.lr, "tile_m": args.tile_m,
+            "init_from": args.init_from, "epochs": args.epochs, "lr": args.lr, "rotate": args.rotate,
+            "tile_m": args.tile_m,
             "stride_m": args.stride_m, "prior_km": args.prior_km, "prior_offset_m": args.prior_offset_m,
             "cpu_threads": os.cpu_count(), "load_avg_start": os.getloadavg()[0]}
 
@@ -162,13 +166,15 @@ def write_training_world(region: Path, root: Path, *, tile_m: float) -> Path:
     return root
 
 
-def fine_tune(world: Path, run: Path, *, init_from: str | None, model: str, epochs: int, lr: float) -> Path:
+def fine_tune(
+    world: Path, run: Path, *, init_from: str | None, model: str, epochs: int, lr: float, rotate: bool
+) -> Path:
     from geobridge.train.config import load_config
     from geobridge.train.trainer import train
 
     overrides = [f"out={run}", f"data.root={world}", "data.views=[drone,satellite]", "loss.use_anchors=false",
                  f"optim.epochs={epochs}", "optim.batch_size=16", f"optim.lr={lr}", "optim.warmup_epochs=0",
-                 "sampler.strategy=random", "data.rotate=false"]
+                 "sampler.strategy=random", f"data.rotate={str(rotate).lower()}"]
     overrides += [f"model.init_from={init_from}"] if init_from else [f"model.name={model}", "model.text_kind=hashing"]
     train(load_config(None, overrides), evaluate=False)
     return run
