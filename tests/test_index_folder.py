@@ -12,7 +12,7 @@ import pytest
 
 from geobridge.errors import GeoBridgeError, IndexFormatError
 from geobridge.index import GeoIndex
-from geobridge.index.folder import INDEX_FILE, MANIFEST, RECORDS_FILE
+from geobridge.index.folder import COLUMN_FILES, INDEX_FILE, MANIFEST, RECORDS_FILE
 
 
 def _index(factory: str, n: int = 600, dim: int = 16) -> tuple[GeoIndex, np.ndarray]:
@@ -31,7 +31,8 @@ def _index(factory: str, n: int = 600, dim: int = 16) -> tuple[GeoIndex, np.ndar
 def test_folder_round_trip_answers_the_same(tmp_path, factory):
     index, queries = _index(factory)
     folder = index.save_folder(tmp_path / "idx")
-    assert sorted(p.name for p in folder.iterdir()) == sorted([INDEX_FILE, RECORDS_FILE, "meta.json", MANIFEST])
+    assert sorted(p.name for p in folder.iterdir()) == sorted([INDEX_FILE, RECORDS_FILE, "meta.json", MANIFEST,
+                                                               *COLUMN_FILES])
     manifest = json.loads((folder / MANIFEST).read_text())
     assert manifest["count"] == 598 and manifest["files"][INDEX_FILE]["bytes"] == (folder / INDEX_FILE).stat().st_size
     assert len((folder / RECORDS_FILE).read_text().splitlines()) == 598  # one record per line
