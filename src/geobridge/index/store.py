@@ -625,7 +625,7 @@ class GeoIndex:
             meta_bytes = json.dumps(meta, sort_keys=True, allow_nan=False).encode()
         except (TypeError, ValueError) as exc:
             raise GeoBridgeError(f"index metadata or model_info is not JSON-compatible: {exc}") from exc
-        index_bytes = faiss.serialize_index(self._index).tobytes()
+        index_bytes = faiss.serialize_index(self._serialisable_index()).tobytes()
         payload = meta_bytes + index_bytes
         header = {
             "format": FORMAT,
@@ -636,6 +636,15 @@ class GeoIndex:
         }
         atomic_write_chunks(path, [MAGIC, json.dumps(header, sort_keys=True).encode() + b"\n", payload])
         return path
+
+    def _serialisable_index(self) -> Any:
+        """The faiss index to serialise into a single file: a memory-mapped one would serialise a reference to its
+        folder's file, so that file is read whole instead (read-only, so unchanged), with this index's nprobe."""
+        if self._mapped_from is None:
+            return self._index
+        whole = faiss.read_index(str(self._mapped_from))
+        faiss.extract_index_ivf(whole).nprobe = faiss.extract_index_ivf(self._index).nprobe
+        return whole
 
     @classmethod
     def load(cls, path: str | Path, *, mmap: bool = True, verify: bool = True) -> GeoIndex:
