@@ -201,6 +201,12 @@ def test_lazy_records_equal_the_dict_path(tmp_path, factory):
         lazy.record(7)
     _same_answers(index, lazy, queries)
     assert isinstance(lazy._records, LazyRecords)  # reading, filtering and searching parse nothing into a dict
+    fresh = GeoIndex.load(tmp_path / "idx")
+    fresh._records._parse = None  # summaries, filters and the disc lookup read the columns, never a line
+    assert fresh.info() == index.info() and fresh.n_places() == index.n_places()
+    np.testing.assert_array_equal(fresh._allowed_ids("drone", None), index._allowed_ids("drone", None))
+    np.testing.assert_array_equal(fresh.ids_within((45.0, 10.0), radius_km=99.0),
+                                  index.ids_within((45.0, 10.0), radius_km=99.0))
     if factory == "Flat":
         np.testing.assert_array_equal(lazy.reconstruct([1, 399]), index.reconstruct([1, 399]))
     index.save(tmp_path / "idx.gbx")
@@ -281,6 +287,12 @@ def test_column_checks_name_the_file(tmp_path):
             GeoIndex.load(folder)
     np.save(folder / "ids.npy", ids)
     _reseal(folder, "ids.npy")
+    manifest = json.loads((folder / MANIFEST).read_text())
+    for summary in ({"places": 10**6, "countries": {}}, {"places": 3, "countries": {"NO": 4}}, None):
+        (folder / MANIFEST).write_text(json.dumps({**manifest, "summary": summary}))
+        with pytest.raises(IndexFormatError, match="manifest.json: summary must hold places"):
+            GeoIndex.load(folder)
+    (folder / MANIFEST).write_text(json.dumps(manifest))
     (folder / "view.npy").write_bytes(b"not a npy file")
     _reseal(folder, "view.npy")
     with pytest.raises(IndexFormatError, match="view.npy: not a readable .npy column"):

@@ -11,7 +11,9 @@ A folder holds
   every line of ``records.jsonl`` (int64, one more: the file's size), so that a load keeps the records lazy
   (``index/records.py``: a line is parsed when it is read, filters and disc lookups use the columns);
 * ``meta.json``: dim, factory, metric, model info, fusion weights, next id;
-* ``manifest.json``: format, version, and every file's size and SHA-256; written last.
+* ``manifest.json``: format, version, every file's size and SHA-256, the view names of ``view.npy`` and the
+  summary ``info`` reports (distinct places, places per country), so that neither parses the records; written
+  last.
 
 A save writes a complete new folder beside the target and then swaps it in, so a save killed part-way leaves
 the previous folder loadable (between the two renames the folder is briefly absent). Loading checks every file's
@@ -30,6 +32,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +74,7 @@ def save_folder(index: Any, folder: str | Path) -> Path:
                 "fusion_weights": index.fusion_weights, "next_id": index._next_id}
         try:
             meta_bytes = json.dumps(meta, sort_keys=True, allow_nan=False).encode()
-            lines, columns = _records_and_columns(index)
+            lines, columns, summary = _records_and_columns(index)
         except (TypeError, ValueError) as exc:
             raise GeoBridgeError(f"index metadata or model_info is not JSON-compatible: {exc}") from exc
         atomic_write_bytes(staging / META_FILE, meta_bytes)
@@ -89,7 +92,7 @@ def save_folder(index: Any, folder: str | Path) -> Path:
                  for name in (INDEX_FILE, RECORDS_FILE, META_FILE, *COLUMN_FILES)}
         atomic_write_bytes(staging / MANIFEST, (json.dumps(
             {"format": FOLDER_FORMAT, "format_version": FOLDER_VERSION, "count": len(index), "files": files,
-             "view_names": list(VIEWS)}, indent=2, sort_keys=True) + "\n").encode())
+             "view_names": list(VIEWS), "summary": summary}, indent=2, sort_keys=True) + "\n").encode())
         old = None
         if folder.exists():
             old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".old"))
@@ -103,20 +106,24 @@ def save_folder(index: Any, folder: str | Path) -> Path:
     return folder
 
 
-def _records_and_columns(index: Any) -> tuple[list[bytes], dict[str, np.ndarray]]:
-    """The JSON lines of ``index``'s records (id order) and the columns of a version-2 folder."""
+def _records_and_columns(index: Any) -> tuple[list[bytes], dict[str, np.ndarray], dict[str, Any]]:
+    """The JSON lines of ``index``'s records (id order), the columns of a version-2 folder and the summary
+    (distinct places; places per country, a place's country being its first record's) that ``info`` reports."""
     codes = {view: code for code, view in enumerate(VIEWS)}
     n = len(index._records)
     ids, lat, lon = np.empty(n, np.int64), np.empty(n, np.float64), np.empty(n, np.float64)
     view, offsets = np.empty(n, np.uint8), np.zeros(n + 1, np.int64)
-    lines, end = [], 0
+    lines, end, places = [], 0, {}
     for row, (vector_id, record) in enumerate(index.records()):
         line = (json.dumps({"id": vector_id, **record}, sort_keys=True, allow_nan=False) + "\n").encode()
         lines.append(line)
         ids[row], lat[row], lon[row], view[row] = vector_id, record["lat"], record["lon"], codes[record["view"]]
         end += len(line)
         offsets[row + 1] = end
-    return lines, {"ids": ids, "lat": lat, "lon": lon, "view": view, "offsets": offsets}
+        places.setdefault(record["place_id"], record.get("country"))
+    countries = Counter(c for c in places.values() if c)
+    summary = {"places": len(places), "countries": dict(sorted(countries.items()))}
+    return lines, {"ids": ids, "lat": lat, "lon": lon, "view": view, "offsets": offsets}, summary
 
 
 def load_folder(cls: Any, folder: str | Path, *, mmap: bool = True, verify: bool = True) -> Any:
@@ -178,6 +185,17 @@ def _lazy_records(folder: Path, manifest: dict[str, Any], *, next_id: int) -> La
     view_names = manifest.get("view_names")
     if not isinstance(view_names, list) or not all(isinstance(v, str) for v in view_names):
         raise IndexFormatError(f"{folder / MANIFEST}: view_names must be a list of view names, got {view_names!r}")
+    summary = manifest.get("summary")
+    countries = summary.get("countries") if isinstance(summary, dict) else None
+    places = summary.get("places") if isinstance(summary, dict) else None
+    count = manifest.get("count")
+    count = count if isinstance(count, int) and not isinstance(count, bool) else -1
+    if (isinstance(places, bool) or not isinstance(places, int) or not 0 <= places <= count
+            or not isinstance(countries, dict) or not all(isinstance(k, str) and k for k in countries)
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in countries.values())
+            or sum(countries.values()) > places):
+        raise IndexFormatError(f"{folder / MANIFEST}: summary must hold places (0..count) and countries "
+                               f"(name -> places), got {summary!r}")
     columns = {}
     for name in COLUMNS:
         path = folder / f"{name}.npy"
@@ -186,6 +204,7 @@ def _lazy_records(folder: Path, manifest: dict[str, Any], *, next_id: int) -> La
         except (OSError, ValueError, EOFError) as exc:
             raise IndexFormatError(f"{path}: not a readable .npy column: {exc}") from exc
     try:
-        return LazyRecords.open(folder / RECORDS_FILE, columns, view_names=view_names, next_id=next_id)
+        return LazyRecords.open(folder / RECORDS_FILE, columns, view_names=view_names, next_id=next_id,
+                                n_places=places, countries=countries)
     except (OSError, ValueError) as exc:
         raise IndexFormatError(f"{folder / RECORDS_FILE}: cannot map the records: {exc}") from exc

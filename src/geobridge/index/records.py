@@ -6,7 +6,8 @@ line, in id order), compact columns: ``ids.npy`` (int64, strictly increasing), `
 the byte offset of each line in ``records.jsonl``, then the file's size). ``LazyRecords`` is a read-only
 ``Mapping[int, dict]`` over them: membership, length and iteration come from the ids column (``searchsorted``),
 ``records[i]`` parses that one line of the memory-mapped records file, and the coordinate and view columns serve
-the disc lookups, view filters and view counts of ``GeoIndex`` without touching the records.
+the disc lookups, view filters and view counts of ``GeoIndex`` without touching the records (as the saved
+summary, distinct places and places per country, serves ``n_places`` and ``info``).
 
 Validation happens twice: the columns are checked as a whole when the folder is loaded (dtypes, shapes, sorted
 unique ids in ``[0, next_id)``, coordinates within range, known view codes, offsets increasing and ending at the
@@ -35,7 +36,8 @@ class LazyRecords(Mapping[int, dict[str, Any]]):
     """Read-only id -> metadata record mapping over an index folder's columns and memory-mapped records file.
 
     ``ids`` (N,) int64 sorted, ``lat``/``lon`` (N,) float64, ``view_codes`` (N,) uint8 into ``view_names``,
-    ``offsets`` (N + 1,) int64 into ``records_path``. Use ``check`` (or ``open``) to validate the columns.
+    ``offsets`` (N + 1,) int64 into ``records_path``; ``n_places`` and ``countries`` (places per country) are the
+    summary saved with them. Use ``check`` (or ``open``) to validate the columns.
     """
 
     def __init__(
@@ -48,21 +50,25 @@ class LazyRecords(Mapping[int, dict[str, Any]]):
         view_codes: np.ndarray,
         view_names: Sequence[str],
         offsets: np.ndarray,
+        n_places: int,
+        countries: Mapping[str, int],
     ) -> None:
         self.path = Path(records_path)
         self.ids, self.lat, self.lon = ids, lat, lon  # (N,) int64, float64, float64
         self.view_codes, self.view_names = view_codes, tuple(view_names)  # (N,) uint8, names of the codes
         self.offsets = offsets  # (N + 1,) int64
+        self.n_places, self.countries = int(n_places), dict(countries)  # the saved summary (distinct places)
         with open(self.path, "rb") as fh:
             size = fh.seek(0, 2)
             self._data: mmap.mmap | bytes = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
 
     @classmethod
     def open(cls, records_path: str | Path, columns: Mapping[str, np.ndarray], *, view_names: Sequence[str],
-             next_id: int) -> LazyRecords:
+             next_id: int, n_places: int, countries: Mapping[str, int]) -> LazyRecords:
         """Build from the columns ``ids``, ``lat``, ``lon``, ``view`` and ``offsets`` and check them."""
         out = cls(records_path, ids=columns["ids"], lat=columns["lat"], lon=columns["lon"],
-                  view_codes=columns["view"], view_names=view_names, offsets=columns["offsets"])
+                  view_codes=columns["view"], view_names=view_names, offsets=columns["offsets"],
+                  n_places=n_places, countries=countries)
         out.check(next_id=next_id)
         return out
 

@@ -161,6 +161,8 @@ class GeoIndex:
 
     def n_places(self) -> int:
         """How many distinct place_ids the index holds."""
+        if isinstance(self._records, LazyRecords):  # the summary saved with the folder's columns
+            return self._records.n_places
         if "#places" not in self._id_cache:
             self._id_cache["#places"] = np.asarray([len({r["place_id"] for r in self._records.values()})])
         return int(self._id_cache["#places"][0])
@@ -566,11 +568,14 @@ class GeoIndex:
     def info(self) -> dict[str, Any]:
         """A JSON-compatible summary: counts per view, places, countries, the index type and the model info."""
         records = self._records
-        views = records.view_counts() if isinstance(records, LazyRecords) else Counter(
-            r["view"] for r in records.values())
-        places: dict[str, Any] = {}
-        for record in self._records.values():
-            places.setdefault(record["place_id"], record.get("country"))
+        if isinstance(records, LazyRecords):  # the columns and the summary saved with them: nothing parsed
+            views, n_places, countries = records.view_counts(), records.n_places, Counter(records.countries)
+        else:
+            views = Counter(r["view"] for r in records.values())
+            places: dict[str, Any] = {}
+            for record in records.values():
+                places.setdefault(record["place_id"], record.get("country"))
+            n_places, countries = len(places), Counter(c for c in places.values() if c)
         out: dict[str, Any] = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -580,9 +585,8 @@ class GeoIndex:
             "metric": self.metric,
             "is_trained": self.is_trained,
             "views": dict(sorted(views.items())),
-            "places": len(places),
+            "places": n_places,
         }
-        countries = Counter(c for c in places.values() if c)
         if countries:
             out["countries"] = dict(sorted(countries.items()))
         out["model_info"] = dict(self.model_info)
