@@ -360,3 +360,15 @@ def test_lazy_load_holds_far_less_python_memory(tmp_path):
     assert lazy.record(12_345) == plain.record(12_345)
     near = {"near": (10.0, 20.0), "radius_km": 2000.0}
     assert set(lazy.ids_within(**near).tolist()) >= set(plain.ids_within(**near).tolist())  # same first 20k
+
+
+def test_folder_save_refuses_records_that_are_not_json(tmp_path):
+    index, _ = _mixed("Flat")
+    index.save_folder(tmp_path / "idx")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "idx").iterdir()}
+    index.add(np.ones((1, 8), np.float32), [{"place_id": "x", "lat": 0.0, "lon": 0.0, "view": "text", "path": None,
+                                            "tags": {1, 2}}])
+    with pytest.raises(GeoBridgeError, match="not JSON-compatible"):
+        index.save_folder(tmp_path / "idx")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "idx").iterdir()} == before  # the old folder stands
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]  # no staging folder left behind

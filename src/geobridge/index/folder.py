@@ -33,13 +33,14 @@ import os
 import shutil
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
 
-from geobridge._atomic import atomic_write_bytes
+from geobridge._atomic import atomic_write_bytes, atomic_write_chunks
 from geobridge._hashing import file_sha256
 from geobridge.errors import GeoBridgeError, IndexFormatError
 from geobridge.index.checks import check_faiss_header, check_meta
@@ -56,6 +57,7 @@ META_FILE = "meta.json"
 COLUMNS: dict[str, str] = {"ids": "int64", "lat": "float64", "lon": "float64", "view": "uint8", "offsets": "int64"}
 COLUMN_FILES = tuple(f"{name}.npy" for name in COLUMNS)
 HEADER_BYTES = 4096  # enough of index.faiss for the header checks
+WRITE_BLOCK_LINES = 4096  # records.jsonl is written in blocks of this many lines
 
 
 def is_index_folder(path: str | Path) -> bool:
@@ -74,12 +76,10 @@ def save_folder(index: Any, folder: str | Path) -> Path:
                 "fusion_weights": index.fusion_weights, "next_id": index._next_id}
         try:
             meta_bytes = json.dumps(meta, sort_keys=True, allow_nan=False).encode()
-            lines, columns, summary = _records_and_columns(index)
+            columns, summary = _write_records(index, staging / RECORDS_FILE)
         except (TypeError, ValueError) as exc:
             raise GeoBridgeError(f"index metadata or model_info is not JSON-compatible: {exc}") from exc
         atomic_write_bytes(staging / META_FILE, meta_bytes)
-        atomic_write_bytes(staging / RECORDS_FILE, b"".join(lines))
-        del lines
         for name, column in columns.items():
             buffer = io.BytesIO()
             np.save(buffer, column, allow_pickle=False)
@@ -106,24 +106,34 @@ def save_folder(index: Any, folder: str | Path) -> Path:
     return folder
 
 
-def _records_and_columns(index: Any) -> tuple[list[bytes], dict[str, np.ndarray], dict[str, Any]]:
-    """The JSON lines of ``index``'s records (id order), the columns of a version-2 folder and the summary
-    (distinct places; places per country, a place's country being its first record's) that ``info`` reports."""
+def _write_records(index: Any, path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Stream ``index``'s records (id order) as JSON lines to ``path``; returns the columns of a version-2 folder
+    and the summary (distinct places; places per country, a place's country being its first record's) that
+    ``info`` reports. Lines are written in blocks, never all held at once."""
     codes = {view: code for code, view in enumerate(VIEWS)}
     n = len(index._records)
     ids, lat, lon = np.empty(n, np.int64), np.empty(n, np.float64), np.empty(n, np.float64)
     view, offsets = np.empty(n, np.uint8), np.zeros(n + 1, np.int64)
-    lines, end, places = [], 0, {}
-    for row, (vector_id, record) in enumerate(index.records()):
-        line = (json.dumps({"id": vector_id, **record}, sort_keys=True, allow_nan=False) + "\n").encode()
-        lines.append(line)
-        ids[row], lat[row], lon[row], view[row] = vector_id, record["lat"], record["lon"], codes[record["view"]]
-        end += len(line)
-        offsets[row + 1] = end
-        places.setdefault(record["place_id"], record.get("country"))
+    places: dict[str, Any] = {}
+
+    def blocks() -> Iterator[bytes]:
+        block, end = [], 0
+        for row, (vector_id, record) in enumerate(index.records()):
+            line = (json.dumps({"id": vector_id, **record}, sort_keys=True, allow_nan=False) + "\n").encode()
+            ids[row], lat[row], lon[row], view[row] = vector_id, record["lat"], record["lon"], codes[record["view"]]
+            end += len(line)
+            offsets[row + 1] = end
+            places.setdefault(record["place_id"], record.get("country"))
+            block.append(line)
+            if len(block) == WRITE_BLOCK_LINES:
+                yield b"".join(block)
+                block = []
+        yield b"".join(block)
+
+    atomic_write_chunks(path, blocks())
     countries = Counter(c for c in places.values() if c)
     summary = {"places": len(places), "countries": dict(sorted(countries.items()))}
-    return lines, {"ids": ids, "lat": lat, "lon": lon, "view": view, "offsets": offsets}, summary
+    return {"ids": ids, "lat": lat, "lon": lon, "view": view, "offsets": offsets}, summary
 
 
 def load_folder(cls: Any, folder: str | Path, *, mmap: bool = True, verify: bool = True) -> Any:
