@@ -187,8 +187,9 @@ def build(ctx: Any, params: dict[str, Any], *, tmp: Path) -> dict[str, Any]:
 
 
 def disk_needed(params: dict[str, Any]) -> int:
-    """Bytes both layouts and the queries take, with a 1.5x margin (vectors + ids + ~110 bytes of JSON a record)."""
-    per_layout = params["n"] * (params["dim"] * 4 + 8 + 8 + 110)
+    """Bytes both layouts and the queries take, with a 1.5x margin (vectors + ids + ~110 bytes of JSON a record
+    + the folder's 33 bytes of columns a record)."""
+    per_layout = params["n"] * (params["dim"] * 4 + 8 + 8 + 110 + 33)
     return int(1.5 * 2 * per_layout)
 
 
@@ -221,8 +222,10 @@ def bench(ctx: Any) -> dict[str, Any]:
     label = f"{size_label(params['n'])} x {params['dim']} {params['factory']}"
     found = Findings(notes=[
         "One load per layout, each in a fresh subprocess (peak RSS is a high-water mark; no repetition median). "
-        "RSS includes the interpreter, numpy, faiss and torch (rss_before), the metadata records as Python objects "
-        "and the id maps; the mapped folder's index.faiss pages count only once touched.",
+        "RSS includes the interpreter, numpy, faiss and torch (rss_before) and the id maps; the .gbx holds the "
+        "metadata records as Python dicts, the folder (format version 2) only their memory-mapped columns (ids, "
+        "lat, lon, view, line offsets: 33 bytes a record), parsing a record's line when it is read; the mapped "
+        "folder's index.faiss and column pages count only once touched.",
         f"Search results identical across the layouts: {same}.",
         "Warm page cache (files just written); see the module docstring for a cold cache.",
     ])
@@ -257,13 +260,14 @@ def bench(ctx: Any) -> dict[str, Any]:
                   ratio_value=ratio(grown, index_mb), ratio_name="fraction of the index size",
                   op=None if ctx.quick else "<=", threshold=None if ctx.quick else RSS_TARGET,
                   note=f"of it index.faiss pages {folder['mapped_rss_after_load_mb']:.1f} MiB (of {faiss_mb:.0f}); "
-                  f"the rest is the metadata records as Python objects and the id maps; .gbx: {file_grown:.0f} MiB")
+                  f"the rest is the id maps and the records' columns (lazy records); .gbx: {file_grown:.0f} MiB")
     per_record = (grown - folder["mapped_rss_after_load_mb"]) * 2**20 / params["n"]
     found.medians["folder/rss_growth_per_record_bytes"] = per_record
     found.notes.append(f"After the folder load {folder['mapped_rss_after_load_mb']:.1f} MiB of index.faiss is "
                        f"resident: the RSS growth ({grown:.0f} MiB, ~{per_record:.0f} bytes per vector) is the "
-                       "metadata records as Python dicts (GeoIndex keeps every record in memory), the id maps and "
-                       "allocator slack, in both layouts.")
+                       "id maps, the records' columns (ids, lat, lon, view, line offsets, memory-mapped; the "
+                       "records stay in records.jsonl until read) and allocator slack; the .gbx parses every "
+                       "record into a Python dict.")
     steps = "; ".join(f"{b['queries_so_far']} q: {b['mapped_rss_mb']:.1f} / {b['probed_list_mb_so_far']:.1f}"
                       for b in folder["batches"])
     found.compare(f"{label}: resident index.faiss pages after {last['queries_so_far']} searches (nprobe "

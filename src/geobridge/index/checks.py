@@ -6,16 +6,22 @@ Shared by the single-file format (:mod:`geobridge.index.store`) and the folder f
 
 from __future__ import annotations
 
+import math
 import struct
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from geobridge.errors import GeoBridgeError
 from geobridge.index.factory import FactorySpec, parse_factory
+from geobridge.views import VIEWS
 
 METRICS: tuple[str, ...] = ("ip",)
+REQUIRED_KEYS: tuple[str, ...] = ("place_id", "lat", "lon", "view", "path")
 META_KEYS = frozenset({"dim", "factory", "metric", "model_info", "fusion_weights", "next_id", "records"})
 MAX_VECTORS = 1 << 40
-
 
 
 def check_meta(meta: Any) -> FactorySpec:
@@ -89,3 +95,30 @@ def _after_header(data: bytes, pos: int) -> int:
         raise GeoBridgeError("faiss index: truncated header")
     (metric,) = struct.unpack_from("<i", data, pos + 29)
     return pos + 33 + (4 if metric > 1 else 0)
+
+
+def check_record(record: Mapping[str, Any], row: int) -> dict[str, Any]:
+    """A checked copy of one metadata record (``id`` and ``score`` dropped, lat/lon as floats); GeoBridgeError
+    naming ``row`` otherwise. Shared by ``GeoIndex.add``, both file formats and ``LazyRecords``."""
+    if not isinstance(record, Mapping):
+        raise GeoBridgeError(f"metadata record {row} must be a mapping, got {type(record).__name__}")
+    missing = [key for key in REQUIRED_KEYS if key not in record]
+    if missing:
+        raise GeoBridgeError(f"metadata record {row} lacks {missing}; every record needs {list(REQUIRED_KEYS)}")
+    out = {str(k): (str(v) if isinstance(v, Path) else v) for k, v in record.items() if k not in ("id", "score")}
+    if not isinstance(out["place_id"], str) or not out["place_id"]:
+        raise GeoBridgeError(f"metadata record {row}: place_id must be a non-empty string, got {out['place_id']!r}")
+    for key, limit in (("lat", 90.0), ("lon", 180.0)):
+        value = out[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+            raise GeoBridgeError(f"metadata record {row} ({out['place_id']}): {key} must be a number, got {value!r}")
+        if not math.isfinite(float(value)) or abs(float(value)) > limit:
+            raise GeoBridgeError(
+                f"metadata record {row} ({out['place_id']}): {key}={value} is outside [-{limit:g}, {limit:g}]"
+            )
+        out[key] = float(value)
+    if out["view"] not in VIEWS:
+        raise GeoBridgeError(f"metadata record {row}: unknown view {out['view']!r}; expected one of {', '.join(VIEWS)}")
+    if out["path"] is not None and not isinstance(out["path"], str):
+        raise GeoBridgeError(f"metadata record {row}: path must be a string or None, got {out['path']!r}")
+    return out

@@ -31,15 +31,15 @@ import numpy as np
 
 from geobridge._atomic import atomic_write_chunks
 from geobridge.errors import GeoBridgeError, IndexFormatError
-from geobridge.index.checks import METRICS, check_faiss_header, check_meta
+from geobridge.index.checks import METRICS, REQUIRED_KEYS, check_faiss_header, check_meta, check_record  # noqa: F401
 from geobridge.index.factory import parse_factory
+from geobridge.index.records import LazyRecords
 from geobridge.views import VIEWS
 
 FORMAT = "geobridge-index"
 FORMAT_VERSION = 1
 MAGIC = b"GEOBRIDGE-INDEX\n"
 MAX_HEADER_BYTES = 4096
-REQUIRED_KEYS: tuple[str, ...] = ("place_id", "lat", "lon", "view", "path")
 EXACT_TORCH_MIN_QUERIES = 16  # batches at least this large are searched by torch matmul + topk on Flat indexes
 EXACT_TORCH_BLOCK_FLOATS = 1 << 25  # similarity-block size (Q x rows) of that path: 128 MiB of float32
 # a prior on a Flat index scores only the allowed rows (index/prior.py) when they are at most this share of the
@@ -110,7 +110,8 @@ class GeoIndex:
             raise GeoBridgeError(f"bad faiss factory string {factory!r} for dim {dim}: {_faiss_message(exc)}") from exc
         self._index = faiss.IndexIDMap2(base)
         self._base = base  # keep the Python proxy alive with the wrapper
-        self._records: dict[int, dict[str, Any]] = {}
+        # id -> record; a LazyRecords (columns + memory-mapped lines) for a loaded index folder until it is changed
+        self._records: dict[int, dict[str, Any]] | LazyRecords = {}
         self._next_id = 0
         self._id_cache: dict[str, Any] = {}  # id lists, view filters, the prior's kd-tree: cleared by add/remove
         self._mapped_from: Path | None = None  # the index.faiss of a folder this index is memory-mapped from
@@ -160,6 +161,8 @@ class GeoIndex:
 
     def n_places(self) -> int:
         """How many distinct place_ids the index holds."""
+        if isinstance(self._records, LazyRecords):  # the summary saved with the folder's columns
+            return self._records.n_places
         if "#places" not in self._id_cache:
             self._id_cache["#places"] = np.asarray([len({r["place_id"] for r in self._records.values()})])
         return int(self._id_cache["#places"][0])
@@ -173,6 +176,9 @@ class GeoIndex:
 
     def records(self) -> Iterator[tuple[int, dict[str, Any]]]:
         """``(id, record copy)`` for every stored vector, in id order."""
+        if isinstance(self._records, LazyRecords):  # parsed line by line, in id order
+            yield from self._records.iter_items()
+            return
         for vector_id in sorted(self._records):
             yield vector_id, dict(self._records[vector_id])
 
@@ -215,15 +221,16 @@ class GeoIndex:
         if isinstance(metadata, Mapping) or len(metadata) != len(x):
             n_meta = "a mapping" if isinstance(metadata, Mapping) else len(metadata)
             raise GeoBridgeError(f"got {len(x)} vectors but {n_meta} metadata records; pass one record per vector")
-        records = [_check_record(record, row) for row, record in enumerate(metadata)]
+        records = [check_record(record, row) for row, record in enumerate(metadata)]
         if len(x) == 0:
             return np.zeros((0,), dtype=np.int64)
+        stored = self._dict_records()  # a lazily loaded folder's records are parsed before anything changes
         if not self._index.is_trained:
             self.train(x)
         ids = np.arange(self._next_id, self._next_id + len(x), dtype=np.int64)
         self._index.add_with_ids(x, ids)
         for vector_id, record in zip(ids.tolist(), records, strict=True):
-            self._records[vector_id] = record
+            stored[vector_id] = record
         self._next_id += len(x)
         self._id_cache.clear()
         return ids
@@ -235,6 +242,7 @@ class GeoIndex:
         wanted = np.asarray([i for i in wanted.tolist() if i in self._records], dtype=np.int64)
         if wanted.size == 0:
             return 0
+        stored = self._dict_records()  # a lazily loaded folder's records are parsed before anything changes
         if isinstance(self._base, faiss.IndexIVF):
             removed = self._remove_from_ivf(wanted)
         else:
@@ -243,14 +251,21 @@ class GeoIndex:
             except RuntimeError:  # HNSW and refine indexes cannot remove: rebuild from the kept vectors
                 removed = self._rebuild_without(wanted)
         for vector_id in wanted.tolist():
-            self._records.pop(vector_id, None)
+            stored.pop(vector_id, None)
         self._id_cache.clear()
         return removed
 
     def remove_places(self, place_ids: Iterable[str]) -> int:
         """Remove every vector of the given places; returns how many vectors were removed."""
+        self._check_writable("remove from")
         places = {str(p) for p in place_ids}
-        return self.remove([i for i, r in self._records.items() if r["place_id"] in places])
+        return self.remove([i for i, r in self._dict_records().items() if r["place_id"] in places])
+
+    def _dict_records(self) -> dict[int, dict[str, Any]]:
+        """The records as a plain dict, parsing a loaded folder's lazy records first (before any change)."""
+        if isinstance(self._records, LazyRecords):
+            self._records = self._records.to_dict()
+        return self._records
 
     def _remove_from_ivf(self, wanted: np.ndarray) -> int:
         """Remove from an IVF index and keep its inner ids equal to the id map's positions.
@@ -385,12 +400,17 @@ class GeoIndex:
         if isinstance(radius_km, bool) or not math.isfinite(radius_km) or radius_km <= 0:
             raise GeoBridgeError(f"radius_km must be a positive number of km, got {radius_km!r}")
         if "#centres" not in self._id_cache:
-            order = np.asarray(sorted(self._records), dtype=np.int64)
-            self._id_cache["#centres"] = order
-            self._id_cache["#disc"] = DiscLookup(
-                np.asarray([self._records[i]["lat"] for i in order.tolist()], dtype=np.float64),
-                np.asarray([self._records[i]["lon"] for i in order.tolist()], dtype=np.float64),
-            )
+            records = self._records
+            if isinstance(records, LazyRecords):  # the columns, already in id order
+                self._id_cache["#centres"] = np.asarray(records.ids, dtype=np.int64)
+                self._id_cache["#disc"] = DiscLookup(records.lat, records.lon)
+            else:
+                order = np.asarray(sorted(records), dtype=np.int64)
+                self._id_cache["#centres"] = order
+                self._id_cache["#disc"] = DiscLookup(
+                    np.asarray([records[i]["lat"] for i in order.tolist()], dtype=np.float64),
+                    np.asarray([records[i]["lon"] for i in order.tolist()], dtype=np.float64),
+                )
         return self._id_cache["#centres"][self._id_cache["#disc"].within(lat, lon, radius_km=float(radius_km))]
 
     def _selector_search(
@@ -494,9 +514,13 @@ class GeoIndex:
         key = ",".join(sorted(include - exclude))
         if key not in self._id_cache:
             wanted = include - exclude
-            self._id_cache[key] = np.asarray(
-                sorted(i for i, r in self._records.items() if r["view"] in wanted), dtype=np.int64
-            )
+            records = self._records
+            if isinstance(records, LazyRecords):  # the view column, ids already sorted
+                self._id_cache[key] = np.asarray(records.ids[records.view_mask(wanted)], dtype=np.int64)
+            else:
+                self._id_cache[key] = np.asarray(
+                    sorted(i for i, r in records.items() if r["view"] in wanted), dtype=np.int64
+                )
         return self._id_cache[key]
 
     def _sub_indexes(self) -> Iterator[Any]:
@@ -543,10 +567,15 @@ class GeoIndex:
     # ------------------------------------------------------------------ summary
     def info(self) -> dict[str, Any]:
         """A JSON-compatible summary: counts per view, places, countries, the index type and the model info."""
-        views = Counter(r["view"] for r in self._records.values())
-        places: dict[str, Any] = {}
-        for record in self._records.values():
-            places.setdefault(record["place_id"], record.get("country"))
+        records = self._records
+        if isinstance(records, LazyRecords):  # the columns and the summary saved with them: nothing parsed
+            views, n_places, countries = records.view_counts(), records.n_places, Counter(records.countries)
+        else:
+            views = Counter(r["view"] for r in records.values())
+            places: dict[str, Any] = {}
+            for record in records.values():
+                places.setdefault(record["place_id"], record.get("country"))
+            n_places, countries = len(places), Counter(c for c in places.values() if c)
         out: dict[str, Any] = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -556,9 +585,8 @@ class GeoIndex:
             "metric": self.metric,
             "is_trained": self.is_trained,
             "views": dict(sorted(views.items())),
-            "places": len(places),
+            "places": n_places,
         }
-        countries = Counter(c for c in places.values() if c)
         if countries:
             out["countries"] = dict(sorted(countries.items()))
         out["model_info"] = dict(self.model_info)
@@ -601,7 +629,7 @@ class GeoIndex:
             meta_bytes = json.dumps(meta, sort_keys=True, allow_nan=False).encode()
         except (TypeError, ValueError) as exc:
             raise GeoBridgeError(f"index metadata or model_info is not JSON-compatible: {exc}") from exc
-        index_bytes = faiss.serialize_index(self._index).tobytes()
+        index_bytes = faiss.serialize_index(self._serialisable_index()).tobytes()
         payload = meta_bytes + index_bytes
         header = {
             "format": FORMAT,
@@ -612,6 +640,15 @@ class GeoIndex:
         }
         atomic_write_chunks(path, [MAGIC, json.dumps(header, sort_keys=True).encode() + b"\n", payload])
         return path
+
+    def _serialisable_index(self) -> Any:
+        """The faiss index to serialise into a single file: a memory-mapped one would serialise a reference to its
+        folder's file, so that file is read whole instead (read-only, so unchanged), with this index's nprobe."""
+        if self._mapped_from is None:
+            return self._index
+        whole = faiss.read_index(str(self._mapped_from))
+        faiss.extract_index_ivf(whole).nprobe = faiss.extract_index_ivf(self._index).nprobe
+        return whole
 
     @classmethod
     def load(cls, path: str | Path, *, mmap: bool = True, verify: bool = True) -> GeoIndex:
@@ -678,7 +715,9 @@ class GeoIndex:
             raise IndexFormatError(f"{path}: inconsistent index file: {exc}") from exc
 
     @classmethod
-    def _from_parts(cls, meta: dict[str, Any], index: Any) -> GeoIndex:
+    def _from_parts(cls, meta: dict[str, Any], index: Any, *, lazy: LazyRecords | None = None) -> GeoIndex:
+        """An index from checked metadata and a faiss index; ``lazy`` (an index folder's columns) replaces
+        ``meta["records"]`` as the metadata records."""
         out = cls(int(meta["dim"]), factory=str(meta["factory"]), metric=str(meta["metric"]),
                   model_info=meta.get("model_info") or {})
         if not isinstance(index, faiss.IndexIDMap2):
@@ -691,13 +730,18 @@ class GeoIndex:
                              f"{type(out._base).__name__}")
         out._index = index
         out._base = stored
-        records = {}
-        for row in meta["records"]:
-            row = dict(row)
-            records[int(row.pop("id"))] = _check_record(row, len(records))
-        if set(records) != set(out.ids.tolist()):
-            raise ValueError(f"{len(records)} metadata records do not match the {len(out)} stored vector ids")
-        out._records = records
+        if lazy is not None:
+            if not np.array_equal(lazy.ids, np.sort(out.ids)):
+                raise ValueError(f"{len(lazy)} metadata records do not match the {len(out)} stored vector ids")
+            out._records = lazy
+        else:
+            records = {}
+            for row in meta["records"]:
+                row = dict(row)
+                records[int(row.pop("id"))] = check_record(row, len(records))
+            if set(records) != set(out.ids.tolist()):
+                raise ValueError(f"{len(records)} metadata records do not match the {len(out)} stored vector ids")
+            out._records = records
         out._next_id = int(meta["next_id"])
         out.fusion_weights = meta.get("fusion_weights")  # absent in files written before fusion weights existed
         return out
@@ -728,31 +772,6 @@ def _as_matrix(vectors: Any, dim: int, *, what: str) -> np.ndarray:
     x = np.ascontiguousarray(x)
     faiss.normalize_L2(x)
     return x
-
-
-def _check_record(record: Mapping[str, Any], row: int) -> dict[str, Any]:
-    if not isinstance(record, Mapping):
-        raise GeoBridgeError(f"metadata record {row} must be a mapping, got {type(record).__name__}")
-    missing = [key for key in REQUIRED_KEYS if key not in record]
-    if missing:
-        raise GeoBridgeError(f"metadata record {row} lacks {missing}; every record needs {list(REQUIRED_KEYS)}")
-    out = {str(k): (str(v) if isinstance(v, Path) else v) for k, v in record.items() if k not in ("id", "score")}
-    if not isinstance(out["place_id"], str) or not out["place_id"]:
-        raise GeoBridgeError(f"metadata record {row}: place_id must be a non-empty string, got {out['place_id']!r}")
-    for key, limit in (("lat", 90.0), ("lon", 180.0)):
-        value = out[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-            raise GeoBridgeError(f"metadata record {row} ({out['place_id']}): {key} must be a number, got {value!r}")
-        if not math.isfinite(float(value)) or abs(float(value)) > limit:
-            raise GeoBridgeError(
-                f"metadata record {row} ({out['place_id']}): {key}={value} is outside [-{limit:g}, {limit:g}]"
-            )
-        out[key] = float(value)
-    if out["view"] not in VIEWS:
-        raise GeoBridgeError(f"metadata record {row}: unknown view {out['view']!r}; expected one of {', '.join(VIEWS)}")
-    if out["path"] is not None and not isinstance(out["path"], str):
-        raise GeoBridgeError(f"metadata record {row}: path must be a string or None, got {out['path']!r}")
-    return out
 
 
 def _sorted_member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
