@@ -21,6 +21,7 @@ import numpy as np
 from geobridge.eval.geo import EARTH_RADIUS_KM, haversine_km
 
 CHORD_SLACK = 1e-9  # relative and absolute (unit-sphere) widening of the tree's radius; the haversine decides
+FULL_SCAN_SHARE = 0.25  # a disc with more of the items than this is found by a haversine over all of them
 
 
 def unit_xyz(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
@@ -56,15 +57,27 @@ class DiscLookup:
         """(C,) sorted int64 positions of a superset of the items within ``radius_km`` (the tree's answer)."""
         if self._tree is None:
             return np.zeros((0,), dtype=np.int64)
-        chord = chord_of_km(radius_km) * (1.0 + CHORD_SLACK) + CHORD_SLACK
-        found = self._tree.query_ball_point(unit_xyz(lat, lon), chord, return_sorted=True)  # a list of ints
+        found = self._tree.query_ball_point(unit_xyz(lat, lon), self._chord(radius_km), return_sorted=True)  # a list of ints
         return np.sort(np.fromiter(found, dtype=np.int64, count=len(found)))  # sorted already: a cheap pass
 
     def within(self, lat: float, lon: float, *, radius_km: float) -> np.ndarray:
-        """(M,) sorted int64 positions of the items whose haversine distance to (lat, lon) is ``<= radius_km``."""
+        """(M,) sorted int64 positions of the items whose haversine distance to (lat, lon) is ``<= radius_km``.
+
+        The tree first counts its candidates (cheap: no list is built). A disc holding more than
+        ``FULL_SCAN_SHARE`` of the items is answered by one vectorised haversine over all of them instead, which
+        is then faster than listing the tree's candidates (about 40 ns per item against 160 ns per candidate).
+        """
+        if self._tree is not None:
+            count = int(self._tree.query_ball_point(unit_xyz(lat, lon), self._chord(radius_km), return_length=True))
+            if count > FULL_SCAN_SHARE * len(self):
+                return np.flatnonzero(haversine_km(lat, lon, self.lat, self.lon) <= radius_km).astype(np.int64)
         rows = self.candidates(lat, lon, radius_km=radius_km)
         distances = haversine_km(lat, lon, self.lat[rows], self.lon[rows])  # (C,)
         return rows[distances <= radius_km]
+
+    @staticmethod
+    def _chord(radius_km: float) -> float:
+        return chord_of_km(radius_km) * (1.0 + CHORD_SLACK) + CHORD_SLACK
 
 
 def flat_subset_search(base: faiss.IndexFlat, x: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
