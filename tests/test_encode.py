@@ -57,7 +57,15 @@ def test_workers_give_the_same_embeddings_and_errors(model, tmp_path):
         assert info.value.kind == "not_found"
     assert model.encode([], view="drone").shape == (0, model.embed_dim)
     assert default_num_workers(n_items=10, batch_size=64) == 0  # a few batches decode in the caller
-    assert default_num_workers(n_items=10_000, batch_size=64) == min(4, max(0, (os.cpu_count() or 1) - 1))
+    spare = (os.cpu_count() or 1) - torch.get_num_threads()  # the CPU forward's threads are not spare
+    assert default_num_workers(n_items=10_000, batch_size=64) == min(4, max(0, spare))
+    assert default_num_workers(n_items=10_000, batch_size=64, device_type="cuda") == min(4, (os.cpu_count() or 1) - 1)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert default_num_workers(n_items=10_000, batch_size=64) == min(4, (os.cpu_count() or 1) - 1)
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])

@@ -57,7 +57,7 @@ class DiscLookup:
         """(C,) sorted int64 positions of a superset of the items within ``radius_km`` (the tree's answer)."""
         if self._tree is None:
             return np.zeros((0,), dtype=np.int64)
-        found = self._tree.query_ball_point(unit_xyz(lat, lon), self._chord(radius_km), return_sorted=True)  # a list of ints
+        found = self._tree.query_ball_point(unit_xyz(lat, lon), self._chord(radius_km), return_sorted=True)
         return np.sort(np.fromiter(found, dtype=np.int64, count=len(found)))  # sorted already: a cheap pass
 
     def within(self, lat: float, lon: float, *, radius_km: float) -> np.ndarray:

@@ -30,11 +30,19 @@ MAX_AUTO_WORKERS = 4
 MIN_AUTO_BATCHES = 4  # starting workers costs about a batch's time; fewer batches decode in the caller
 
 
-def default_num_workers(*, n_items: int, batch_size: int) -> int:
-    """Workers for ``n_items``: none for a few batches (a worker's start costs more), else up to cores - 1 (max 4)."""
+def default_num_workers(*, n_items: int, batch_size: int, device_type: str = "cpu") -> int:
+    """Workers for ``n_items``: none for a few batches (a worker's start costs more), else the spare cores (max 4).
+
+    On the CPU the forward already runs on ``torch.get_num_threads()`` cores, so only the cores beyond those are
+    spare: a worker on a core the forward uses slows both (on 2 cores with 2 torch threads, one worker made
+    gb-tiny's encode 1.5x slower than none; benchmarks/README.md, ``deploy``). On a GPU every core but the
+    caller's is spare.
+    """
     if n_items < MIN_AUTO_BATCHES * batch_size:
         return 0
-    return max(0, min(MAX_AUTO_WORKERS, (os.cpu_count() or 1) - 1))
+    cores = os.cpu_count() or 1
+    busy = 1 if device_type != "cpu" else torch.get_num_threads()
+    return max(0, min(MAX_AUTO_WORKERS, cores - busy))
 
 
 def as_items(items: Any) -> Sequence[Any]:

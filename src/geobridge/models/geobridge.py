@@ -185,7 +185,7 @@ class GeoBridge(nn.Module):
                 yield [_as_text(t) for t in items[start : start + batch_size]]
             return
         if num_workers is None:
-            num_workers = default_num_workers(n_items=len(items), batch_size=batch_size)
+            num_workers = default_num_workers(n_items=len(items), batch_size=batch_size, device_type=self.device.type)
         height, width = self.config.image.input_size[view]
         resample = str_to_pil_interp(self.config.image.interpolation)  # the eval transform's filter
         dataset = ImageItems(items, size=(height, width), resample=resample)
