@@ -69,6 +69,8 @@ def run_suite(
             previous = json.loads(results_path.read_text())
             if previous.get("schema_version") == SCHEMA_VERSION:
                 results["benchmarks"] = previous.get("benchmarks", {})
+                for entry in results["benchmarks"].values():  # keep each kept entry's own machine load
+                    entry.setdefault("load_average", _entry_load(previous.get("machine", {})))
         except (OSError, ValueError):
             pass
     ctx = Context(quick=quick, out_dir=str(out_dir), verbose=verbose)
@@ -79,6 +81,7 @@ def run_suite(
     for position, name in enumerate(names, 1):
         ctx.log(name, f"--- benchmark {position}/{len(names)} ---")
         start = time.perf_counter()
+        load_start = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
         try:
             function, title = _entry_point(name)
             entry = function(ctx)
@@ -94,6 +97,8 @@ def run_suite(
         entry["elapsed_s"] = round(time.perf_counter() - start, 2)
         entry["mode"] = results["mode"]
         entry["date"] = results["machine"]["date"]
+        entry["load_average"] = {"start": load_start,
+                                 "end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
         results["benchmarks"][name] = entry
         ctx.log(name, f"done in {entry['elapsed_s']:.1f} s (status {entry['status']}, met {entry['met']})")
         _write_json(results_path, results)
@@ -105,6 +110,11 @@ def run_suite(
 
     write_markdown(results, out_dir / RESULTS_MD)
     return results
+
+
+def _entry_load(machine: dict[str, Any]) -> dict[str, Any]:
+    """The load averages of the run an entry came from (its ``machine`` block)."""
+    return {"start": machine.get("load_average_at_start"), "end": machine.get("load_average_at_end")}
 
 
 def _load_notes(machine: dict[str, Any]) -> list[str]:
