@@ -40,6 +40,7 @@ FORMAT = "geobridge-index"
 FORMAT_VERSION = 1
 MAGIC = b"GEOBRIDGE-INDEX\n"
 MAX_HEADER_BYTES = 4096
+FAISS_HEAD_BYTES = 4096  # check_faiss_header reads the serialised index's first bytes only
 EXACT_TORCH_MIN_QUERIES = 16  # batches at least this large are searched by torch matmul + topk on Flat indexes
 EXACT_TORCH_BLOCK_FLOATS = 1 << 25  # similarity-block size (Q x rows) of that path: 128 MiB of float32
 # a prior on a Flat index scores only the allowed rows (index/prior.py) when they are at most this share of the
@@ -692,7 +693,7 @@ class GeoIndex:
             raise IndexFormatError(
                 f"{path}: unsupported index format_version {version} (this GeoBridge reads version {FORMAT_VERSION})"
             )
-        payload = data[end + 1 :]
+        payload = memoryview(data)[end + 1 :]  # views, not copies: a 1 GB file must not be held three times
         if len(payload) != meta_len + index_len:
             raise IndexFormatError(
                 f"{path}: truncated or padded file: payload is {len(payload)} bytes, header says {meta_len + index_len}"
@@ -700,7 +701,7 @@ class GeoIndex:
         if hashlib.sha256(payload).hexdigest() != header["sha256"]:
             raise IndexFormatError(f"{path}: checksum mismatch (the file is corrupt)")
         try:
-            meta = json.loads(payload[:meta_len])
+            meta = json.loads(bytes(payload[:meta_len]))
         except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
             raise IndexFormatError(f"{path}: metadata is not valid JSON: {exc}") from exc
         index_bytes = payload[meta_len:]
@@ -708,8 +709,10 @@ class GeoIndex:
             # the checksum proves integrity, not trust: bound what the metadata and the faiss header ask for
             # before faiss builds or reads anything
             spec = check_meta(meta)
-            check_faiss_header(index_bytes, dim=meta["dim"], count=len(meta["records"]), spec=spec)
-            index = faiss.deserialize_index(np.frombuffer(index_bytes, dtype=np.uint8).copy())
+            check_faiss_header(bytes(index_bytes[:FAISS_HEAD_BYTES]), dim=meta["dim"], count=len(meta["records"]),
+                               spec=spec)
+            index = faiss.deserialize_index(np.frombuffer(index_bytes, dtype=np.uint8))  # faiss copies what it keeps
+            del payload, index_bytes, data  # the file's bytes go before the records are built
             return cls._from_parts(meta, index)
         except (ValueError, KeyError, TypeError, RuntimeError, MemoryError, GeoBridgeError) as exc:
             raise IndexFormatError(f"{path}: inconsistent index file: {exc}") from exc
