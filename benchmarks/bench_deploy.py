@@ -42,8 +42,8 @@ def plan(*, quick: bool) -> list[dict[str, Any]]:
     if quick:
         return [{"config": "gb-tiny", "n_images": 16, "batch_size": 8, "repeat": 1, "onnx": False}]
     return [
-        {"config": "gb-tiny", "n_images": 256, "batch_size": 64, "repeat": 2, "onnx": True},
-        {"config": "gb-lite0", "n_images": 64, "batch_size": 32, "repeat": 1, "onnx": True},
+        {"config": "gb-tiny", "n_images": 512, "batch_size": 64, "repeat": 5, "onnx": True},
+        {"config": "gb-lite0", "n_images": 128, "batch_size": 32, "repeat": 3, "onnx": True},
     ]
 
 
