@@ -188,3 +188,16 @@ def test_rot90_from_flips_equals_torch_rot90():
     for turns in range(-1, 5):
         assert torch.equal(_rot90(square, turns), torch.rot90(square, turns, dims=(-2, -1)))
     assert torch.equal(_rot90(wide, 2), torch.rot90(wide, 2, dims=(-2, -1)))
+
+
+def test_encode_restores_each_submodule_mode(tiny_model_config):
+    model = GeoBridge(tiny_model_config).eval()
+    model.image.train()  # a mixed state: the top module in eval mode, the image tower training
+    before = {name: m.training for name, m in model.named_modules()}
+    seen = []
+    model.image.register_forward_pre_hook(lambda m, _args: seen.append(m.training))
+    images = [Image.fromarray(a) for a in _arrays(2, 64, 64, seed=4)]
+    got = model.encode(images, view="drone")
+    assert seen and not any(seen)  # the tower ran in eval mode
+    assert {name: m.training for name, m in model.named_modules()} == before  # and its own mode is back
+    np.testing.assert_array_equal(got, model.eval().encode(images, view="drone"))

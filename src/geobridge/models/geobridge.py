@@ -149,8 +149,11 @@ class GeoBridge(nn.Module):
         items = as_items(items)
         if show_progress_bar is None:
             show_progress_bar = logger.getEffectiveLevel() <= logging.INFO and len(items) > batch_size
-        was_training = self.training
-        self.eval()
+        # eval mode for the call, then each submodule's own mode back; a model already in eval mode is left alone
+        # (train()/eval() walk every submodule, MiniLM's hundreds: ~10 ms, more than a small query's forward)
+        training = [module for module in self.modules() if module.training]
+        if training:
+            self.eval()
         chunks: list[np.ndarray] = []
         n_batches = (len(items) + batch_size - 1) // batch_size
         try:
@@ -171,7 +174,8 @@ class GeoBridge(nn.Module):
                 bar.update(1)
             bar.close()
         finally:
-            self.train(was_training)
+            for module in training:
+                module.training = True
         if not chunks:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
         return np.concatenate(chunks).astype(np.float32, copy=False)  # (N, D)
