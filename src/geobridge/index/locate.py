@@ -355,7 +355,7 @@ def locate(
             )
         prior = {"lat": float(near[0]), "lon": float(near[1]), "radius_km": float(near_radius_km),
                  "source": prior_source, "entries": int(len(allowed))}
-        gallery_places = len({index.record(i)["place_id"] for i in allowed.tolist()})  # the prior's gallery
+        gallery_places = index.n_places_among(allowed)  # the prior's gallery
     else:
         gallery_places = index.n_places()
     depth = search_depth(index, max(top_k, candidates))

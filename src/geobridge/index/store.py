@@ -168,6 +168,11 @@ class GeoIndex:
             self._id_cache["#places"] = np.asarray([len({r["place_id"] for r in self._records.values()})])
         return int(self._id_cache["#places"][0])
 
+    def n_places_among(self, ids: np.ndarray) -> int:
+        """How many distinct place_ids the items ``ids`` hold (read in place, no record copies)."""
+        records = self._records
+        return len({records[int(i)]["place_id"] for i in np.asarray(ids).tolist()})
+
     def record(self, vector_id: int) -> dict[str, Any]:
         """A copy of the metadata record of one vector id."""
         try:
@@ -412,7 +417,13 @@ class GeoIndex:
                     np.asarray([records[i]["lat"] for i in order.tolist()], dtype=np.float64),
                     np.asarray([records[i]["lon"] for i in order.tolist()], dtype=np.float64),
                 )
-        return self._id_cache["#centres"][self._id_cache["#disc"].within(lat, lon, radius_km=float(radius_km))]
+        key = (lat, lon, float(radius_km))  # locate asks for the disc, then search asks again: answer it once
+        last = self._id_cache.get("#last_disc")
+        if last is None or last[0] != key:
+            ids = self._id_cache["#centres"][self._id_cache["#disc"].within(lat, lon, radius_km=float(radius_km))]
+            ids.flags.writeable = False  # shared by the callers of the same disc
+            last = self._id_cache["#last_disc"] = (key, ids)
+        return last[1]
 
     def _selector_search(
         self, x: np.ndarray, k: int, allowed: np.ndarray, *, nprobe: int | None, ef_search: int | None
