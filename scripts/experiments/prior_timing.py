@@ -9,8 +9,8 @@ per query there. This script makes the index large enough for the search to matt
 2. Index the test orthomosaic in ``--tile-m`` tiles every ``--stride-m`` (default 200 m every 25 m: ~50k tiles,
    Flat) with ``--model`` (a saved model folder, e.g. one fine-tuned by ``region_localise.py`` on another region).
 3. Locate ``--queries`` test drone photos with ``locate``, each without a prior and with a ``--prior-km`` prior
-   centred ``--prior-offset-m`` from the truth, the two calls alternating query by query so that load changes
-   hit both alike: wall time per query (median), error in metres, and the disc's share of the index.
+   centred ``--prior-offset-m`` from the truth, in blocks of 10 queries per condition whose order alternates
+   (see ``BLOCK``): wall time per query (median), error in metres, and the disc's share of the index.
 
 Prints one JSON object (also written to ``<out>/results.json``).
     PYTHONPATH=src python scripts/experiments/prior_timing.py --out runs/prior_timing \
@@ -32,6 +32,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from region_localise import error_stats, metres, offset_point, read_jsonl  # noqa: E402
 
+BLOCK = 10  # queries per timing block
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -50,7 +52,7 @@ def main() -> None:
                         help="embed the tiles without test-time augmentation (8x faster to index; queries keep it)")
     args = parser.parse_args()
 
-    from geobridge.index import build_raster_index, locate
+    from geobridge.index import GeoIndex, build_raster_index, locate
     from geobridge.models import GeoBridge
     from geobridge.synth.region import RegionConfig, generate_region
 
@@ -69,7 +71,13 @@ def main() -> None:
     if args.no_tile_tta:
         model.config.image.test_time_augment = [v for v in tta if v != "satellite"]
     t0 = time.perf_counter()
-    index = build_raster_index(model, [region / "test" / "ortho.tif"], tile_m=args.tile_m, stride_m=args.stride_m)
+    saved = out / ("index-no-tile-tta.gbx" if args.no_tile_tta else "index.gbx")
+    if saved.is_file():
+        index = GeoIndex.load(saved)
+    else:
+        index = build_raster_index(model, [region / "test" / "ortho.tif"], tile_m=args.tile_m,
+                                   stride_m=args.stride_m)
+        index.save(saved)
     model.config.image.test_time_augment = tta
     clock["index_s"] = time.perf_counter() - t0
 
@@ -79,19 +87,25 @@ def main() -> None:
     queries = [queries[i] for i in sorted(picked.tolist())]
     priors = [offset_point(q["lat"], q["lon"], args.prior_offset_m, rng) for q in queries]
     runs: dict[str, dict[str, list[float]]] = {c: {"s": [], "error_m": []} for c in ("no_prior", "prior")}
-    shares = []
     for q, near in zip(queries[:2], priors[:2], strict=True):  # warm-up: first calls pay one-off costs
         locate(model, index, images=[("drone", str(region / "test" / q["path"]))], near=near,
                near_radius_km=args.prior_km)
-    for q, near in zip(queries, priors, strict=True):
-        path = str(region / "test" / q["path"])
-        for condition in ("no_prior", "prior"):
-            kwargs = {"near": near, "near_radius_km": args.prior_km} if condition == "prior" else {}
-            start = time.perf_counter()
-            result = locate(model, index, images=[("drone", path)], top_k=10, fusion="score", **kwargs)
-            runs[condition]["s"].append(time.perf_counter() - start)
-            runs[condition]["error_m"].append(metres(q["lat"], q["lon"], result.lat, result.lon))
-        shares.append(len(index.ids_within(near, radius_km=args.prior_km)) / len(index))
+    # blocks of BLOCK queries, each block run once per condition, the order of the conditions alternating from
+    # block to block: load changes hit both alike, and neither condition runs right after a call of the other
+    # (a search without a prior streams the whole index through the caches and evicts the model's weights, which
+    # would bill the next call for it)
+    for b, start in enumerate(range(0, len(queries), BLOCK)):
+        block = list(range(start, min(start + BLOCK, len(queries))))
+        for condition in (("no_prior", "prior") if b % 2 == 0 else ("prior", "no_prior")):
+            for k in block:
+                q, near = queries[k], priors[k]
+                kwargs = {"near": near, "near_radius_km": args.prior_km} if condition == "prior" else {}
+                begin = time.perf_counter()
+                result = locate(model, index, images=[("drone", str(region / "test" / q["path"]))], top_k=10,
+                                fusion="score", **kwargs)
+                runs[condition]["s"].append(time.perf_counter() - begin)
+                runs[condition]["error_m"].append(metres(q["lat"], q["lon"], result.lat, result.lon))
+    shares = [len(index.ids_within(near, radius_km=args.prior_km)) / len(index) for near in priors]
     results: dict[str, Any] = {
         "conditions": {**vars(args), "index_tiles": len(index), "cpu_threads": os.cpu_count(),
                        "load_avg_start": os.getloadavg()[0]},
