@@ -156,14 +156,11 @@ def _log_records(run: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in records]
 
 
-def test_resume_after_kill_between_log_line_and_checkpoint_logs_each_epoch_once(world, tmp_path, monkeypatch):
+def _train_killed_at_epoch_1(monkeypatch, config) -> None:
+    """Train until epoch 1's checkpoint would be written, then die there (its log line is written already)."""
     from geobridge.train import train
     from geobridge.train import trainer as trainer_module
 
-    def config(run: Path):
-        return load_config(None, [f"out={run}", f"data.root={world}", "optim.epochs=3", *TINY])
-
-    train(config(tmp_path / "ref"), evaluate=False)
     real_save = trainer_module.save_checkpoint
 
     def killed_at_epoch_1(run_dir, **kwargs):
@@ -173,13 +170,23 @@ def test_resume_after_kill_between_log_line_and_checkpoint_logs_each_epoch_once(
 
     monkeypatch.setattr(trainer_module, "save_checkpoint", killed_at_epoch_1)
     with pytest.raises(KeyboardInterrupt):
-        train(config(tmp_path / "run"), evaluate=False)
+        train(config, evaluate=False)
+    monkeypatch.setattr(trainer_module, "save_checkpoint", real_save)
+
+
+def test_resume_after_kill_between_log_line_and_checkpoint_logs_each_epoch_once(world, tmp_path, monkeypatch):
+    from geobridge.train import train
+
+    def config(run: Path):
+        return load_config(None, [f"out={run}", f"data.root={world}", "optim.epochs=3", *TINY])
+
+    train(config(tmp_path / "ref"), evaluate=False)
+    _train_killed_at_epoch_1(monkeypatch, config(tmp_path / "run"))
     crashed = _log_records(tmp_path / "run")
     assert [r["epoch"] for r in crashed] == [0, 1]  # the crash window: epoch 1 logged, not checkpointed
     assert json.loads((tmp_path / "run" / "latest.json").read_text())["epoch"] == 0
     with open(tmp_path / "run" / "metrics.jsonl", "a") as fh:
         fh.write('{"epoch": 2, "st')  # and a torn line from a write cut short
-    monkeypatch.setattr(trainer_module, "save_checkpoint", real_save)
     train(config(tmp_path / "run"), resume=True, evaluate=False)
     ref, got = _log_records(tmp_path / "ref"), _log_records(tmp_path / "run")
     assert [r["epoch"] for r in got] == [0, 1, 2]
@@ -215,24 +222,13 @@ def test_grad_accum_resume_is_exact_and_adds_negatives(world, tmp_path, monkeypa
     weights and log; an optimizer step takes two micro-batches of 8 places."""
     from geobridge.data import load_places
     from geobridge.train import train
-    from geobridge.train import trainer as trainer_module
 
     def config(run: Path):
         return load_config(None, [f"out={run}", f"data.root={world}", "optim.epochs=2", "data.pipeline=tensor",
                                   "optim.grad_accum=2", *TINY])
 
     train(config(tmp_path / "ref"), evaluate=False)
-    real_save = trainer_module.save_checkpoint
-
-    def killed_at_epoch_1(run_dir, **kwargs):
-        if kwargs["epoch"] == 1:
-            raise KeyboardInterrupt("kill -9")
-        return real_save(run_dir, **kwargs)
-
-    monkeypatch.setattr(trainer_module, "save_checkpoint", killed_at_epoch_1)
-    with pytest.raises(KeyboardInterrupt):
-        train(config(tmp_path / "run"), evaluate=False)
-    monkeypatch.setattr(trainer_module, "save_checkpoint", real_save)
+    _train_killed_at_epoch_1(monkeypatch, config(tmp_path / "run"))
     train(config(tmp_path / "run"), resume=True, evaluate=False)
     a, b = _weights(tmp_path / "ref"), _weights(tmp_path / "run")
     for key in a:
@@ -310,17 +306,7 @@ def test_resumed_run_continues_the_grad_scaler_and_old_checkpoints_start_it_fres
     train(config(tmp_path / "ref"), evaluate=False)
     ref_scaler = load_train_state(latest_checkpoint(tmp_path / "ref"))["grad_scaler"]
     assert ref_scaler["scale"] > 2.0**8  # it grew over the run's steps: a restart from 2**8 would show
-    real_save = trainer_module.save_checkpoint
-
-    def killed_at_epoch_1(run_dir, **kwargs):
-        if kwargs["epoch"] == 1:
-            raise KeyboardInterrupt("kill -9")
-        return real_save(run_dir, **kwargs)
-
-    monkeypatch.setattr(trainer_module, "save_checkpoint", killed_at_epoch_1)
-    with pytest.raises(KeyboardInterrupt):
-        train(config(tmp_path / "run"), evaluate=False)
-    monkeypatch.setattr(trainer_module, "save_checkpoint", real_save)
+    _train_killed_at_epoch_1(monkeypatch, config(tmp_path / "run"))
     saved = load_train_state(latest_checkpoint(tmp_path / "run"))["grad_scaler"]
     assert saved is not None and 2.0**8 < saved["scale"] < ref_scaler["scale"]
     train(config(tmp_path / "run"), resume=True, evaluate=False)
