@@ -65,6 +65,32 @@ def time_it(
     return Timing(median_s=statistics.median(times), times_s=times, warmup=warmup)
 
 
+def interleaved(functions: dict[str, Callable[[int], Any]], *, calls: int) -> dict[str, float]:
+    """Median seconds per call of each function, method after method per call, so that load changes on a shared
+    machine hit every method alike. Each is called with the call number (0 for its one untimed warm-up)."""
+    for fn in functions.values():
+        fn(0)  # warm-up
+    times: dict[str, list[float]] = {key: [] for key in functions}
+    for call in range(calls):
+        for key, fn in functions.items():
+            start = time.perf_counter()
+            fn(call)
+            times[key].append(time.perf_counter() - start)
+    return {key: statistics.median(value) for key, value in times.items()}
+
+
+def proc_status_mb(field: str) -> float:
+    """A ``kB`` field of /proc/self/status (``VmRSS``, ``VmHWM``, ...) in MiB; NaN where it is absent."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
     if numerator is None or denominator is None or denominator == 0:
         return None

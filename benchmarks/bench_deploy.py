@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._common import Context, Findings, make_images, make_model, ratio
+from benchmarks._common import Context, Findings, interleaved, make_images, make_model, ratio
 
 NAME = "deploy"
 TITLE = "Deployment: encode with workers vs bare timm forward, ONNX Runtime vs torch, bf16 vs fp32 (CPU)"
@@ -48,15 +48,8 @@ def plan(*, quick: bool) -> list[dict[str, Any]]:
 
 
 def _interleaved(functions: dict[str, Any], *, repeat: int) -> dict[str, float]:
-    for fn in functions.values():
-        fn()  # warm-up
-    timings: dict[str, list[float]] = {k: [] for k in functions}
-    for _ in range(repeat):
-        for key, fn in functions.items():
-            start = time.perf_counter()
-            fn()
-            timings[key].append(time.perf_counter() - start)
-    return {k: float(np.median(v)) for k, v in timings.items()}
+    """``interleaved`` for functions that take no call number."""
+    return interleaved({key: (lambda _call, fn=fn: fn()) for key, fn in functions.items()}, calls=repeat)
 
 
 def _cosine(a: Any, b: Any) -> float:

@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks._common import proc_status_mb
+
 NAME = "index_load"
 TITLE = "Index load: memory-mapped IVF index folder vs single-file .gbx (fresh subprocesses)"
 TARGET = ("the memory-mapped folder's RSS stays far below the index size (RSS growth over the bare interpreter "
@@ -57,14 +59,6 @@ def plan(*, quick: bool) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # the worker (a fresh subprocess per load)
-
-
-def _status_mb(field: str) -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def _mapped_rss_mb(path: str) -> float:
@@ -99,13 +93,13 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
     queries = np.load(spec["queries"])  # (Q, D)
     mapped_file = str(Path(spec["path"]) / "index.faiss") if spec["layout"] == "folder" else ""
     out: dict[str, Any] = {"layout": spec["layout"], "verify": spec["verify"],
-                           "rss_before_mb": _status_mb("VmRSS"), "peak_before_mb": _status_mb("VmHWM")}
+                           "rss_before_mb": proc_status_mb("VmRSS"), "peak_before_mb": proc_status_mb("VmHWM")}
     start = time.perf_counter()
     index = GeoIndex.load(spec["path"], verify=spec["verify"])
     out["load_s"] = time.perf_counter() - start
     out["mapped"] = index._mapped_from is not None
-    out["rss_after_load_mb"] = _status_mb("VmRSS")
-    out["peak_after_load_mb"] = _status_mb("VmHWM")
+    out["rss_after_load_mb"] = proc_status_mb("VmRSS")
+    out["peak_after_load_mb"] = proc_status_mb("VmHWM")
     out["mapped_rss_after_load_mb"] = _mapped_rss_mb(mapped_file) if mapped_file else 0.0
     digest = hashlib.sha256()
     done, batches = 0, []
@@ -118,11 +112,11 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
         digest.update(np.ascontiguousarray(result.ids).tobytes())
         lists, probed = _probed_bytes(index._base, queries[:done], spec["nprobe"])
         batches.append({"queries": size, "queries_so_far": done, "search_s": seconds,
-                        "rss_mb": _status_mb("VmRSS"), "peak_mb": _status_mb("VmHWM"),
+                        "rss_mb": proc_status_mb("VmRSS"), "peak_mb": proc_status_mb("VmHWM"),
                         "mapped_rss_mb": _mapped_rss_mb(mapped_file) if mapped_file else 0.0,
                         "lists_probed_so_far": lists, "probed_list_mb_so_far": probed / 2**20})
     out["batches"] = batches
-    out["peak_mb"] = _status_mb("VmHWM")
+    out["peak_mb"] = proc_status_mb("VmHWM")
     out["results_sha256"] = digest.hexdigest()[:16]
     return out
 

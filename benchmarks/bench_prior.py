@@ -20,12 +20,11 @@ interleaved call by call, and medians over the calls are reported.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from benchmarks._common import Context, Findings, ratio
+from benchmarks._common import Context, Findings, interleaved, ratio
 from benchmarks._data import gallery_and_queries
 
 NAME = "prior"
@@ -57,19 +56,6 @@ def tile_records(n: int) -> list[dict[str, Any]]:
     lon = CENTRE[1] + (col - side / 2) * SPACING_M / metres_per_deg_lon
     return [{"place_id": f"t{i // 2}", "lat": float(lat[i // 2]), "lon": float(lon[i // 2]),
              "view": ("satellite", "drone")[i % 2], "path": None} for i in range(n)]
-
-
-def _interleaved(functions: dict[str, Callable[[int], Any]], *, calls: int) -> dict[str, float]:
-    """Median seconds per call of each function, called with the call number, method after method per call."""
-    for fn in functions.values():
-        fn(0)  # warm-up
-    times: dict[str, list[float]] = {key: [] for key in functions}
-    for call in range(calls):
-        for key, fn in functions.items():
-            start = time.perf_counter()
-            fn(call)
-            times[key].append(time.perf_counter() - start)
-    return {key: float(np.median(value)) for key, value in times.items()}
 
 
 def measure(ctx: Context, spec: dict[str, Any]) -> dict[str, Any]:
@@ -125,8 +111,8 @@ def measure(ctx: Context, spec: dict[str, Any]) -> dict[str, Any]:
 
     ctx.log(NAME, f"{factory} {n}: {calls} single-query calls per method")
     out: dict[str, Any] = {**spec, "build_s": build_s, "tree_build_s": tree_build_s}
-    out["s"] = _interleaved({"no_prior": no_prior, "prior": prior, "old_prior": old_prior}, calls=calls)
-    out["s"].update(_interleaved({"lookup": lambda c: index.ids_within(centres[c], radius_km=RADIUS_KM),
+    out["s"] = interleaved({"no_prior": no_prior, "prior": prior, "old_prior": old_prior}, calls=calls)
+    out["s"].update(interleaved({"lookup": lambda c: index.ids_within(centres[c], radius_km=RADIUS_KM),
                                   "full_haversine": old_within}, calls=calls))
     out["disc_entries"] = float(np.median([len(old_within(c)) for c in range(calls)]))
     out["same_ids_as_old"] = all(np.array_equal(prior(c), old_prior(c)) for c in range(calls))
@@ -135,7 +121,7 @@ def measure(ctx: Context, spec: dict[str, Any]) -> dict[str, Any]:
         for share in spec["shares"]:
             allowed = np.sort(rng.choice(n, int(share * n), replace=False)).astype(np.int64)
             selector = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
-            timed = _interleaved({
+            timed = interleaved({
                 "subset": lambda c, a=allowed: flat_subset_search(base, normed[c : c + 1], a, K),
                 "selector": lambda c, p=selector: index._index.search(normed[c : c + 1], K, params=p),
             }, calls=max(3, calls // 4))
