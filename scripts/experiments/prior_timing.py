@@ -29,8 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from geobridge.data.io import read_jsonl
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from region_localise import error_stats, metres, offset_point, read_jsonl  # noqa: E402
+from region_localise import error_stats, metres, offset_point  # noqa: E402
 
 BLOCK = 10  # queries per timing block
 

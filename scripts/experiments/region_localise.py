@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from geobridge.data.io import read_jsonl
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -262,10 +264,6 @@ def metres(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     from geobridge.eval.geo import haversine_km
 
     return 1000.0 * float(haversine_km(lat1, lon1, lat2, lon2))
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 if __name__ == "__main__":
