@@ -12,6 +12,7 @@ import torch
 from geobridge.errors import CheckpointError
 from geobridge.models import GeoBridge, get_model_config
 from geobridge.models import pretrained as pretrained_mod
+from geobridge.models.view_norm import active_view
 from geobridge.models.pretrained import (
     efficientnet_pytorch_to_timm,
     load_packaged_weights,
@@ -109,7 +110,7 @@ def test_pretrained_features_differ_from_random_init(no_network):
     torch.manual_seed(0)
     scratch = GeoBridge(_lite0_config(), load_pretrained=False).image.backbone.eval()
     x = torch.rand(4, 3, 64, 64)
-    with torch.no_grad():
+    with torch.no_grad(), active_view(0):  # the bare backbone, with the drone view's BatchNorm statistics
         a, b = pretrained(x), scratch(x)
     assert a.shape == b.shape == (4, 1280)
     assert not torch.allclose(a, b)

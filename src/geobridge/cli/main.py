@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "geobridge.cli.locate",
     "geobridge.cli.serve",
     "geobridge.cli.export",
+    "geobridge.cli.renorm",
 )
 
 

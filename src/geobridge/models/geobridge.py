@@ -24,6 +24,7 @@ from geobridge.models.image_tower import ImageTower
 from geobridge.models.precision import autocast, check_precision
 from geobridge.models.symmetries import view_symmetries
 from geobridge.models.text_tower import TextTower
+from geobridge.models.view_norm import active_view, apply_norm
 from geobridge.views import IMAGE_VIEWS, check_view
 
 logger = logging.getLogger(__name__)
@@ -197,6 +198,70 @@ class GeoBridge(nn.Module):
             dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=self.device.type == "cuda"
         )
 
+    @torch.no_grad()
+    def reestimate_norm_statistics(
+        self,
+        items: dict[str, Sequence[ImageLike]],
+        *,
+        batch_size: int = 64,
+        show_progress_bar: bool | None = None,
+        num_workers: int | None = None,
+    ) -> dict[str, int]:
+        """Recompute the image tower's BatchNorm running statistics of each view in ``items`` from those images.
+
+        Each view's statistics become the plain average over its images' batches (momentum None), computed with
+        the evaluation transform and no test-time augmentation. A model with ``image.norm=batch`` (one set of
+        statistics shared by the views, as checkpoints before per-view normalisation) is first converted to
+        ``view_batch``, so that each view gets its own. Returns the number of images per view.
+        """
+        if batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2 (BatchNorm statistics of a batch), got {batch_size}")
+        for view, view_items in items.items():
+            check_view(view, allowed=IMAGE_VIEWS)
+            if len(view_items) < 2:
+                raise ValueError(f"{view}: BatchNorm statistics need at least 2 images, got {len(view_items)}")
+        image_cfg = self.config.image
+        if image_cfg.norm == "batch" and image_cfg.share_backbone:
+            apply_norm(self.image.backbone, norm="view_batch", num_views=len(IMAGE_VIEWS), pretrained=False)
+            image_cfg.norm = "view_batch"
+        norms = [m for m in self.image.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            raise ValueError("the image tower has no BatchNorm statistics to estimate (GroupNorm or LayerNorm)")
+        modes = {m: m.training for m in self.modules()}
+        momenta = {m: m.momentum for m in norms}
+        counts: dict[str, int] = {}
+        try:
+            self.eval()
+            for view, view_items in items.items():
+                view_items = as_items(view_items)
+                index = IMAGE_VIEWS.index(view)
+                view_norms = [m for m in self.image.backbone_for(view).modules() if m in momenta]
+                with active_view(index):  # the view's own rows of per-view statistics
+                    for m in view_norms:
+                        m.running_mean.zero_()
+                        m.running_var.fill_(1)
+                        m.num_batches_tracked.zero_()
+                        m.momentum = None  # a cumulative average over the batches
+                        m.train()
+                n_batches = (len(view_items) + batch_size - 1) // batch_size
+                bar = tqdm(total=n_batches, desc=f"statistics {view}", unit="batch",
+                           disable=not (show_progress_bar if show_progress_bar is not None else n_batches > 1))
+                for batch in self._encode_inputs(view_items, view=view, batch_size=batch_size, num_workers=num_workers):
+                    batch = normalise(batch.to(self.device), mean=image_cfg.mean, std=image_cfg.std)
+                    if batch.shape[0] > 1:  # a last batch of one has no variance
+                        self.image(batch, view=view)
+                    bar.update(1)
+                bar.close()
+                for m in view_norms:
+                    m.eval()
+                counts[view] = len(view_items)
+        finally:
+            for m, momentum in momenta.items():
+                m.momentum = momentum
+            for m, mode in modes.items():
+                m.training = mode
+        return counts
+
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, path: str | Path) -> Path:
         """Write ``config.json`` and ``model.safetensors`` into the folder ``path`` (atomically, file by file)."""
@@ -262,6 +327,15 @@ def _read_checkpoint_config(path: Path) -> GeoBridgeConfig:
         raise CheckpointError(f"{path} was written by a newer GeoBridge (format_version {version}); please upgrade")
     if "model" not in meta:
         raise CheckpointError(f"{path}: model: missing (the model config)")
+    image = meta["model"].get("image") if isinstance(meta["model"], dict) else None
+    if isinstance(image, dict) and "norm" not in image:
+        # written before image.norm: its shared backbone kept one set of BatchNorm statistics for all views
+        image["norm"] = "batch"
+        logger.warning(
+            "%s predates per-view normalisation: its image views share one set of BatchNorm statistics "
+            "(image.norm=batch), which evaluates every view with statistics averaged over all three; "
+            "`geobridge renorm` re-estimates them per view", path
+        )
     try:
         return GeoBridgeConfig.from_dict(meta["model"], where="model")
     except ConfigError as exc:

@@ -12,6 +12,7 @@ from torch import nn
 from geobridge.errors import CheckpointError, ConfigError
 from geobridge.models.config import INTERPOLATIONS, ImageTowerConfig
 from geobridge.models.pretrained import load_packaged_weights
+from geobridge.models.view_norm import active_view, apply_norm
 from geobridge.views import IMAGE_VIEWS, check_view
 
 
@@ -51,8 +52,14 @@ class ImageTower(nn.Module):
         super().__init__()
         self.config = config
 
+        pretrained = backbone_file is not None or (load_pretrained and bool(config.pretrained))
+
         def create() -> nn.Module:
-            return _create_backbone(config, backbone_file=backbone_file, load_pretrained=load_pretrained)
+            backbone = _create_backbone(config, backbone_file=backbone_file, load_pretrained=load_pretrained)
+            # per-view statistics only where views share the backbone; a view's own backbone has its own anyway
+            norm = "batch" if config.norm == "view_batch" and not config.share_backbone else config.norm
+            apply_norm(backbone, norm=norm, num_views=len(IMAGE_VIEWS), pretrained=pretrained)
+            return backbone
 
         # one backbone shared by the views (Sample4Geo), or one per view (the GeoBridge paper's towers)
         self.backbone = create() if config.share_backbone else None
@@ -96,7 +103,8 @@ class ImageTower(nn.Module):
 
     def forward(self, images: torch.Tensor, *, view: str) -> torch.Tensor:
         """(B, 3, H, W) images of one view -> (B, D) unnormalised embeddings."""
-        x = self.backbone_for(view)(images)  # (B, F) pooled features (num_classes=0)
+        with active_view(IMAGE_VIEWS.index(view)):  # per-view BatchNorm statistics (models/view_norm.py)
+            x = self.backbone_for(view)(images)  # (B, F) pooled features (num_classes=0)
         if self.view_embed is not None:
             x = x + self.view_embed[IMAGE_VIEWS.index(view)]
         if self.adapters is not None:
