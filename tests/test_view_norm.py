@@ -222,3 +222,20 @@ def test_view_specific_towers_keep_plain_batchnorm():
     model = GeoBridge(_config(share=False))
     assert not view_norm_layers(model)
     assert len([m for m in model.image.modules() if isinstance(m, nn.BatchNorm2d)]) > 0
+
+
+def test_onnx_graphs_carry_each_views_statistics(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from geobridge.export import export_onnx
+    from geobridge.export.onnx_runtime import OnnxEncoder
+
+    torch.manual_seed(0)
+    model = GeoBridge(_config())
+    _train_a_few_steps(model, steps=3)  # drone and street statistics apart
+    model.save_pretrained(tmp_path / "m")
+    manifest = export_onnx(tmp_path / "m", tmp_path / "onnx", views=("drone", "street"))
+    assert min(manifest["check"].values()) > 0.9999  # each graph matches torch's own view
+    images = [np.random.default_rng(i).integers(0, 255, (32, 32, 3), dtype=np.uint8) for i in range(4)]
+    encoder = OnnxEncoder(tmp_path / "onnx")
+    drone = encoder.encode(images, view="drone")
+    np.testing.assert_allclose(drone, model.encode(images, view="drone", num_workers=0), atol=1e-4)
