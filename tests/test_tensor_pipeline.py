@@ -150,3 +150,41 @@ def test_caption_augmentation_keeps_sentences_whole():
     assert augment_caption("one sentence only", rng) == "one sentence only"
     with pytest.raises(ValueError, match="keep"):
         augment_caption(text, rng, keep=0.0)
+
+
+@pytest.mark.parametrize("turns", [0, 1, 2, 3])
+@pytest.mark.parametrize("mirror", [False, True])
+def test_joint_orientation_keeps_tile_and_panorama_aligned(turns, mirror):
+    """A red mark at bearing 60 degrees in a north-up tile and in a north-left panorama stays at one bearing in both
+    after the joint augmentation, whatever the quarter turn and mirror."""
+    import math
+
+    from geobridge.data.batch_augment import BatchAugment
+
+    size, bearing = 64, 60.0
+    tile = torch.zeros(1, 3, size, size, dtype=torch.uint8)
+    yy, xx = torch.meshgrid(torch.arange(size) + 0.5 - size / 2, torch.arange(size) + 0.5 - size / 2, indexing="ij")
+    east, north = 0.3 * size * math.sin(math.radians(bearing)), 0.3 * size * math.cos(math.radians(bearing))
+    tile[0, 0][(xx - east) ** 2 + (yy + north) ** 2 < 16] = 255  # a disc on the bearing, y grows southwards
+    pano = torch.zeros(1, 3, size // 2, size, dtype=torch.uint8)
+    column = int(bearing / 360 * size)
+    pano[0, 0, :, column - 2 : column + 3] = 255
+    orientation = (torch.tensor([turns]), torch.tensor([mirror]))
+    kwargs = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    out_tile = BatchAugment("satellite", **kwargs)(tile, generator=torch.Generator().manual_seed(0),
+                                                    orientation=orientation)
+    out_pano = BatchAugment("street", **kwargs)(pano, generator=torch.Generator().manual_seed(0),
+                                                 orientation=orientation)
+    red = out_tile[0, 0] - out_tile[0, 1]  # (H, W) the mark survives the colour jitter as red minus green
+    weight = (red > 0.5 * red.max()).float()
+    x_c, y_c = (weight * xx).sum() / weight.sum(), (weight * yy).sum() / weight.sum()
+    tile_bearing = math.degrees(math.atan2(float(x_c), float(-y_c))) % 360
+    cols = (out_pano[0, 0] - out_pano[0, 1]).mean(dim=0)  # (W,)
+    angles = torch.arange(size) * 2 * math.pi / size
+    weights = (cols > 0.5 * cols.max()).float()
+    pano_bearing = math.degrees(math.atan2(float((weights * angles.sin()).sum()),
+                                           float((weights * angles.cos()).sum()))) % 360
+    difference = abs((tile_bearing - pano_bearing + 180) % 360 - 180)
+    assert difference < 20, (tile_bearing, pano_bearing)
+    expected = ((-bearing if mirror else bearing) - 90 * turns) % 360
+    assert abs((pano_bearing - expected + 180) % 360 - 180) < 10, (pano_bearing, expected)

@@ -6,6 +6,9 @@ each keeps a place's identity), drawn per sample from a ``torch.Generator``:
 * drone: a random-resized crop (60-100 % of the area, aspect 0.8-1.25) and a random horizontal flip;
 * satellite: a random multiple of 90 degrees and a random flip, then the random-resized crop;
 * street: a random circular shift of the panorama (another heading) and a random horizontal flip;
+* satellite and street together (``orientation`` from ``draw_joint_orientation``, Sample4Geo's alignment-keeping
+  augmentation): the tile turned by k quarter turns and the panorama rolled by k quarter widths, both mirrored
+  or neither, so a north-up tile and its north-left panorama stay aligned;
 * every view: brightness and contrast jitter of +-20 % and saturation of +-10 %.
 
 Crop, flip and rotation of a square view are one affine resampling (``affine_grid`` + ``grid_sample``,
@@ -47,12 +50,20 @@ class BatchAugment:
         self.rotate = rotate
         self.robust = robust
 
-    def __call__(self, images: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
+    def __call__(
+        self,
+        images: torch.Tensor,
+        *,
+        generator: torch.Generator,
+        orientation: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """``orientation``: (B,) quarter turns and (B,) mirror flags that a satellite tile and the panorama of the
+        same place share (``joint_orientation``); None draws them per view."""
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected (B, 3, H, W) uint8 images, got {tuple(images.shape)} {images.dtype}")
         x = images.float().div_(255.0)  # (B, 3, H, W) in [0, 1]
         if self.train:
-            x = self._geometry(x, generator)
+            x = self._geometry(x, generator, orientation)
             if self.robust:
                 x = _random_blur(x, generator, p=0.25, sigma=(0.5, 2.0))
                 x = _random_downscale(x, generator, p=0.25, factor=(2.0, 4.0))
@@ -63,20 +74,47 @@ class BatchAugment:
         mean, std = self.mean.to(x.device), self.std.to(x.device)
         return (x - mean) / std
 
-    def _geometry(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def _geometry(
+        self, x: torch.Tensor, gen: torch.Generator, orientation: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> torch.Tensor:
         batch = x.shape[0]
         flip = torch.rand(batch, generator=gen) < 0.5  # (B,)
-        if self.view == "street":
+        if orientation is not None and self.view != "drone" and self.rotate:
+            turns, flip = (t.cpu() for t in orientation)
+            if self.view == "street":
+                shift = joint_panorama_shift(turns, flip, width=x.shape[-1])
+                return _roll_columns(x, shift.to(x.device), flip.to(x.device))
+        elif self.view == "street":
             if not self.rotate:
                 return x
             shift = torch.randint(0, x.shape[-1], (batch,), generator=gen)
             return _roll_columns(x, shift.to(x.device), flip.to(x.device))
-        turns = torch.randint(0, 4, (batch,), generator=gen) if self.view == "satellite" and self.rotate else None
+        else:
+            turns = torch.randint(0, 4, (batch,), generator=gen) if self.view == "satellite" and self.rotate else None
         if self.view == "satellite" and not self.rotate:
             flip = torch.zeros(batch, dtype=torch.bool)
         theta = _crop_theta(batch, gen, scale=(0.6, 1.0), ratio=(0.8, 1.25), flip=flip, turns=turns)
         grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def draw_joint_orientation(batch: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,) quarter turns in 0-3 and (B,) mirror flags, one pair per place, shared by its tile and panorama."""
+    turns = torch.randint(0, 4, (batch,), generator=gen)
+    return turns, torch.rand(batch, generator=gen) < 0.5
+
+
+def joint_panorama_shift(turns: torch.Tensor, flip: torch.Tensor, *, width: int) -> torch.Tensor:
+    """(B,) column shifts for ``_roll_columns`` that turn and mirror a north-left panorama as the tile is turned.
+
+    The tile's sampling map is output -> input = diag(+-1, 1) @ R(k * 90 deg) (``_crop_theta``); in image
+    coordinates (y down) R(t) turns a bearing a into a + t, so a bearing a of the input appears at f * a - 90 k in
+    the output (f = -1 when mirrored). The panorama's column c (bearing 360 c / W, north at the left edge,
+    clockwise) must then show the input bearing f * (c + k W / 4): a shift of k W / 4 columns, or with the mirror
+    of ``_roll_columns`` (source W - 1 - c + s) a shift of 1 - k W / 4.
+    """
+    quarter = torch.round(turns.double() * width / 4).long()  # (B,)
+    return torch.where(flip, 1 - quarter, quarter) % width
 
 
 def _crop_theta(

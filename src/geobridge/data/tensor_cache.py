@@ -20,7 +20,7 @@ import torch
 from timm.data.transforms import str_to_pil_interp
 from tqdm.auto import tqdm
 
-from geobridge.data.batch_augment import BatchAugment
+from geobridge.data.batch_augment import BatchAugment, draw_joint_orientation
 from geobridge.data.captions import augment_caption
 from geobridge.data.io import load_image
 from geobridge.data.pairs import PairBatchSampler, PairTable
@@ -100,7 +100,10 @@ class TensorBatches:
         seed: int = 0,
         rank: int = 0,
         pairs: PairTable | None = None,
+        joint_orientation: bool = False,
     ) -> None:
+        """``joint_orientation``: a place's satellite tile and street panorama share one random quarter turn and
+        mirror (``batch_augment.draw_joint_orientation``), keeping them aligned."""
         self.places = list(places)
         self.pairs = pairs
         self.image_views = [v for v in IMAGE_VIEWS if v in caches]
@@ -112,6 +115,7 @@ class TensorBatches:
         self.device = device
         self.seed = seed
         self.rank = rank
+        self.joint_orientation = joint_orientation
         self.epoch = 0
         # the cache on the device once (a GPU then gathers its own batches); on the CPU this is the same tensor
         self._images = {v: c.images.to(device) for v, c in self.caches.items()}
@@ -144,6 +148,7 @@ class TensorBatches:
         )  # (B, 4): one uniform per image view, and one for the text
         images: dict[str, torch.Tensor] = {}
         index: dict[str, torch.Tensor] = {}
+        joint = draw_joint_orientation(len(items), gen) if self.joint_orientation else None  # (B,), (B,)
         for view in self.image_views:
             cache = self.caches[view]
             counts = torch.as_tensor([cache.count(int(p)) for p in place_index], dtype=torch.long)
@@ -156,7 +161,8 @@ class TensorBatches:
                 offset = (draws[rows, IMAGE_VIEWS.index(view)] * counts[rows]).long()  # one image each
             pick = starts + offset
             raw = self._images[view][pick.to(self.device)]  # (B_v, 3, H, W) uint8
-            images[view] = self.augment[view](raw, generator=gen)
+            shared = None if joint is None or view == "drone" else (joint[0][rows], joint[1][rows])
+            images[view] = self.augment[view](raw, generator=gen, orientation=shared)
             index[view] = rows
         texts: list[str] = []
         text_rows: list[int] = []

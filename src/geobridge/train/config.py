@@ -51,6 +51,10 @@ class DataSection:
     # false: satellite tiles stay north-up and unflipped, panoramas north-first and unshifted (north-aligned data
     # such as CVUSA, CVACT and VIGOR; the per-view augmentation cannot rotate a tile and its panorama together)
     rotate: bool = True
+    # with rotate: a place's satellite tile and street panorama share one random quarter turn (the panorama rolled
+    # a quarter width per turn) and mirror, so a north-up tile and its north-left panorama stay aligned as in
+    # Sample4Geo; drone photos are augmented on their own. Tensor pipeline only.
+    joint_rotate: bool = False
     # keyword options of the layout's loader (geobridge.data.load_places), e.g. {mode: cross} for VIGOR's
     # cross-area split or {include_google: true} for University-1652's google photos
     loader_options: dict[str, Any] = field(default_factory=dict)
@@ -167,6 +171,9 @@ def validate_config(config: TrainConfig) -> None:
     if config.train.precision == "fp16" and config.optim.grad_accum > 1:
         raise ConfigError("train.precision: fp16 (a GradScaler) does not combine with optim.grad_accum > 1 (the "
                           "cached accumulation); use bf16 or grad_accum=1")
+    if config.data.joint_rotate and config.data.pipeline != "tensor":
+        raise ConfigError("data.joint_rotate turns a place's tile and panorama together in the batch augmentation of "
+                          "data.pipeline=tensor; set data.pipeline=tensor")
     _validate_epoch(config)
 
 

@@ -281,6 +281,7 @@ class Trainer:
             seed=config.train.seed,
             rank=self.dist.rank,
             pairs=self.pairs,
+            joint_orientation=config.data.rotate and config.data.joint_rotate,
         )
         return self.dataset
 
