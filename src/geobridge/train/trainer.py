@@ -206,10 +206,8 @@ class Trainer:
             self.loader = self._tensor_batches(places)
         else:
             self.loader = self._pil_loader(places)
-        encoder = self.model.text.encoder
-        if "text" in self.views and hasattr(encoder, "warm_cache"):
-            # a frozen text encoder is run once per distinct sentence, up front
-            encoder.warm_cache([t for p in places for t in p.texts], show_progress_bar=self.show_progress_bar)
+        if "text" in self.views:  # a frozen text encoder is run once per distinct input, up front
+            self.model.text.warm_cache([t for p in places for t in p.texts], show_progress_bar=self.show_progress_bar)
 
     def _pil_loader(self, places: list) -> DataLoader:
         from geobridge.data import PlaceDataset, collate_places, make_view_transform
