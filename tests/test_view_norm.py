@@ -239,3 +239,27 @@ def test_onnx_graphs_carry_each_views_statistics(tmp_path):
     encoder = OnnxEncoder(tmp_path / "onnx")
     drone = encoder.encode(images, view="drone")
     np.testing.assert_allclose(drone, model.encode(images, view="drone", num_workers=0), atol=1e-4)
+
+
+def test_renorm_command_converts_an_old_checkpoint(tmp_path, capsys):
+    from geobridge.cli.main import main
+    from tests.conftest import make_world
+
+    world = make_world(tmp_path / "world", n=8)
+    torch.manual_seed(0)
+    GeoBridge(_config(norm="batch")).save_pretrained(tmp_path / "old")
+    meta = json.loads((tmp_path / "old" / "config.json").read_text())
+    del meta["model"]["image"]["norm"]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(meta))
+    args = ["renorm", "--checkpoint", str(tmp_path / "old"), "--data", str(world), "--split", "test",
+            "--out", str(tmp_path / "new"), "--batch-size", "4"]
+    assert main(args) == 0
+    assert "image.norm batch -> view_batch" in capsys.readouterr().out
+    new = GeoBridge.from_pretrained(tmp_path / "new")
+    assert new.config.image.norm == "view_batch"
+    rows = new.image.backbone.bn1.view_num_batches_tracked
+    assert rows.tolist() == [2, 2, 2]  # 6 test places: one batch of 4 and one of 2 per view
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "old", "world"]  # no staging folder left
+    # an existing --out is refused and left alone
+    assert main(args) == 2
+    assert "exists" in capsys.readouterr().err

@@ -119,7 +119,8 @@ def run_demo(out: str | Path, config: DemoConfig | None = None) -> dict[str, Any
             "Model": f"`{config.recipe}` recipe trained in `{run_dir}`",
             "Data": f"`{world}`: {config.places + config.extra_train_places} places "
             f"({config.extra_train_places} of them extra training places), {config.test_places} test places, "
-            f"held-out countries {', '.join(config.holdout_countries) or 'none'}",
+            f"held-out countries {', '.join(config.holdout_countries) or 'none'}; world seed {config.seed}, "
+            f"training seed {_training_seed(run_dir)}",
             "Localisation with fusion": _fusion_table(fusion),
         },
         run=describe_run(run_dir),
@@ -146,6 +147,16 @@ _HEADLINE = (
     "text->satellite/R@1",
     "mean/R@1",
 )
+
+
+def _training_seed(run_dir: Path) -> str:
+    """``train.seed`` of the run's resolved config (the world's seed is the demo's own ``seed``)."""
+    import yaml
+
+    try:
+        return str(yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["seed"])
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return "unknown"
 
 
 def _stage(message: str) -> None:
