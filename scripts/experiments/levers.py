@@ -64,8 +64,16 @@ def main() -> None:
             paths = [p for place in train_places for p in place.images.get(view, [])]
             chosen = rng.choice(len(paths), size=min(args.renorm_images, len(paths)), replace=False)
             items[view] = [paths[i] for i in sorted(chosen)]
+        test_places = load_places(world, split="test")
+        probe = {v: [p.images[v][0] for p in test_places if p.images.get(v)] for v in items}
+        as_trained = {v: model.encode(x, view=v, show_progress_bar=False) for v, x in probe.items()}
         try:
             model.reestimate_norm_statistics(items, batch_size=64, show_progress_bar=False)
+            # how far re-estimation moves each view's test embeddings: mean cosine to the embeddings as trained
+            results["reestimation_cosine"] = {
+                v: round(float((model.encode(x, view=v, show_progress_bar=False) * as_trained[v]).sum(1).mean()), 4)
+                for v, x in probe.items()
+            }
             after = evaluate_model(model, world, split="test", holdout_countries=holdout, show_progress_bar=False)
             results["test_reestimated"] = _flat(after)
         except ValueError as exc:  # no BatchNorm in the backbone
