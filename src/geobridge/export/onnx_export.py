@@ -183,6 +183,9 @@ def self_check(model: GeoBridge, folder: Path, *, views: tuple[str, ...], min_co
 
 def _export_text(model: GeoBridge, folder: Path, *, opset: int) -> dict[str, Any]:
     text_config = model.config.text
+    if text_config.pooling != "text":
+        raise ExportError(f"text.pooling={text_config.pooling!r} is not exported yet: the text graph embeds whole "
+                          "descriptions (text.pooling='text')")
     if text_config.kind == "hashing":
         ids = torch.zeros(2, 5, dtype=torch.long)
         mask = torch.ones(2, 5)
