@@ -457,7 +457,12 @@ def test_report_states_the_run_date_commit_seed_epochs_and_training_time(tmp_pat
                  "- epochs: 4 of 4", "- training time: 95.2 s", f"- report commit: {info['report commit']}"):
         assert line in text, line
     bare = describe_run(tmp_path / "elsewhere")
-    assert bare["seed"] == bare["epochs"] == bare["training time"] == "unknown"
+    assert bare["seed"] == bare["epochs"] == bare["training time"] == bare["image normalisation"] == "unknown"
+    # how the image views were normalised: a config without image.norm predates per-view statistics
+    (run / "model" / "config.json").write_text(json.dumps({"model": {"image": {"share_backbone": True}}}))
+    assert describe_run(run)["image normalisation"].startswith("batch (one set")
+    (run / "model" / "config.json").write_text(json.dumps({"model": {"image": {"norm": "view_batch"}}}))
+    assert describe_run(run)["image normalisation"].startswith("view_batch")
 
 
 def test_caption_lines_wrap_and_truncate():

@@ -1,4 +1,5 @@
-"""What a report says about the run behind a checkpoint: dates, commits, seed, epochs, training time.
+"""What a report says about the run behind a checkpoint: dates, commits, seed, epochs, training time, and how the
+image views were normalised.
 
 Read from the run folder's files (``geobridge._provenance``): ``config.yaml`` for the seed and the epochs asked
 for, ``run.json`` for the commit, the end of training and its duration, ``metrics.jsonl`` for the epochs done
@@ -44,7 +45,24 @@ def describe_run(checkpoint: str | Path) -> dict[str, str]:
         "seed": str(_get(config, "train", "seed") if _get(config, "train", "seed") is not None else UNKNOWN),
         "epochs": _epochs_text(done, asked),
         "training time": _duration(train_s) if isinstance(train_s, (int, float)) else UNKNOWN,
+        "image normalisation": _image_norm(folder / "model" if folder is not None else Path(checkpoint)),
     }
+
+
+def _image_norm(model_dir: Path) -> str:
+    """``image.norm`` of the checkpoint's config.json; a config from before the option kept one set for all views."""
+    try:
+        image = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))["model"]["image"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return UNKNOWN
+    if not isinstance(image, dict):
+        return UNKNOWN
+    if not image.get("share_backbone", True):
+        return "one backbone per view"
+    norm = image.get("norm", "batch")
+    return {"view_batch": "view_batch (BatchNorm statistics per view)",
+            "batch": "batch (one set of BatchNorm statistics for all views)",
+            "group": "group (GroupNorm, no batch statistics)"}.get(str(norm), str(norm))
 
 
 def _read_config(path: Path) -> dict[str, Any]:
