@@ -24,6 +24,7 @@ def main() -> None:
     parser.add_argument("--world-seed", type=int, default=0)
     parser.add_argument("--holdout", default="NO,EG")
     parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--extra-train-places", type=int, default=600)
     parser.add_argument("--recipe", default="configs/tiny.yaml")
     parser.add_argument("--out", required=True)
     parser.add_argument("--train-seed", type=int, default=0)
@@ -40,7 +41,7 @@ def main() -> None:
     world, out = Path(args.world), Path(args.out)
     holdout = tuple(c for c in args.holdout.split(",") if c)
     if not (world / "manifest.json").is_file():
-        generate_world(world, WorldConfig(places=600, extra_train_places=600, test_places=200,
+        generate_world(world, WorldConfig(places=600, extra_train_places=args.extra_train_places, test_places=200,
                                           image_size=args.image_size, seed=args.world_seed,
                                           holdout_countries=holdout), show_progress_bar=True)
     started = time.time()
