@@ -109,6 +109,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None) -> dict[str, Any
 
     plot_fusion(fusion, report_dir / "fusion.png")
 
+    run = describe_run(run_dir)  # the report's run section; its seed is the training seed
     metrics = evaluate_run(
         model,
         world,
@@ -120,10 +121,10 @@ def run_demo(out: str | Path, config: DemoConfig | None = None) -> dict[str, Any
             "Data": f"`{world}`: {config.places + config.extra_train_places} places "
             f"({config.extra_train_places} of them extra training places), {config.test_places} test places, "
             f"held-out countries {', '.join(config.holdout_countries) or 'none'}; world seed {config.seed}, "
-            f"training seed {_training_seed(run_dir)}",
+            f"training seed {run['seed']}",
             "Localisation with fusion": _fusion_table(fusion),
         },
-        run=describe_run(run_dir),
+        run=run,
         show_progress_bar=True,
     )
     timings["eval_s"] = time.perf_counter() - start
@@ -147,16 +148,6 @@ _HEADLINE = (
     "text->satellite/R@1",
     "mean/R@1",
 )
-
-
-def _training_seed(run_dir: Path) -> str:
-    """``train.seed`` of the run's resolved config (the world's seed is the demo's own ``seed``)."""
-    import yaml
-
-    try:
-        return str(yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["seed"])
-    except (OSError, KeyError, TypeError, yaml.YAMLError):
-        return "unknown"
 
 
 def _stage(message: str) -> None:
