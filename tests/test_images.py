@@ -94,7 +94,8 @@ def test_one_pixel_limit_for_every_reader(tmp_path):
 
     limit = geobridge.images.MAX_IMAGE_PIXELS
     assert geobridge.data.io.MAX_IMAGE_PIXELS is limit
-    assert build_parser().parse_args(["serve", "--index", "i"]).max_pixels == limit
+    (tmp_path / "i.gbx").write_bytes(b"")  # the parser checks that the index exists
+    assert build_parser().parse_args(["serve", "--index", str(tmp_path / "i.gbx")]).max_pixels == limit
     over = tmp_path / "over.png"
     over.write_bytes(png_claiming(7000, 7000))  # 49 MP: over the one limit (the datasets allowed 64 MP)
     with pytest.raises(DataError, match=r"too large.*over\.png.*7000x7000"):

@@ -152,7 +152,7 @@ def test_cli_build_info_and_locate(world, capsys):
         assert -90 <= lat <= 90 and -180 <= lon <= 180
 
     assert main(["locate", "--index", str(out), "--image", str(root / "missing.png")]) == 2
-    assert "query image not found" in capsys.readouterr().err
+    assert "argument --image: expected an existing file" in capsys.readouterr().err
     assert main(["index", "info", str(root / "nope.gbx")]) == 2
     assert "nope.gbx" in capsys.readouterr().err
 

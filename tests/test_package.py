@@ -31,12 +31,17 @@ def test_python_dash_m_geobridge_runs_the_command():
     assert bad.returncode == 2 and "geobridge locate: error:" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_readme_locate_example_queries_a_test_place_of_the_readme_world():
+def test_readme_locate_example_queries_a_test_place_of_the_readme_world(tmp_path, monkeypatch):
     from geobridge.cli.main import build_parser
     from geobridge.cli.synth import world_config
     from geobridge.demo import DemoConfig
     from geobridge.synth.writer import plan_places, render_place
 
+    monkeypatch.chdir(tmp_path)  # the parser checks that input paths exist: the README's, made empty here
+    for folder in ("runs/tiny", "runs/world/drone/p00009"):
+        Path(folder).mkdir(parents=True)
+    for file in ("runs/sat.gbx", "runs/world/drone/p00009/00.png"):
+        Path(file).write_bytes(b"")
     parser = build_parser()
     (synth,) = (parser.parse_args(c) for c in _readme_commands("synth") if "--format" not in c)  # the GeoLoc world
     (build,) = (parser.parse_args(c) for c in _readme_commands("index build") if "--data" in c)
@@ -46,7 +51,7 @@ def test_readme_locate_example_queries_a_test_place_of_the_readme_world():
     assert (config.places, config.extra_train_places, config.test_places, config.image_size, config.seed,
             tuple(config.holdout_countries)) == (demo.places, demo.extra_train_places, demo.test_places,
                                                   demo.image_size, demo.seed, tuple(demo.holdout_countries))
-    assert build.data == synth.out and build.out == example.index and build.views == "satellite"
+    assert build.data == synth.out and build.out == example.index and build.views == ("satellite",)
     (image,) = example.image
     match = re.fullmatch(rf"{re.escape(synth.out)}/{example.view}/(p\d+)/00\.png", image)
     assert match, image

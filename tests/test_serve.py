@@ -275,10 +275,12 @@ def test_create_app_rejects_bad_options(served):
         create_app(model=model, index=index, allowed_types=("image/gif",))
 
 
-def test_serve_cli_is_registered():
+def test_serve_cli_is_registered(tmp_path):
     from geobridge.cli.main import build_parser
 
-    args = build_parser().parse_args(["serve", "--index", "idx", "--port", "8123"])
+    index = tmp_path / "idx.gbx"
+    index.write_bytes(b"")  # the parser checks that it exists; its content is the loader's
+    args = build_parser().parse_args(["serve", "--index", str(index), "--port", "8123"])
     assert args.port == 8123 and args.host == "127.0.0.1" and args.checkpoint is None
 
 

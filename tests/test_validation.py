@@ -106,7 +106,7 @@ def test_train_cli_prints_one_line_and_fails(args, tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path), *args]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("geobridge train: error: ") and len(err.splitlines()) == 1 and "Traceback" not in err
-    assert ("out:" in err and "existing file" in err) if "--out" in args else args[0].split("=")[0] in err
+    assert (f"--out {existing}" in err and "not a folder" in err) if "--out" in args else args[0].split("=")[0] in err
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from geobridge.cli import args as arg
+
 # the names of the layouts, kept here so that building the parser imports no dataset code
 FORMATS = ("geoloc", "university1652", "geotext1652", "cvusa", "cvact", "vigor")
 
@@ -21,7 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--quiet", action="store_true", help="no progress bar")
     check.set_defaults(func=run_check)
     info = sub.add_parser("info", help="count places per split, view and country")
-    info.add_argument("root")
+    info.add_argument("root", type=arg.existing("folder"), help="dataset folder")
     info.set_defaults(func=run_info)
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from geobridge.cli.synth import country_codes
+from geobridge.cli import args as arg
+from geobridge.cli.synth import synth_countries
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -15,24 +16,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "(cross-domain and robustness included), build a localisation index and measure query fusion. "
         "An interrupted demo continues where it stopped when run again with the same --out.",
     )
-    parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    parser.add_argument("--places", type=int, default=600, help="places in the world (default 600)")
+    parser.add_argument("--out", default="runs/demo", type=arg.output(), help="output folder (default runs/demo)")
+    parser.add_argument("--places", type=arg.count(), default=600, help="places in the world (default 600)")
     parser.add_argument(
         "--extra-train-places",
-        type=int,
+        type=arg.count(lo=0),
         default=600,
         help="training places beyond --places, from the countries not held out (default 600)",
     )
-    parser.add_argument("--test-places", type=int, default=200, help="held-out test places (default 200)")
-    parser.add_argument("--image-size", type=int, default=64, help="image side in pixels (default 64)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--test-places", type=arg.count(), default=200, help="held-out test places (default 200)")
+    parser.add_argument("--image-size", type=arg.integer(lo=16, hi=2048), default=64,
+                        help="image side in pixels (default 64)")
+    parser.add_argument("--seed", type=arg.seed(), default=0)
     parser.add_argument(
-        "--holdout", type=country_codes, default=("NO", "EG"), help="held-out countries (default NO,EG)"
+        "--holdout", type=arg.country_codes(known=synth_countries), default=("NO", "EG"),
+        help="held-out countries (default NO,EG)",
     )
     parser.add_argument("--recipe", default="tiny", help="training recipe name or YAML path (default tiny)")
     parser.add_argument("--no-robustness", action="store_true", help="skip the degraded-view evaluation")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="training config overrides")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, out_kind="folder")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,7 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from geobridge.cli.index import IMAGES_HELP
+from geobridge.cli import args as arg
+from geobridge.cli.index import IMAGES_HELP, SPLITS
+from geobridge.views import IMAGE_VIEWS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -18,29 +20,38 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "nccl on CUDA). Re-running the same command after a crash embeds only the shards not yet done. Then: "
         "geobridge index build --from-embeddings OUT --out INDEX.gbx",
     )
-    parser.add_argument("--checkpoint", required=True, help="model folder or training run folder")
+    parser.add_argument("--checkpoint", required=True, type=arg.existing("folder"),
+                        help="model folder or training run folder")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", help="a GeoLoc-format dataset root (see docs/data-format.md)")
-    source.add_argument("--images", metavar="DIR", help=IMAGES_HELP)
-    parser.add_argument("--coords", metavar="CSV", help="the table for --images (CSV or .jsonl); see --images")
-    parser.add_argument("--split", default="test", help="dataset split for --data ('all' for every split)")
+    source.add_argument("--data", type=arg.existing("folder"),
+                        help="a GeoLoc-format dataset root (see docs/data-format.md)")
+    source.add_argument("--images", metavar="DIR", type=arg.existing("folder"), help=IMAGES_HELP)
+    parser.add_argument("--coords", metavar="CSV", type=arg.existing("file"),
+                        help="the table for --images (CSV or .jsonl); see --images")
+    parser.add_argument("--split", default="test", choices=SPLITS,
+                        help="dataset split for --data ('all' for every split)")
     parser.add_argument("--format", default="geoloc", choices=("geoloc", "university1652"), help="layout of --data")
-    parser.add_argument("--views", default="satellite", help="comma-separated image views to embed (default satellite)")
-    parser.add_argument("--out", required=True, metavar="SHARDS", help="folder of shards to write (or to resume)")
-    parser.add_argument("--shard-size", type=int, default=4096, help="images per shard (default 4096)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--num-workers", type=int, default=2, help="DataLoader processes decoding images per rank")
-    parser.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK if there is CUDA), cpu or cuda")
+    parser.add_argument("--views", default=("satellite",), type=arg.names(IMAGE_VIEWS, what="image view"),
+                        help="comma-separated image views to embed (default satellite)")
+    parser.add_argument("--out", required=True, metavar="SHARDS", type=arg.output(),
+                        help="folder of shards to write (or to resume)")
+    parser.add_argument("--shard-size", type=arg.count(), default=4096, help="images per shard (default 4096)")
+    parser.add_argument("--batch-size", type=arg.batch_size(), default=64)
+    parser.add_argument("--num-workers", type=arg.count(lo=0, hi=256), default=2,
+                        help="DataLoader processes decoding images per rank")
+    parser.add_argument("--device", default="auto", type=arg.Device(auto=True),
+                        help="auto (cuda:LOCAL_RANK if there is CUDA), cpu or cuda")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    parser.set_defaults(func=run)
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse a gallery with places that lack one of --views (default: count them and go on)")
+    parser.set_defaults(func=run, out_kind="folder")
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from geobridge._hashing import file_sha256
-    from geobridge.cli.index import gallery_places, parse_views
-    from geobridge.errors import GeoBridgeError
+    from geobridge.cli.index import gallery_places
     from geobridge.index import model_info_of
     from geobridge.index.build import gallery_records
     from geobridge.index.shards import embed_shards
@@ -48,10 +59,8 @@ def run(args: argparse.Namespace) -> int:
     from geobridge.models.geobridge import WEIGHTS_NAME
     from geobridge.train.distributed import cleanup, init_distributed
 
-    if args.num_workers < 0 or args.batch_size < 1:
-        raise GeoBridgeError("--num-workers must be >= 0 and --batch-size >= 1")
-    views = parse_views(args.views)
-    places = gallery_places(args, default_view=views[0])
+    views = args.views
+    places = gallery_places(args, views=views)
     records = gallery_records(places, views=views)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from geobridge.cli import args as arg
 from geobridge.cli.data import FORMATS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -13,11 +14,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("eval", help="evaluate a model: every direction, km errors, plots, report")
-    parser.add_argument("--checkpoint", required=True, help="model folder or training run folder")
-    parser.add_argument("--data", required=True, help="dataset root")
-    parser.add_argument("--out", required=True, help="report folder")
+    parser.add_argument("--checkpoint", required=True, type=arg.existing("folder"),
+                        help="model folder or training run folder")
+    parser.add_argument("--data", required=True, type=arg.existing("folder"), help="dataset root")
+    parser.add_argument("--out", required=True, type=arg.output(), help="report folder")
     parser.add_argument(
-        "--protocol", default=None, metavar="NAME",
+        "--protocol", default=None, metavar="NAME", type=arg.names(_protocols, what="protocol", single=True),
         help="a benchmark's official protocol: university1652, sample4geo-university, cvusa, cvact, cvact-test, "
         "vigor-same, vigor-cross, sample4geo-vigor-same, sample4geo-vigor-cross or geotext1652 (roles, junk, ties, "
         "K of R@1%%; docs/protocols.md); --split, --holdout and --no-robustness do not apply to it",
@@ -29,11 +31,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="layout of --data (default geoloc, or the --protocol's layout); a benchmark layout is evaluated with its "
         "default protocol: university1652, geotext1652, cvusa, cvact (CVACT_val) or vigor-same",
     )
-    parser.add_argument("--split", default="test", help="GeoLoc split to evaluate (benchmark layouts: test only)")
-    parser.add_argument("--holdout", default=None, help="comma-separated held-out countries (default: manifest)")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"),
+                        help="GeoLoc split to evaluate (benchmark layouts: test only)")
+    parser.add_argument("--holdout", default=None, type=arg.country_codes(),
+                        help="comma-separated held-out countries, each with places in the split (default: manifest)")
     parser.add_argument("--no-robustness", action="store_true", help="skip the degraded-view conditions")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.set_defaults(func=run)
+    parser.add_argument("--batch-size", type=arg.batch_size(), default=64)
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse a split with places that lack one of the dataset's views (default: count them)")
+    parser.set_defaults(func=run, out_kind="folder")
+
+
+def _protocols() -> tuple[str, ...]:
+    """The benchmark protocols' names (imported only when ``--protocol`` is given)."""
+    from geobridge.eval.protocols import list_protocols
+
+    return list_protocols()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,18 +62,18 @@ def run(args: argparse.Namespace) -> int:
     from geobridge.eval.pipeline import DEFAULT_CONDITIONS, evaluate_run
 
     model = GeoBridge.from_pretrained(args.checkpoint)
-    holdout = None if args.holdout is None else tuple(c for c in args.holdout.split(",") if c)
     metrics = evaluate_run(
         model,
         args.data,
         args.out,
         fmt="geoloc",
         split=args.split,
-        holdout_countries=holdout,
+        holdout_countries=args.holdout,
         conditions=() if args.no_robustness else DEFAULT_CONDITIONS,
         batch_size=args.batch_size,
         sections={"Model": f"checkpoint `{args.checkpoint}`", "Data": f"`{args.data}`, split `{args.split}`"},
         run=describe_run(args.checkpoint),
+        strict=args.strict,
         show_progress_bar=True,
     )
     primary = metrics["primary_metric"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from geobridge.cli import args as arg
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("export", help="export a checkpoint for deployment (ONNX)")
@@ -15,13 +17,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "DIR/manifest.json, then check that onnxruntime reproduces the torch embeddings (cosine >= 0.9999). "
         "Run 'geobridge locate' or 'geobridge serve' on DIR with --backend onnx.",
     )
-    onnx.add_argument("--checkpoint", required=True, help="model folder or training run folder")
-    onnx.add_argument("--out", required=True, help="output folder (written atomically)")
+    onnx.add_argument("--checkpoint", required=True, type=arg.existing("folder"),
+                      help="model folder or training run folder")
+    onnx.add_argument("--out", required=True, type=arg.output(), help="output folder (written atomically)")
     onnx.add_argument("--view", action="append", default=[], choices=("drone", "satellite", "street"),
                       help="export only these image views (repeatable; default all three)")
-    onnx.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    onnx.add_argument("--opset", type=arg.integer(lo=7, hi=23), default=17, help="ONNX opset (default 17)")
     onnx.add_argument("--force", action="store_true", help="replace --out if it exists")
-    onnx.set_defaults(func=run)
+    onnx.set_defaults(func=run, out_kind="folder")
     parser.set_defaults(func=_missing_format, export_parser=parser)
 
 

@@ -7,6 +7,10 @@ import argparse
 import json
 from typing import Any
 
+from geobridge.cli import args as arg
+from geobridge.views import IMAGE_VIEWS, VIEWS
+
+SPLITS = ("train", "val", "test", "all")  # a dataset split, or every split
 IMAGES_HELP = (
     "a folder of reference images described by a table: --coords CSV, or <DIR>/coords.csv, or <DIR>/index.jsonl. "
     "CSV columns (header row required): path,lat,lon and optionally place_id,view (paths relative to DIR; "
@@ -25,38 +29,45 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Embed reference images with a checkpoint and write a single-file GeoBridge index "
         "(faiss index + metadata JSON + SHA-256 checksum, written atomically).",
     )
-    build.add_argument("--checkpoint", help="model folder or training run folder (not with --from-embeddings)")
+    build.add_argument("--checkpoint", type=arg.existing("folder"),
+                       help="model folder or training run folder (not with --from-embeddings)")
     source = build.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", help="a GeoLoc-format dataset root (see docs/data-format.md)")
-    source.add_argument("--images", metavar="DIR", help=IMAGES_HELP)
-    source.add_argument("--raster", nargs="+", metavar="TIF",
+    source.add_argument("--data", type=arg.existing("folder"),
+                        help="a GeoLoc-format dataset root (see docs/data-format.md)")
+    source.add_argument("--images", metavar="DIR", type=arg.existing("folder"), help=IMAGES_HELP)
+    source.add_argument("--raster", nargs="+", metavar="TIF", type=arg.existing("file"),
                         help="georeferenced rasters (GeoTIFF orthophotos, any CRS) cut into tiles of --tile-m metres "
                         "(needs the geo extra: rasterio, pyproj)")
-    source.add_argument("--from-embeddings", metavar="SHARDS",
+    source.add_argument("--from-embeddings", metavar="SHARDS", type=arg.existing("folder"),
                         help="a complete folder written by `geobridge embed` (no model is run)")
-    build.add_argument("--coords", metavar="CSV", help="the table for --images (CSV or .jsonl); see --images")
-    build.add_argument("--split", default="test", help="dataset split for --data ('all' for every split)")
+    build.add_argument("--coords", metavar="CSV", type=arg.existing("file"),
+                       help="the table for --images (CSV or .jsonl); see --images")
+    build.add_argument("--split", default="test", choices=SPLITS,
+                       help="dataset split for --data ('all' for every split)")
     build.add_argument("--format", default="geoloc", choices=("geoloc", "university1652"), help="layout of --data")
-    build.add_argument("--out", required=True,
+    build.add_argument("--out", required=True, type=arg.output(),
                        help="index file to write, e.g. runs/sat.gbx (a folder with --layout folder)")
     build.add_argument("--layout", default="file", choices=("file", "folder"),
                        help="file: one checksummed .gbx (small indexes); folder: faiss file + JSON-lines records + "
                        "manifest, IVF lists memory-mapped on load (large galleries; docs/index.md)")
-    build.add_argument("--views", default="satellite", help="comma-separated image views to index (default satellite)")
-    build.add_argument("--tile-m", type=float, default=None, help="--raster: tile side in ground metres")
-    build.add_argument("--stride-m", type=float, default=None,
+    build.add_argument("--views", default=("satellite",), type=arg.names(IMAGE_VIEWS, what="image view"),
+                       help="comma-separated image views to index (default satellite)")
+    build.add_argument("--tile-m", type=arg.positive(hi=1e6), default=None, help="--raster: tile side in ground metres")
+    build.add_argument("--stride-m", type=arg.positive(hi=1e6), default=None,
                        help="--raster: metres between tile origins (default --tile-m: no overlap)")
-    build.add_argument("--scales", default="1",
+    build.add_argument("--scales", default=(1.0,), type=arg.positives(hi=1e3),
                        help="--raster: comma-separated multiples of --tile-m/--stride-m to tile at, e.g. 1,2,4")
-    build.add_argument("--max-nodata", type=float, default=0.5,
+    build.add_argument("--max-nodata", type=arg.fraction(), default=0.5,
                        help="--raster: skip tiles with more than this share of nodata pixels (default 0.5)")
-    build.add_argument("--tile-px", type=int, default=None,
+    build.add_argument("--tile-px", type=arg.integer(lo=8, hi=8192), default=None,
                        help="--raster: pixels per tile side as embedded (default the model's satellite input size)")
     build.add_argument("--factory", default="Flat", help="faiss factory string: Flat, HNSW32, IVF1024,PQ32,RFlat ...")
-    build.add_argument("--batch-size", type=int, default=64)
-    build.add_argument("--device", default="cpu", help="torch device for the model")
+    build.add_argument("--batch-size", type=arg.batch_size(), default=64)
+    build.add_argument("--device", default="cpu", type=arg.Device(), help="torch device for the model")
     build.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    build.set_defaults(func=run_build)
+    build.add_argument("--strict", action="store_true",
+                       help="refuse a gallery with places that lack one of --views (default: count them and go on)")
+    build.set_defaults(func=run_build, out_kind=lambda args: args.layout)
 
     calibrate = commands.add_parser(
         "calibrate",
@@ -66,21 +77,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "The weights are written into the index file (atomically). The places must be in the index; use places "
         "you will not evaluate on.",
     )
-    calibrate.add_argument("index", help="index file to calibrate (rewritten in place)")
-    calibrate.add_argument("--checkpoint", default=None,
+    calibrate.add_argument("index", type=arg.existing(), help="index file to calibrate (rewritten in place)")
+    calibrate.add_argument("--checkpoint", default=None, type=arg.existing("folder"),
                            help="model folder or run folder (default: the checkpoint recorded in the index)")
-    calibrate.add_argument("--data", required=True, help="a GeoLoc-format dataset root with the calibration places")
-    calibrate.add_argument("--split", default="test", help="dataset split of the calibration places ('all' for every)")
+    calibrate.add_argument("--data", required=True, type=arg.existing("folder"),
+                           help="a GeoLoc-format dataset root with the calibration places")
+    calibrate.add_argument("--split", default="test", choices=SPLITS,
+                           help="dataset split of the calibration places ('all' for every)")
     calibrate.add_argument("--format", default="geoloc", choices=("geoloc", "university1652"), help="layout of --data")
-    calibrate.add_argument("--views", default="drone,street,text",
+    calibrate.add_argument("--views", default=("drone", "street", "text"), type=arg.names(VIEWS, what="view"),
                            help="comma-separated query views to weigh (default drone,street,text)")
-    calibrate.add_argument("--batch-size", type=int, default=64)
-    calibrate.add_argument("--device", default="cpu", help="torch device for the model")
+    calibrate.add_argument("--batch-size", type=arg.batch_size(), default=64)
+    calibrate.add_argument("--device", default="cpu", type=arg.Device(), help="torch device for the model")
     calibrate.add_argument("--no-progress", action="store_true", help="hide progress bars")
     calibrate.set_defaults(func=run_calibrate)
 
     info = commands.add_parser("info", help="print an index's summary as JSON")
-    info.add_argument("index", help="index file")
+    info.add_argument("index", type=arg.existing(), help="index file or folder")
     info.set_defaults(func=run_info)
     parser.set_defaults(func=lambda args: _usage(parser))
 
@@ -94,37 +107,28 @@ def run(args: argparse.Namespace) -> int:
     return int(args.func(args))
 
 
-def parse_views(text: str) -> tuple[str, ...]:
-    """``--views``: comma-separated image views, each checked."""
-    from geobridge.errors import GeoBridgeError
-    from geobridge.views import IMAGE_VIEWS
-
-    views = tuple(v.strip() for v in text.split(",") if v.strip())
-    for view in views:
-        if view not in IMAGE_VIEWS:
-            raise GeoBridgeError(f"unknown view {view!r} in --views; expected some of {', '.join(IMAGE_VIEWS)}")
-    if not views:
-        raise GeoBridgeError("--views is empty")
-    return views
-
-
-def gallery_places(args: argparse.Namespace, *, default_view: str) -> list:
-    """The reference places of ``--images`` (with ``--coords``) or of ``--data`` (``--split``, ``--format``)."""
+def gallery_places(args: argparse.Namespace, *, views: tuple[str, ...]) -> list:
+    """The reference places of ``--images`` (with ``--coords``) or of ``--data`` (``--split``, ``--format``); those
+    without one of ``views`` are counted on stderr (an error with ``--strict``)."""
+    from geobridge.data.coverage import check_coverage
     from geobridge.errors import GeoBridgeError
     from geobridge.index import read_image_table
 
     if args.coords and not args.images:
         raise GeoBridgeError("--coords goes with --images")
     if args.images:
-        return read_image_table(args.images, coords=args.coords, default_view=default_view)
-    from geobridge.data import load_places
+        places = read_image_table(args.images, coords=args.coords, default_view=views[0])
+    else:
+        from geobridge.data import load_places
 
-    try:
-        # a University-1652 test split is indexed by its gallery role (gallery_<view>/), never a merged pool
-        return load_places(args.data, fmt=args.format, split=None if args.split == "all" else args.split,
-                           role="gallery")
-    except ValueError as exc:
-        raise GeoBridgeError(str(exc)) from exc
+        try:
+            # a University-1652 test split is indexed by its gallery role (gallery_<view>/), never a merged pool
+            places = load_places(args.data, fmt=args.format, split=None if args.split == "all" else args.split,
+                                 role="gallery")
+        except ValueError as exc:
+            raise GeoBridgeError(str(exc)) from exc
+    check_coverage(places, views=views, strict=args.strict, where=args.images or f"{args.data} ({args.split})")
+    return places
 
 
 def run_build(args: argparse.Namespace) -> int:
@@ -168,8 +172,8 @@ def _place_index(args: argparse.Namespace) -> Any:
 
     if args.tile_m is not None or args.stride_m is not None:
         raise GeoBridgeError("--tile-m and --stride-m go with --raster")
-    views = parse_views(args.views)
-    places = gallery_places(args, default_view=views[0])
+    views = args.views
+    places = gallery_places(args, views=views)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     model = GeoBridge.from_pretrained(args.checkpoint, device=args.device)
     info = model_info_of(model, checkpoint=args.checkpoint)
@@ -187,14 +191,10 @@ def _raster_index(args: argparse.Namespace) -> Any:
 
     if args.tile_m is None:
         raise GeoBridgeError("--raster needs --tile-m (tile side in metres)")
-    try:
-        scales = tuple(float(s) for s in args.scales.split(",") if s.strip())
-    except ValueError as exc:
-        raise GeoBridgeError(f"--scales must be comma-separated numbers, got {args.scales!r}") from exc
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     model = GeoBridge.from_pretrained(args.checkpoint, device=args.device)
     return build_raster_index(
-        model, args.raster, tile_m=args.tile_m, stride_m=args.stride_m, scales=scales, tile_px=args.tile_px,
+        model, args.raster, tile_m=args.tile_m, stride_m=args.stride_m, scales=args.scales, tile_px=args.tile_px,
         max_nodata=args.max_nodata, factory=args.factory, batch_size=args.batch_size,
         show_progress_bar=not args.no_progress, model_info=model_info_of(model, checkpoint=args.checkpoint),
     )
@@ -206,7 +206,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from geobridge.index import GeoIndex, calibrate_index
     from geobridge.models import GeoBridge
 
-    views = tuple(v.strip() for v in args.views.split(",") if v.strip())
+    views = args.views
     index = GeoIndex.load(args.index)
     checkpoint = args.checkpoint or index.model_info.get("checkpoint")
     if not checkpoint:

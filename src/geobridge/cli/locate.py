@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from geobridge.cli import args as arg
 from geobridge.fusions import LOCATE_FUSIONS, fusion_help
 
 
@@ -16,49 +17,52 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Embed each query with its view, search the index among the other views, fuse the results per "
         "place and print the estimated location, its confidence and the ranked matches as JSON or GeoJSON.",
     )
-    parser.add_argument("--index", required=True, help="index file written by 'geobridge index build'")
-    parser.add_argument("--checkpoint", default=None,
+    parser.add_argument("--index", required=True, type=arg.existing(),
+                        help="index file written by 'geobridge index build'")
+    parser.add_argument("--checkpoint", default=None, type=arg.existing("folder"),
                         help="model folder or run folder, or with --backend onnx a 'geobridge export onnx' folder "
                         "(default: the checkpoint recorded in the index)")
     parser.add_argument("--backend", default="torch", choices=("torch", "onnx"),
                         help="run the torch model or its exported ONNX graphs with onnxruntime (default torch)")
-    parser.add_argument("--image", action="append", default=[], metavar="PATH", help="a query image (repeatable)")
+    parser.add_argument("--image", action="append", default=[], metavar="PATH", type=arg.existing("file"),
+                        help="a query image (repeatable)")
     parser.add_argument("--image-view", action="append", default=[], choices=("drone", "street", "satellite"),
                         help="the view of each --image, in order (repeat once per image)")
     parser.add_argument("--view", default=None, choices=("drone", "street", "satellite"),
                         help="the view of every --image without its own --image-view (default drone)")
     parser.add_argument("--text", action="append", default=[], help="a query text (repeatable)")
-    parser.add_argument("--top-k", type=int, default=10, help="matches to return (default 10)")
+    parser.add_argument("--top-k", type=arg.count(hi=10_000), default=10, help="matches to return (default 10)")
     parser.add_argument("--fusion", default="auto", choices=LOCATE_FUSIONS,
                         help=f"how queries are fused (default auto). {fusion_help()}".replace("%", "%%"))
-    parser.add_argument("--near", metavar="LAT,LON", default=None,
+    parser.add_argument("--near", metavar="LAT,LON", default=None, type=arg.LatLon(),
                         help="search only index entries whose centre lies within --radius-km of this point (a prior)")
     parser.add_argument("--prior", choices=("exif",), default=None,
                         help="exif: take the prior's centre from the first --image's EXIF GPS position")
-    parser.add_argument("--radius-km", type=float, default=None,
+    parser.add_argument("--radius-km", type=arg.positive(hi=arg.HALF_EARTH_KM), default=None,
                         help="with --near or --prior: the prior's radius in km (required there); without a prior, "
                         "the consensus radius (kept for older command lines; prefer --consensus-radius-km)")
-    parser.add_argument("--consensus-radius-km", type=float, default=None,
+    parser.add_argument("--consensus-radius-km", type=arg.positive(hi=arg.HALF_EARTH_KM), default=None,
                         help="consensus fusion radius in km (default 25)")
-    parser.add_argument("--truth", metavar="LAT,LON", default=None,
+    parser.add_argument("--truth", metavar="LAT,LON", default=None, type=arg.LatLon(),
                         help="the true position, where known: the output adds the estimate's error in metres")
     parser.add_argument("--include-same-view", action="store_true",
                         help="also match gallery items of the query's own view")
-    parser.add_argument("--sequence", nargs="+", default=None, metavar="FRAMES",
+    parser.add_argument("--sequence", nargs="+", default=None, metavar="FRAMES", type=arg.existing(),
                         help="the frames of one flight (image paths in order, a folder of images, or a .jsonl with "
                         "path, optional timestamp and true lat/lon per line): print one smoothed track")
-    parser.add_argument("--max-speed-mps", type=float, default=None,
+    parser.add_argument("--max-speed-mps", type=arg.positive(hi=1e9), default=None,
                         help="--sequence with timestamps: the motion bound's top speed in m/s")
-    parser.add_argument("--max-step-m", type=float, default=None,
+    parser.add_argument("--max-step-m", type=arg.positive(hi=4e7), default=None,
                         help="--sequence without timestamps: the longest move between consecutive frames in metres")
-    parser.add_argument("--slack-m", type=float, default=0.0,
+    parser.add_argument("--slack-m", type=arg.number(lo=0.0, hi=4e7), default=0.0,
                         help="--sequence: metres added to the motion bound (e.g. half the tile stride; default 0)")
-    parser.add_argument("--window", type=int, default=None,
+    parser.add_argument("--window", type=arg.count(hi=1_000_000), default=None,
                         help="--sequence: smooth each frame over the W frames on each side (default: whole flight)")
     parser.add_argument("--format", default="json", choices=("json", "geojson"), help="output format")
-    parser.add_argument("--out", default=None, help="write the output to this file instead of printing it")
-    parser.add_argument("--device", default="cpu", help="torch device for the model")
-    parser.set_defaults(func=run)
+    parser.add_argument("--out", default=None, type=arg.output(),
+                        help="write the output to this file instead of printing it")
+    parser.add_argument("--device", default="cpu", type=arg.Device(), help="torch device for the model")
+    parser.set_defaults(func=run, out_kind="file")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,8 +76,6 @@ def run(args: argparse.Namespace) -> int:
         raise GeoBridgeError("give at least one --image or --text (or --sequence FRAMES)")
     if len(args.image_view) > len(args.image):
         raise GeoBridgeError(f"{len(args.image_view)} --image-view values for {len(args.image)} --image values")
-    if args.top_k < 1:
-        raise GeoBridgeError(f"--top-k must be >= 1, got {args.top_k}")
     near, prior_radius, consensus_radius = _prior(args)
     index = GeoIndex.load(args.index)
     checkpoint = args.checkpoint or index.model_info.get("checkpoint")
@@ -82,9 +84,6 @@ def run(args: argparse.Namespace) -> int:
     model = load_encoder(checkpoint, backend=args.backend, device=args.device)
     default_view = args.view or "drone"
     views = list(args.image_view) + [default_view] * (len(args.image) - len(args.image_view))
-    for path in args.image:
-        if not Path(path).is_file():
-            raise GeoBridgeError(f"query image not found: {path}")
     result = locate(
         model,
         index,
@@ -97,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         near=near,
         near_radius_km=prior_radius,
         prior_source=args.prior or "near",
-        truth=_lat_lon(args.truth, option="--truth") if args.truth else None,
+        truth=args.truth,
     )
     _write(result.to_geojson() if args.format == "geojson" else result.to_dict(), out=args.out)
     return 0
@@ -111,8 +110,6 @@ def _run_sequence(args: argparse.Namespace) -> int:
 
     if args.image or args.text or args.prior:
         raise GeoBridgeError("--sequence takes its frames alone: drop --image, --text and --prior")
-    if args.top_k < 1:
-        raise GeoBridgeError(f"--top-k must be >= 1, got {args.top_k}")
     frames = read_sequence(args.sequence)
     near, prior_radius, _ = _prior(args)
     index = GeoIndex.load(args.index)
@@ -156,7 +153,7 @@ def _prior(args: argparse.Namespace) -> tuple[tuple[float, float] | None, float 
     if args.radius_km is None:
         raise GeoBridgeError("a prior (--near or --prior) needs --radius-km R, the search radius in km")
     if args.near is not None:
-        near = _lat_lon(args.near, option="--near")
+        near = args.near
     else:
         if not args.image:
             raise GeoBridgeError("--prior exif reads the GPS position of the first --image; give an --image")
@@ -166,12 +163,3 @@ def _prior(args: argparse.Namespace) -> tuple[tuple[float, float] | None, float 
         near = found
     return near, float(args.radius_km), float(consensus if consensus is not None else 25.0)
 
-
-def _lat_lon(value: str, *, option: str) -> tuple[float, float]:
-    from geobridge.errors import GeoBridgeError
-
-    try:
-        lat, lon = (float(v) for v in value.split(","))
-    except ValueError:
-        raise GeoBridgeError(f"{option} must be LAT,LON in degrees (e.g. 50.08,14.42), got {value!r}") from None
-    return lat, lon

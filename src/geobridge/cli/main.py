@@ -6,8 +6,10 @@ Each sub-command is a module in this package with two functions:
 * ``run(args) -> int`` does the work and returns the exit code.
 
 Modules are imported only to build the parser; heavy libraries are imported inside ``run``.
-Errors that users can cause (bad paths, bad data, bad config values) are raised as ``GeoBridgeError`` and
-printed as one clear line with exit code 2, never as a traceback.
+Every option is checked by ``parse`` before any work starts: its argparse ``type=`` (``cli/args.py``) and, for
+``--out``, the one output rule (``args.check_output``, with the command's ``out_kind`` default).
+Errors that users can cause (bad options, paths, data, config values) are raised as ``GeoBridgeError`` (or
+argparse's usage error) and printed as one clear line with exit code 2, never as a traceback.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from geobridge.cli.args import check_outputs
 from geobridge.errors import GeoBridgeError
 
 COMMAND_MODULES: tuple[str, ...] = (
@@ -43,11 +46,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The checked options of one command line; a bad one exits with code 2 and one ``error:`` line naming it."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        check_outputs(args)
+    except GeoBridgeError as exc:
+        print(f"geobridge {args.command}: error: {one_line(exc)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = parse(argv)
+    except SystemExit as exc:  # a refused option (code 2), or --help / --version (code 0)
+        return exc.code if isinstance(exc.code, int) else 2 if exc.code else 0
     if not getattr(args, "func", None):
-        parser.print_help()
+        build_parser().print_help()
         return 2
     try:
         return int(args.func(args) or 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from geobridge.cli import args as arg
 from geobridge.cli.data import FORMATS
 
 
@@ -17,15 +18,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "renorm", help="re-estimate BatchNorm statistics per image view (fixes checkpoints with shared statistics)"
     )
-    parser.add_argument("--checkpoint", required=True, help="model folder or training run folder")
-    parser.add_argument("--data", required=True, help="dataset root whose images estimate the statistics")
-    parser.add_argument("--out", required=True, help="new model folder (must not exist)")
+    parser.add_argument("--checkpoint", required=True, type=arg.existing("folder"),
+                        help="model folder or training run folder")
+    parser.add_argument("--data", required=True, type=arg.existing("folder"),
+                        help="dataset root whose images estimate the statistics")
+    parser.add_argument("--out", required=True, type=arg.output(), help="new model folder (must not exist)")
     parser.add_argument("--format", default="geoloc", choices=FORMATS, help="layout of --data (default geoloc)")
-    parser.add_argument("--split", default="train", help="split whose images are used (default train)")
-    parser.add_argument("--images", type=int, default=800, help="images per view, drawn at random (default 800)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the draw")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.set_defaults(func=run)
+    parser.add_argument("--split", default="train", choices=("train", "val", "test"),
+                        help="split whose images are used (default train)")
+    parser.add_argument("--images", type=arg.count(lo=2), default=800,
+                        help="images per view, drawn at random (default 800)")
+    parser.add_argument("--seed", type=arg.seed(), default=0, help="seed of the draw")
+    parser.add_argument("--batch-size", type=arg.batch_size(lo=2), default=64)
+    parser.set_defaults(func=run, out_kind="new-folder")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,13 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from geobridge.models import GeoBridge
     from geobridge.views import IMAGE_VIEWS
 
-    if args.images < 2:
-        raise GeoBridgeError(f"--images must be >= 2, got {args.images}")
-    if args.batch_size < 2:
-        raise GeoBridgeError(f"--batch-size must be >= 2, got {args.batch_size}")
     out = Path(args.out)
-    if out.exists():
-        raise GeoBridgeError(f"--out {out} exists; choose a new folder")
     model = GeoBridge.from_pretrained(args.checkpoint)
     before = model.config.image.norm
     places = load_places(args.data, fmt=args.format, split=args.split)

@@ -12,11 +12,11 @@ from tqdm.auto import tqdm
 from geobridge.data.geoloc import country_bboxes, manifest_problems, place_problem
 from geobridge.data.io import (
     decode_line,
-    list_images,
     load_image,
     parse_jsonl_line,
     raw_lines,
     read_json,
+    scan_images,
 )
 from geobridge.errors import DataError
 from geobridge.views import IMAGE_VIEWS, VIEWS
@@ -26,7 +26,9 @@ SPLITS = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # e.g. missing-file, bad-json, missing-view, missing-image, unreadable-image, unknown-id, bad-coordinates
+    # e.g. missing-file, bad-json, bad-entry (not a regular readable file), duplicate-id, missing-view,
+    # missing-image, unreadable-image, unknown-id, bad-coordinates
+    kind: str
     path: str
     message: str
 
@@ -194,8 +196,10 @@ def _check_geoloc(root: Path, report: CheckReport, show_progress_bar: bool | Non
         for unknown in sorted(present - ids):
             report.add("unknown-id", folder / unknown, f"folder for place {unknown!r}, which is not in places.jsonl")
         for pid in sorted(ids):
-            files = list_images(folder / pid)
-            if not files:
+            files, bad = scan_images(folder / pid)
+            for path, reason in bad:
+                report.add("bad-entry", path, reason)
+            if not files and not bad:
                 report.add("missing-view", folder / pid, f"place {pid!r} has no {view} image")
             elif view == "drone" and len(files) < expected_drone:
                 report.add(

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from geobridge.data.io import IMAGE_SUFFIXES, list_images, load_image
+from geobridge.data.io import IMAGE_SUFFIXES, load_image, scan_images
 from geobridge.errors import DataError
 from geobridge.views import IMAGE_VIEWS
 
@@ -105,8 +105,10 @@ def check_university1652(root: Path, report: Report) -> list[Path]:
             folder = base / name
             ids[f"{split}/{name}"] = set()
             for building in sorted(p for p in folder.iterdir() if p.is_dir()):
-                files = list_images(building)
-                if not files:
+                files, bad = scan_images(building)
+                for path, reason in bad:
+                    report.add("bad-entry", path, reason)
+                if not files and not bad:
                     report.add("missing-image", building, "no images in this building folder")
                 ids[f"{split}/{name}"].add(building.name)
                 images.extend(files)

@@ -39,8 +39,13 @@ class GeoLocDataset:
         self.views = tuple(v for v in (views or listed) if v in VIEWS)
         texts = self._read_texts() if "text" in self.views else {}
         places = []
+        lines: dict[str, int] = {}  # place_id -> its line in places.jsonl
         for number, row in read_jsonl_numbered(self.root / "places.jsonl"):
             place = self._place(row, number, texts)
+            if place.place_id in lines:
+                raise DataError(f"{self.root / 'places.jsonl'}:{number}: place_id {place.place_id!r} appears twice "
+                                f"(first on line {lines[place.place_id]}); place ids must be unique")
+            lines[place.place_id] = number
             if split is None or place.split == split:
                 places.append(place)
         self.places: list[Place] = places

@@ -12,11 +12,13 @@ from typing import Any
 import numpy as np
 
 from geobridge.data import load_places
+from geobridge.data.coverage import ViewCoverage, check_coverage
+from geobridge.errors import DataError
 from geobridge.eval.embed import Degrade, benchmark_protocol, embed_places
 from geobridge.eval.evaluator import EmbeddingSet, RetrievalEvaluator, errors_km, evaluate_groups, retrieve
 from geobridge.eval.plots import plot_error_histogram, plot_error_map, plot_recall_curves, plot_retrieval_grid
 from geobridge.eval.report import write_report
-from geobridge.views import IMAGE_VIEWS, direction_key
+from geobridge.views import IMAGE_VIEWS, VIEWS, direction_key
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ def evaluate_run(
     title: str = "GeoBridge evaluation",
     sections: dict[str, str] | None = None,
     run: dict[str, str] | None = None,
+    strict: bool = False,
     show_progress_bar: bool | None = None,
 ) -> dict[str, Any]:
     """Evaluate every direction on ``split`` and write ``metrics.json``, ``report.md`` and plots into ``out_dir``.
@@ -69,6 +72,8 @@ def evaluate_run(
     A benchmark layout (``fmt`` other than ``geoloc``) is evaluated with its default protocol instead
     (:func:`geobridge.eval.protocol_run.run_protocol`; held-out countries and conditions do not apply).
     ``run`` (dates, commits, seed, epochs, training time: ``geobridge.eval.run_info.describe_run``) heads the report.
+    Places without one of the dataset's views are counted on stderr and in the report's Coverage section (a
+    ``DataError`` with ``strict``). A ``holdout_countries`` code without a place in ``split`` is a ``DataError``.
     """
     protocol = benchmark_protocol(fmt, split)
     if protocol is not None:
@@ -76,12 +81,17 @@ def evaluate_run(
 
         return dict(run_protocol(model, protocol, data, out_dir, batch_size=batch_size, sections=sections,
                                  run=run, show_progress_bar=show_progress_bar))
+    places = load_places(data, fmt=fmt, split=split)
+    manifest = json.loads((Path(data) / "manifest.json").read_text()) if fmt == "geoloc" else {}
+    if holdout_countries is None:
+        holdout_countries = tuple(manifest.get("holdout_countries", ()))
+    else:
+        _check_holdout(holdout_countries, places, where=f"{data} ({split})")
+    views = [v for v in manifest.get("views", VIEWS) if v in VIEWS]
+    coverage = check_coverage(places, views=views, strict=strict, where=f"{data} ({split})")
+    sections = {**(sections or {}), "Coverage": _coverage_section(coverage)}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    places = load_places(data, fmt=fmt, split=split)
-    if holdout_countries is None and fmt == "geoloc":
-        manifest = json.loads((Path(data) / "manifest.json").read_text())
-        holdout_countries = tuple(manifest.get("holdout_countries", ()))
     sets = embed_places(model, places, batch_size=batch_size, show_progress_bar=show_progress_bar)
     evaluator = RetrievalEvaluator(show_progress_bar=False)
     metrics: dict[str, Any] = dict(evaluator(sets))
@@ -109,6 +119,22 @@ def evaluate_run(
     plots = write_plots(sets, out)
     write_report(out, metrics, title=title, sections=sections, plots=plots, run=run)
     return metrics
+
+
+def _check_holdout(codes: Sequence[str], places: Sequence[Any], *, where: str) -> None:
+    """Every held-out country asked for has places in the split (else its group would be silently empty)."""
+    present = sorted({p.country for p in places if p.country})
+    absent = [code for code in codes if code not in present]
+    if absent:
+        raise DataError(f"held-out countries {', '.join(absent)} have no place in {where}; its countries are "
+                        f"{', '.join(present) or 'not recorded'}")
+
+
+def _coverage_section(coverage: ViewCoverage) -> str:
+    lines = coverage.lines()
+    if not lines:
+        return f"Every one of the {coverage.places} places has every view."
+    return "\n".join(f"- {line}: left out of the directions with that view." for line in lines)
 
 
 def write_plots(sets: dict[str, EmbeddingSet], out: Path) -> dict[str, Path]:

@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from geobridge._atomic import atomic_write_bytes
 from geobridge.data import BatchAugment, TensorBatches, build_view_cache
-from geobridge.errors import GeoBridgeError
+from geobridge.data.coverage import check_coverage
+from geobridge.errors import CheckpointError, GeoBridgeError
 from geobridge.losses import GeoBridgeLoss
 from geobridge.models import GeoBridge, get_model_config
 from geobridge.models.precision import autocast, check_precision, grad_scaler
@@ -108,12 +109,32 @@ def param_groups(model: GeoBridge, config: TrainConfig) -> list[dict[str, Any]]:
     return [{"params": ps, "lr": lr, "base_lr": lr, "weight_decay": wd} for (lr, wd), ps in sorted(groups.items())]
 
 
+# settings that change how a model is run, not what it is: a run may resume with another value
+RESUMABLE_CHANGES = ("image.grad_checkpointing",)
+
+
+def config_changes(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """``key: <saved> in the checkpoint, <current> now`` for each dotted key whose value differs (except
+    ``RESUMABLE_CHANGES``)."""
+    out = []
+    for key in sorted(set(saved) | set(current), key=str):
+        dotted = f"{prefix}{key}"
+        old, new = saved.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            out.extend(config_changes(old, new, prefix=f"{dotted}."))
+        elif old != new and dotted not in RESUMABLE_CHANGES:
+            out.append(f"{dotted}: {old!r} in the checkpoint, {new!r} now")
+    return out
+
+
 class Trainer:
     """Owns the model, data, optimizer and run folder of one training run."""
 
-    def __init__(self, config: TrainConfig, *, show_progress_bar: bool | None = None) -> None:
+    def __init__(self, config: TrainConfig, *, show_progress_bar: bool | None = None, strict: bool = False) -> None:
+        """``strict``: refuse training places that lack one of the views trained (default: count them and go on)."""
         validate_config(config)  # also a config built or changed in code, not only one from load_config
         self.config = config
+        self.strict = strict
         self.device = _resolve_device(config.train.device)
         self.dist = init_distributed(self.device)
         if self.dist.enabled and self.device.type == "cuda":
@@ -178,6 +199,8 @@ class Trainer:
                 f"{config.data.root} has {len(places)} {config.data.train_split} places, "
                 f"fewer than one batch ({config.optim.batch_size})"
             )
+        check_coverage(places, views=self.views, strict=self.strict,
+                       where=f"{config.data.root} ({config.data.train_split})")
         self.places = places
         coords = np.array([[p.lat, p.lon] for p in places], dtype=np.float64)
         gps_now = config.sampler.strategy == "gps" and config.sampler.gps_epochs == "all"
@@ -412,9 +435,20 @@ class Trainer:
         if folder is None:
             return False
         restored = GeoBridge.from_pretrained(folder / "model")
+        changed = config_changes(restored.config.to_dict(), self.model.config.to_dict())
+        if changed:
+            raise CheckpointError(
+                f"cannot resume {self.run_dir}: its checkpoint {folder.name} was trained with another model config "
+                f"({'; '.join(changed[:4])}{'; ...' if len(changed) > 4 else ''}); train with the same model "
+                "settings, or give a new out folder"
+            )
         self.model.load_state_dict(restored.state_dict())
         state = load_train_state(folder)
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except ValueError as exc:  # other trainable parameters (e.g. model.image_trainable_blocks changed)
+            raise CheckpointError(f"cannot resume {self.run_dir}: the optimizer state of {folder.name} does not "
+                                  f"match the parameters trained now ({exc})") from None
         torch.set_rng_state(state["rng_torch"])
         if state["rng_cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
@@ -551,9 +585,10 @@ class Trainer:
         cleanup(self.dist)
 
 
-def train(config: TrainConfig, *, resume: bool = False, evaluate: bool = True) -> dict[str, Any]:
-    """Train (resuming if asked), save the model to ``<out>/model`` and, on the main rank, evaluate it."""
-    trainer = Trainer(config)
+def train(config: TrainConfig, *, resume: bool = False, evaluate: bool = True, strict: bool = False) -> dict[str, Any]:
+    """Train (resuming if asked), save the model to ``<out>/model`` and, on the main rank, evaluate it. ``strict``:
+    refuse training places without one of the views trained (default: count them on stderr and go on)."""
+    trainer = Trainer(config, strict=strict)
     try:
         if resume and not trainer.resume() and trainer.dist.is_main:
             tqdm.write(f"no checkpoint in {trainer.run_dir}; starting from scratch")
