@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         thumbnails_root=args.thumbnails_root,
     )
-    print(f"serving {len(index)} vectors with {checkpoint} on http://{args.host}:{args.port}/")
+    where = f"http://{args.host}:{args.port}/" if args.port else f"a free port of {args.host} (uvicorn logs which)"
+    print(f"serving {len(index)} vectors with {checkpoint} on {where}")
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
