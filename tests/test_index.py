@@ -63,27 +63,92 @@ def test_search_equals_brute_force(filled):
     np.testing.assert_array_equal(single.ids[0], expected[0, :3])
 
 
-def test_batched_exact_path_matches_faiss_and_brute_force(filled, tmp_path, monkeypatch):
-    from geobridge.index import store
+@pytest.mark.parametrize("kernel", [None, "faiss", "torch"])  # None: the kernel measured faster here
+@pytest.mark.parametrize("n_queries", [1, 3, 40])
+def test_every_exact_kernel_matches_brute_force_after_remove_and_load(filled, tmp_path, kernel, n_queries):
+    from geobridge.index.exact import KernelChooser
 
     index, gallery, ids, rng = filled
-    queries = rng.standard_normal((40, 16))  # a batch: the torch matmul + topk path
-    monkeypatch.setattr(store, "EXACT_TORCH_BLOCK_FLOATS", 40 * 64)  # 64 gallery rows per block: merging is tested
+    index.exact_kernels = KernelChooser(force=kernel)
+    queries = rng.standard_normal((n_queries, 16))
     batched = index.search(queries, k=10)
     scores, expected = brute_force(queries, gallery, ids, 10)
     np.testing.assert_allclose(batched.scores, scores, atol=1e-5)
     np.testing.assert_array_equal(batched.ids, expected)
-    monkeypatch.setattr(store, "EXACT_TORCH_MIN_QUERIES", 10**9)  # force faiss for the same batch
-    np.testing.assert_array_equal(index.search(queries, k=10).ids, batched.ids)
-    monkeypatch.undo()
     index.remove(expected[:, 0])  # storage rows shift; ids must still map right
     kept = ~np.isin(ids, expected[:, 0])
     _, after = brute_force(queries, gallery[kept], ids[kept], 10)
     np.testing.assert_array_equal(index.search(queries, k=10).ids, after)
     loaded = GeoIndex.load(index.save(tmp_path / "i.gbx"))
+    loaded.exact_kernels = KernelChooser(force=kernel)
     np.testing.assert_array_equal(loaded.search(queries, k=10).ids, after)
     wide = loaded.search(queries, k=500)  # k beyond the gallery: padded like faiss
     assert (wide.ids[:, len(loaded):] == -1).all() and np.isneginf(wide.scores[:, len(loaded):]).all()
+    every = np.tile(np.sort(loaded.ids), (n_queries, 1))  # (Q, N): each query ranks the whole gallery
+    np.testing.assert_array_equal(np.sort(wide.ids[:, : len(loaded)], axis=1), every)
+
+
+def test_torch_kernel_merges_blocks_exactly():
+    from geobridge.index.exact import faiss_topk, torch_topk
+
+    rng = np.random.default_rng(3)
+    gallery, queries = unit(rng.standard_normal((1000, 8))), unit(rng.standard_normal((5, 8)))
+    order = np.argsort(-(queries @ gallery.T), axis=1, kind="stable")[:, :7]
+    for block_floats in (5 * 7, 5 * 64, 5 * 999, 1 << 22):  # one row short of k per block ... a single block
+        scores, rows = torch_topk(gallery, queries, 7, block_floats=block_floats)
+        np.testing.assert_array_equal(rows, order)
+        np.testing.assert_allclose(scores, np.take_along_axis(queries @ gallery.T, order, axis=1), atol=1e-6)
+    np.testing.assert_array_equal(faiss_topk(gallery, queries, 7)[1], order)
+    assert torch_topk(gallery[:3], queries, 7)[1].shape == (5, 3)  # k beyond the rows: k' = N
+
+
+def test_kernel_choice_is_measured_once_per_shape_class(monkeypatch):
+    from geobridge.index import exact
+
+    calls = []
+    real = exact.run_kernel
+
+    def slow_faiss(name, gallery, queries, k):  # faiss made slower than torch: the probe must see it
+        calls.append((name, len(queries), len(gallery)))
+        if name == "faiss":
+            import time
+
+            time.sleep(0.25)
+        return real(name, gallery, queries, k)
+
+    monkeypatch.setattr(exact, "run_kernel", slow_faiss)
+    rng = np.random.default_rng(0)
+    gallery, queries = unit(rng.standard_normal((5000, 8))), unit(rng.standard_normal((300, 8)))
+    chooser = exact.KernelChooser(probe_queries=64, probe_rows=1024, repeats=2)
+    chooser.search(gallery, queries, 5)
+    probe = [c for c in calls[:-1]]
+    assert len(probe) == 2 * 3 and {c[1:] for c in probe} == {(64, 1024)}  # 1 untimed + 2 timed each, bounded
+    assert calls[-1] == ("torch", 300, 5000)  # the search itself: whole batch, whole gallery, torch chosen
+    (decision,) = chooser.decisions.values()
+    assert decision["kernel"] == "torch" and decision["probe_seconds"]["faiss"] >= 0.25
+    calls.clear()
+    chooser.search(gallery, queries[:100], 5)  # same class (>= 64 queries, >= 1024 rows): no new probe
+    assert calls == [("torch", 100, 5000)]
+    chooser.search(gallery, queries[:1], 5)  # a single query is its own class
+    assert len(calls) == 1 + 2 * 3 + 1 and len(chooser.decisions) == 2
+    with pytest.raises(ValueError, match="unknown exact-search kernel"):
+        exact.KernelChooser(force="numpy")
+
+
+def test_hit_records_are_a_snapshot_read_lazily(filled, tmp_path):
+    index, gallery, ids, rng = filled
+    queries = rng.standard_normal((4, 16))
+    result = index.search(queries, k=5)
+    expected = [[index.record(int(i)) for i in row] for row in result.ids]
+    index.remove(result.ids[:, 0])  # after the search: the result still names what it found
+    index.add(rng.standard_normal((2, 16)), records(2, start=900))
+    assert [[{k: v for k, v in hit.items() if k not in ("id", "score")} for hit in result.metadata(q)]
+            for q in range(4)] == expected
+    assert set(result.lookup) == set(np.unique(result.ids).tolist()) and 10**6 not in result.lookup
+    folder = index.save_folder(tmp_path / "folder")
+    lazy = GeoIndex.load(folder)
+    found = lazy.search(queries, k=3)
+    assert [hit["id"] for hit in found.metadata(0)] == found.ids[0].tolist()
 
 
 def test_padding_view_filter_and_exclusion(filled):

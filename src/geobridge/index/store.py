@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import re
+import weakref
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ import numpy as np
 from geobridge._atomic import atomic_write_chunks
 from geobridge.errors import GeoBridgeError, IndexFormatError
 from geobridge.index.checks import METRICS, REQUIRED_KEYS, check_faiss_header, check_meta, check_record  # noqa: F401
+from geobridge.index.exact import process_chooser
 from geobridge.index.factory import parse_factory
 from geobridge.index.records import LazyRecords
 from geobridge.views import VIEWS
@@ -41,8 +43,6 @@ FORMAT_VERSION = 1
 MAGIC = b"GEOBRIDGE-INDEX\n"
 MAX_HEADER_BYTES = 4096
 FAISS_HEAD_BYTES = 4096  # check_faiss_header reads the serialised index's first bytes only
-EXACT_TORCH_MIN_QUERIES = 16  # batches at least this large are searched by torch matmul + topk on Flat indexes
-EXACT_TORCH_BLOCK_FLOATS = 1 << 25  # similarity-block size (Q x rows) of that path: 128 MiB of float32
 # a prior on a Flat index scores only the allowed rows (index/prior.py) when they are at most this share of the
 # index, else faiss searches with an ID selector. Measured, one query, 256-d (benchmarks/bench_prior.py): 100k,
 # subset vs selector 2.2 vs 13.8 ms at 10 %, 12.1 vs 15.6 ms at 50 %, 16.3 vs 15.2 ms at 90 % (parity)
@@ -77,6 +77,49 @@ class SearchResult:
     def records(self) -> tuple[tuple[dict[str, Any], ...], ...]:
         """Every query's ``metadata``, as nested tuples."""
         return tuple(tuple(self.metadata(q)) for q in range(len(self)))
+
+
+class HitRecords(Mapping[int, Mapping[str, Any]]):
+    """Vector id -> metadata record for the hits of one search, read from the index's records when first asked.
+
+    ``freeze`` copies the hits' records out of the index (``GeoIndex`` calls it before any add or remove), so the
+    mapping keeps answering as it would have at search time.
+    """
+
+    def __init__(self, records: Mapping[int, Mapping[str, Any]], ids: np.ndarray) -> None:
+        self._records: Mapping[int, Mapping[str, Any]] = records
+        self._ids = ids.copy()  # (Q, k) the hits, padded with -1; np.unique'd on first membership test
+        self._hits: np.ndarray | None = None
+        self._frozen = False
+
+    def hits(self) -> np.ndarray:
+        """(H,) sorted distinct ids of the hits."""
+        if self._hits is None:
+            self._hits = np.unique(self._ids[self._ids >= 0])
+        return self._hits
+
+    def freeze(self) -> None:
+        if not self._frozen:
+            self._records = {i: self._records[i] for i in self.hits().tolist()}
+            self._frozen = True
+
+    def __getitem__(self, vector_id: int) -> Mapping[str, Any]:
+        if vector_id not in self:
+            raise KeyError(vector_id)
+        return self._records[vector_id]
+
+    def __contains__(self, vector_id: object) -> bool:
+        if not isinstance(vector_id, (int, np.integer)):
+            return False
+        hits = self.hits()
+        at = int(np.searchsorted(hits, vector_id))
+        return at < hits.size and int(hits[at]) == int(vector_id)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.hits().tolist())
+
+    def __len__(self) -> int:
+        return int(self.hits().size)
 
 
 class GeoIndex:
@@ -115,6 +158,9 @@ class GeoIndex:
         self._records: dict[int, dict[str, Any]] | LazyRecords = {}
         self._next_id = 0
         self._id_cache: dict[str, Any] = {}  # id lists, view filters, the prior's kd-tree: cleared by add/remove
+        self.exact_kernels = process_chooser()  # the exact kernel measured fastest on this machine (index/exact.py)
+        # the hit records of results still alive, frozen before any change (entries vanish with their results)
+        self._open_results: weakref.WeakValueDictionary[int, HitRecords] = weakref.WeakValueDictionary()
         self._mapped_from: Path | None = None  # the index.faiss of a folder this index is memory-mapped from
 
     # ------------------------------------------------------------------ size and state
@@ -231,6 +277,7 @@ class GeoIndex:
         if len(x) == 0:
             return np.zeros((0,), dtype=np.int64)
         stored = self._dict_records()  # a lazily loaded folder's records are parsed before anything changes
+        self._freeze_results()
         if not self._index.is_trained:
             self.train(x)
         ids = np.arange(self._next_id, self._next_id + len(x), dtype=np.int64)
@@ -249,6 +296,7 @@ class GeoIndex:
         if wanted.size == 0:
             return 0
         stored = self._dict_records()  # a lazily loaded folder's records are parsed before anything changes
+        self._freeze_results()
         if isinstance(self._base, faiss.IndexIVF):
             removed = self._remove_from_ivf(wanted)
         else:
@@ -367,6 +415,8 @@ class GeoIndex:
             selected = self._selector_search(x, k, allowed, nprobe=nprobe, ef_search=ef_search)
             if selected is not None:
                 return self._result(*selected)
+        if allowed is None and (nprobe, ef_search, k_factor) != (None, None, None):
+            self._apply_params(**self._apply_params(nprobe=nprobe, ef_search=ef_search, k_factor=k_factor))  # checked
         exact = self._exact_search(x, k) if allowed is None else None
         if exact is not None:
             return self._result(*exact)
@@ -471,42 +521,35 @@ class GeoIndex:
         return scores, ids
 
     def _result(self, scores: np.ndarray, ids: np.ndarray) -> SearchResult:
-        """Wrap (Q, k) scores and ids with a snapshot of the hits' metadata records."""
-        hits = np.unique(ids[ids >= 0]).tolist()
-        return SearchResult(scores, ids, {i: self._records[i] for i in hits})
+        """Wrap (Q, k) scores and ids with the hits' metadata records, read when first asked for (a snapshot: an
+        add or remove first freezes the records of every result still alive)."""
+        lookup = HitRecords(self._records, ids)
+        if not isinstance(self._records, LazyRecords):  # a lazy folder's records are never changed in place
+            self._open_results[id(lookup)] = lookup
+        return SearchResult(scores, ids, lookup)
+
+    def _freeze_results(self) -> None:
+        """Copy the records of the results still alive before the records change (``add``, ``remove``)."""
+        for lookup in list(self._open_results.values()):
+            lookup.freeze()
+        self._open_results.clear()
 
     def _exact_search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """Exact top-k of a batch against a ``Flat`` index by blocked torch matmul + topk, or None to use faiss.
+        """Exact top-k of the (Q, D) queries against a ``Flat`` index, or None for other index types.
 
-        On CPUs like the 2-core machines this project is built on, torch's sgemm + topk is about twice as fast as
-        faiss's exact search for batches (benchmarks/results.json, ``search``); a single query or a few are
-        memory-bound scans, where faiss is as fast, so they stay with faiss. Reads faiss's storage without a copy.
+        The kernel (faiss's own search or torch matmul + topk) is the one measured faster on this machine for the
+        search's shape class (``index/exact.py``); either reads faiss's storage in place, without a copy.
         """
         base = self._base  # already downcast (constructor, load and rebuild)
-        if not isinstance(base, faiss.IndexFlat) or len(x) < EXACT_TORCH_MIN_QUERIES:
+        if not isinstance(base, faiss.IndexFlat):
             return None
-        import torch
-
         n = int(base.ntotal)
-        gallery = torch.from_numpy(faiss.rev_swig_ptr(base.get_xb(), n * self.dim).reshape(n, self.dim))  # (N, D)
-        queries = torch.from_numpy(x)  # (Q, D)
-        k_eff = min(k, n)
-        block = max(k_eff, EXACT_TORCH_BLOCK_FLOATS // max(1, len(x)))  # gallery rows per matmul
-        best_scores, best_rows = [], []
-        with torch.inference_mode():
-            for start in range(0, n, block):
-                sims = queries @ gallery[start : start + block].T  # (Q, B)
-                top = torch.topk(sims, min(k_eff, sims.shape[1]), dim=1)
-                best_scores.append(top.values)
-                best_rows.append(top.indices + start)
-            cand_scores, cand_rows = torch.cat(best_scores, dim=1), torch.cat(best_rows, dim=1)  # (Q, k * blocks)
-            top = torch.topk(cand_scores, k_eff, dim=1)
-            rows = torch.gather(cand_rows, 1, top.indices)  # (Q, k) storage rows
-        storage_ids = self._storage_ids()
+        gallery = faiss.rev_swig_ptr(base.get_xb(), n * self.dim).reshape(n, self.dim)  # (N, D) storage rows
+        top_scores, top_rows = self.exact_kernels.search(gallery, x, k)  # (Q, k'), k' = min(k, N)
         scores = np.full((len(x), k), -np.inf, dtype=np.float32)
         ids = np.full((len(x), k), -1, dtype=np.int64)
-        scores[:, :k_eff] = top.values.numpy()
-        ids[:, :k_eff] = storage_ids[rows.numpy()]
+        scores[:, : top_scores.shape[1]] = top_scores
+        ids[:, : top_rows.shape[1]] = self._storage_ids()[top_rows]
         return scores, ids
 
     def _storage_ids(self) -> np.ndarray:
