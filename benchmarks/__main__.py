@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import BENCHMARKS
+from benchmarks import BENCHMARKS, _machine
 from benchmarks._common import Context, machine_info, make_result
 
 RESULTS_JSON = "results.json"
@@ -97,6 +97,7 @@ def run_suite(
         entry["elapsed_s"] = round(time.perf_counter() - start, 2)
         entry["mode"] = results["mode"]
         entry["date"] = results["machine"]["date"]
+        entry["machine"] = _machine.summary()  # kept with the entry when a later --only run merges others
         entry["load_average"] = {"start": load_start,
                                  "end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
         results["benchmarks"][name] = entry

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from benchmarks import _machine
+
 STATUSES = ("ok", "skipped", "error")
 
 
@@ -273,6 +275,7 @@ def machine_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "cpu_model": _cpu_model(),
+        **{key: value for key, value in _machine.summary().items() if key != "cpu_model"},
         "platform": platform.platform(),
         "python": platform.python_version(),
         "numpy": np.__version__,

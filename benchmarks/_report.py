@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from benchmarks import _machine
 from benchmarks._common import fmt_number
 
 MET_MARK = {True: "yes", False: "**no**", None: "–"}
@@ -42,6 +43,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         "Ratios are speed-ups (baseline time / time, or throughput / baseline throughput: > 1 = faster than the "
         "baseline) unless the row says otherwise; every baseline was measured in the same run.",
         "",
+        *_machines_note(results),
         "| Benchmark | Measurement | Value | Baseline | Ratio | Target | Met | Note |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -57,6 +59,8 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"Status {entry.get('status')}, all targets met: {verdict}, {entry.get('elapsed_s', 0):.0f} s"
             f" ({entry.get('mode', '?')} mode, {entry.get('date', '?')})."
         )
+        lines.append(f"Machine: {_machine.label(entry['machine'])}; load average {_entry_load(entry)}."
+                     if entry.get("machine") else "Machine: not recorded (an entry from before machines were named).")
         if entry.get("target"):
             lines.append(f"Target: {entry['target']}.")
         if entry.get("message"):
@@ -93,6 +97,23 @@ def _load(value: Any) -> str:
     if not value:
         return "?"
     return "/".join(f"{v:.1f}" for v in value)
+
+
+def _entry_load(entry: dict[str, Any]) -> str:
+    load = entry.get("load_average") or {}
+    return f"{_load(load.get('start'))} at start, {_load(load.get('end'))} at end"
+
+
+def _machines_note(results: dict[str, Any]) -> list[str]:
+    """A warning line when the entries of this file were measured on more than one machine."""
+    labels = {_machine.label(e["machine"]) for e in results.get("benchmarks", {}).values() if e.get("machine")}
+    unnamed = [name for name, e in results.get("benchmarks", {}).items() if not e.get("machine")]
+    if len(labels) <= 1 and not unnamed:
+        return []
+    parts = [f"entries come from {len(labels)} machines ({'; '.join(sorted(labels))})"]
+    if unnamed:
+        parts.append(f"{', '.join(unnamed)} from a run that did not record its machine")
+    return [f"**Note:** {', and '.join(parts)}: compare ratios within an entry, not times across entries.", ""]
 
 
 def _escape(text: str) -> str:

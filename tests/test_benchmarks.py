@@ -47,8 +47,13 @@ def test_quick_suite_writes_results(tmp_path):
             assert row["met"] in (True, False, None)
             if row["target"] is not None:
                 assert row["met"] is not None or row["ratio"] is None
+    for name, entry in results["benchmarks"].items():  # every entry names its machine (merged runs keep theirs)
+        assert entry["machine"]["cpu_model"] and isinstance(entry["machine"]["isa"], list), name
     search = results["benchmarks"]["search"]
     assert any(key.endswith("/numpy_s") for key in search["baseline_medians"])
+    assert search["details"]["fma_peak"]["flops_per_cycle"] >= 8 and search["details"]["sgemm_gflops"] > 0
+    assert all(m["geoindex_kernels"] for m in search["details"]["per_size"].values())  # the kernels it chose
+    assert any(row["ratio_name"] == "fraction of FMA peak" for row in search["rows"])
     assert all(v > 0.99 for m in search["details"]["per_size"].values() for v in m["recall_at_k_vs_faiss"].values())
     markdown = (tmp_path / "results.md").read_text()
     assert "| Benchmark | Measurement |" in markdown
@@ -56,6 +61,25 @@ def test_quick_suite_writes_results(tmp_path):
         assert f"| {name} |" in markdown
     assert (tmp_path / "scaling.png").stat().st_size > 0
     assert (tmp_path / "ann_tradeoff.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(("vendor", "family", "model", "isa", "expected"), [
+    ("AuthenticAMD", 25, 17, ["avx2", "fma", "avx512f"], 32),  # Zen 4: AVX-512 on 256-bit pipes
+    ("AuthenticAMD", 26, 2, ["avx2", "fma", "avx512f"], 64),  # Zen 5
+    ("AuthenticAMD", 23, 49, ["avx2", "fma"], 32),  # Zen 2
+    ("AuthenticAMD", 23, 1, ["avx2", "fma"], 16),  # Zen 1
+    ("GenuineIntel", 6, 143, ["avx2", "fma", "avx512f", "amx_tile"], 64),
+    ("GenuineIntel", 6, 85, ["avx2", "fma"], 32),
+    ("GenuineIntel", 6, 42, ["sse4_2"], 8),
+])
+def test_fma_peak_per_cycle_follows_the_microarchitecture(vendor, family, model, isa, expected):
+    from benchmarks._machine import flops_per_cycle, label
+
+    info = {"vendor": vendor, "family": family, "model_number": model, "isa": isa}
+    per_cycle, basis = flops_per_cycle(info)
+    assert per_cycle == expected and basis
+    assert label({"cpu_model": "X", "cpu_family": family, "cpu_model_number": model, "cores": 2, "isa": isa}) \
+        .startswith(f"X (family {family} model {model}), 2 cores")
 
 
 def test_only_rejects_unknown_names():

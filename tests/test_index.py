@@ -119,18 +119,23 @@ def test_kernel_choice_is_measured_once_per_shape_class(monkeypatch):
     monkeypatch.setattr(exact, "run_kernel", slow_faiss)
     rng = np.random.default_rng(0)
     gallery, queries = unit(rng.standard_normal((5000, 8))), unit(rng.standard_normal((300, 8)))
-    chooser = exact.KernelChooser(probe_queries=64, probe_rows=1024, repeats=2)
+    chooser = exact.KernelChooser(probe_queries=64, probe_products=64 * 2048, repeats=2)
     chooser.search(gallery, queries, 5)
-    probe = [c for c in calls[:-1]]
-    assert len(probe) == 2 * 3 and {c[1:] for c in probe} == {(64, 1024)}  # 1 untimed + 2 timed each, bounded
-    assert calls[-1] == ("torch", 300, 5000)  # the search itself: whole batch, whole gallery, torch chosen
+    probe, search = calls[:-1], calls[-1]  # per kernel: 1 untimed call on a quarter of the rows, then >= 2 timed
+    assert [c[0] for c in probe[:3]] == ["faiss"] * 3 and {c[0] for c in probe[3:]} == {"torch"}
+    assert {c[1:] for c in probe} == {(64, 512), (64, 2048)}  # bounded: the first 64 queries x 2,048 rows
+    assert search == ("torch", 300, 5000)  # the search itself: whole batch, whole gallery, torch chosen
     (decision,) = chooser.decisions.values()
     assert decision["kernel"] == "torch" and decision["probe_seconds"]["faiss"] >= 0.25
     calls.clear()
-    chooser.search(gallery, queries[:100], 5)  # same class (>= 64 queries, >= 1024 rows): no new probe
+    chooser.search(gallery, queries[:100], 5)  # same class (64-127 queries, >= 4,096 rows): no new probe
     assert calls == [("torch", 100, 5000)]
-    chooser.search(gallery, queries[:1], 5)  # a single query is its own class
-    assert len(calls) == 1 + 2 * 3 + 1 and len(chooser.decisions) == 2
+    chooser.search(gallery, queries[:1], 5)  # a single query is its own class: a second probe
+    assert len(chooser.decisions) == 2 and calls[-1][1:] == (1, 5000)
+    even = exact.KernelChooser()  # without the slowed faiss: torch must win by TORCH_MARGIN, else faiss
+    kernel = even.choose(gallery, queries[:1], 5)
+    (seconds,) = [d["probe_seconds"] for d in even.decisions.values()]
+    assert kernel == ("torch" if seconds["torch"] * exact.TORCH_MARGIN < seconds["faiss"] else "faiss")
     with pytest.raises(ValueError, match="unknown exact-search kernel"):
         exact.KernelChooser(force="numpy")
 

@@ -1,19 +1,23 @@
 """Exact top-k over a Flat index's stored vectors: faiss's own search or a blocked torch matmul + topk, whichever
-this processor runs faster, chosen by measurement.
+this processor runs faster for the search's shape, chosen by measurement.
 
-Which kernel wins depends on the CPU and on the BLAS each library was built with: on an AMD EPYC torch's sgemm +
-topk ran about twice as fast as faiss's Flat search, on an Intel Xeon faiss ran 1.6x torch. So the choice is never
-written in as a constant: the first search of a *shape class* (the count of queries and of stored rows, each
-rounded down to a power of 4 and capped at the probe's size, the dimension and the thread counts) times both
-kernels on a probe cut from that search (its first ``probe_queries`` queries against the first ``probe_rows``
-stored rows; one untimed call each, then the best of ``repeats`` interleaved calls) and keeps the faster one for
-every later search of that class. A probe is bounded (256 x 65,536 x D multiply-adds per call, about 0.1 s at
-D = 256 on 2 cores) and is made once per class and per process: every ``GeoIndex`` uses ``process_chooser()``, so
-two indexes of the same vectors answer alike in one process (the kernels agree on the neighbours; their scores
-can differ in the last bit).
+Which kernel wins depends on the CPU, on the BLAS each library was built with and on the number of queries: faiss
+scores a batch with its own SIMD loop below ``faiss.cvar.distance_compute_blas_threshold`` queries x dimensions and
+with sgemm above it. Measured on an AMD EPYC (2 cores, 65,536 x 256-d rows): torch was 2.5-4x faster from 20 to 400
+queries (faiss's loop), faiss 1.3-2.4x faster from 500 queries on (its sgemm); on an Intel Xeon faiss was 1.6x
+torch at 1,000 queries. So the choice is never written in as a constant: the first search of a *shape class* (the
+query count rounded down to a power of 2 up to 4,096, whether faiss takes its sgemm path, the stored rows rounded
+down to a power of 4 up to 65,536, the dimension and the thread counts) times both kernels on a probe cut from that
+search (its first queries, up to 4,096, against as many leading stored rows as keep queries x rows near
+``probe_products``; per kernel, one untimed call on a quarter of the rows, then the median of at least
+``repeats`` calls and at least 20 ms of them, one kernel after the other) and keeps faiss unless torch is
+``TORCH_MARGIN`` times faster, for every later search of that class. The ratio between the kernels hardly moves
+with the number of rows (1,000 queries: 1.84 at 16k rows, 1.56 at 1M), which is what lets a bounded probe stand
+for a large gallery. A probe costs about 0.1-0.4 s at 256-d on 2 cores, once per class and per process: every
+``GeoIndex`` uses ``process_chooser()``, so two indexes of the same vectors answer alike in one process (the
+kernels agree on the neighbours; their scores can differ in the last bit).
 
-Both kernels read the stored vectors in place (no copy) and return the same neighbours: the best first, rows with
-fewer than k candidates padded with row -1 and score -inf.
+Both kernels read the stored vectors in place (no copy) and return the best first.
 """
 
 from __future__ import annotations
@@ -28,6 +32,12 @@ import faiss
 import numpy as np
 
 KERNELS = ("faiss", "torch")
+# torch is taken only where its probe is this much faster than faiss's: faiss also answers the filtered, prior and
+# approximate searches, and alternating two OpenMP thread pools (faiss's and torch's) slows both (measured, 2
+# cores, 10k x 256-d rows, 8 queries: faiss 0.7 ms and torch 1.3 ms each alone, 2.9 and 5.2 ms alternating); a
+# single query on 10k rows probed 1.27x faster with torch and ran 1.3x slower in a stream. Where torch wins it
+# wins by far (20-400 queries: 2.5-4x), so the margin costs little.
+TORCH_MARGIN = 1.5
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -39,12 +49,13 @@ def faiss_topk(gallery: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.nda
 
 
 def torch_topk(
-    gallery: np.ndarray, queries: np.ndarray, k: int, *, block_floats: int = 1 << 22
+    gallery: np.ndarray, queries: np.ndarray, k: int, *, block_floats: int = 1 << 20
 ) -> tuple[np.ndarray, np.ndarray]:
     """Blocked ``queries @ gallery.T`` + ``topk`` per block of stored rows, then a top-k of the blocks' winners.
 
-    ``block_floats`` bounds one similarity block (Q x rows): the default, 16 MiB of float32, stays in a server
-    CPU's last-level cache, so ``topk`` reads what the matmul has just written.
+    ``block_floats`` bounds one similarity block (Q x rows): the default, 4 MiB of float32, stays in cache, so
+    ``topk`` reads what the matmul has just written (measured at 1,000 x 256-d queries on 1M rows, 2 cores: 4.2 s
+    with 4 MiB blocks, 4.8 s with 16 MiB, 5.7 s with 128 MiB).
     """
     import torch
 
@@ -92,23 +103,23 @@ class KernelChooser:
     """Searches with the faster exact kernel for each shape class, measured on the first search of that class.
 
     ``force`` names a kernel to use always (tests, benchmarks of one path); ``probe_queries``/``probe_rows`` bound
-    the probe; ``repeats`` timed calls per kernel (interleaved, best kept). Thread-safe: probes are serialised so
+    the probe; ``repeats`` timed calls per kernel at least (median kept). Thread-safe: probes are serialised so
     that two threads never time their kernels against each other.
     """
 
     def __init__(
-        self, *, force: str | None = None, probe_queries: int = 256, probe_rows: int = 65_536, repeats: int = 2
+        self, *, force: str | None = None, probe_queries: int = 4096, probe_products: int = 1 << 24, repeats: int = 2
     ) -> None:
         if force is not None and force not in KERNELS:
             raise ValueError(f"unknown exact-search kernel {force!r}; expected one of {', '.join(KERNELS)}")
         self.force = force
-        self.probe_queries, self.probe_rows, self.repeats = int(probe_queries), int(probe_rows), int(repeats)
+        self.probe_queries, self.probe_products, self.repeats = int(probe_queries), int(probe_products), int(repeats)
         self._decisions: dict[tuple[int, ...], Decision] = {}
         self._lock = threading.Lock()
 
     @property
     def decisions(self) -> dict[str, dict[str, Any]]:
-        """Every decision so far, keyed ``q<queries>/n<rows>/d<dim>/t<torch threads>,<faiss threads>``."""
+        """Every decision so far, keyed ``q<queries>[blas]/n<rows>/d<dim>/t<torch threads>,<faiss threads>``."""
         return {_describe(key): decision.to_dict() for key, decision in sorted(self._decisions.items())}
 
     def search(self, gallery: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -131,23 +142,31 @@ class KernelChooser:
     def _shape_class(self, n_queries: int, n_rows: int, dim: int) -> tuple[int, ...]:
         import torch
 
-        q_class = _power_of_4_floor(min(n_queries, self.probe_queries))
-        n_class = _power_of_4_floor(min(n_rows, self.probe_rows))
-        return q_class, n_class, dim, torch.get_num_threads(), faiss.omp_get_max_threads()
+        q_class = _power_of_2_floor(min(n_queries, self.probe_queries))
+        faiss_blas = int(n_queries * dim >= faiss.cvar.distance_compute_blas_threshold)  # faiss's sgemm path
+        n_class = _power_of_4_floor(min(n_rows, 65_536))
+        return q_class, faiss_blas, n_class, dim, torch.get_num_threads(), faiss.omp_get_max_threads()
 
     def _probe(self, gallery: np.ndarray, queries: np.ndarray, k: int) -> Decision:
-        probe_x = np.ascontiguousarray(queries[: self.probe_queries])  # (q, D)
-        probe_g = gallery[: self.probe_rows]  # (n, D), a view: contiguous rows
-        best = {name: float("inf") for name in KERNELS}
-        for name in KERNELS:
-            run_kernel(name, probe_g, probe_x, k)  # untimed: thread pools, first-touch allocations
-        for _ in range(max(1, self.repeats)):
-            for name in KERNELS:  # interleaved, so that a load change hits both kernels alike
-                start = time.perf_counter()
-                run_kernel(name, probe_g, probe_x, k)
-                best[name] = min(best[name], time.perf_counter() - start)
-        kernel = min(KERNELS, key=lambda name: best[name])  # a tie goes to faiss (listed first)
-        return Decision(kernel=kernel, probe_seconds=best, probe_shape=(len(probe_x), len(probe_g), gallery.shape[1]))
+        probe_x = np.ascontiguousarray(queries[: self.probe_queries])  # (q, D): the search's own queries
+        n_rows = max(min(len(gallery), 1024), self.probe_products // len(probe_x))
+        probe_g = gallery[:n_rows]  # (n, D), a view: contiguous rows
+        seconds = {}
+        for name in KERNELS:  # one kernel at a time: switching between two OpenMP thread pools costs by itself
+            run_kernel(name, probe_g[: max(k, len(probe_g) // 4)], probe_x, k)  # untimed: pools, first touch
+            times = [_timed(name, probe_g, probe_x, k)]
+            calls = min(50, max(self.repeats, int(0.02 / max(times[0], 1e-6))))  # >= ~20 ms of calls when cheap
+            times += [_timed(name, probe_g, probe_x, k) for _ in range(calls - 1)]
+            seconds[name] = float(np.median(times))
+        kernel = "torch" if seconds["torch"] * TORCH_MARGIN < seconds["faiss"] else "faiss"
+        shape = (len(probe_x), len(probe_g), gallery.shape[1])
+        return Decision(kernel=kernel, probe_seconds=seconds, probe_shape=shape)
+
+
+def _timed(name: str, gallery: np.ndarray, queries: np.ndarray, k: int) -> float:
+    start = time.perf_counter()
+    run_kernel(name, gallery, queries, k)
+    return time.perf_counter() - start
 
 
 @functools.cache
@@ -156,11 +175,15 @@ def process_chooser() -> KernelChooser:
     return KernelChooser()
 
 
+def _power_of_2_floor(n: int) -> int:
+    return 0 if n < 1 else 1 << (int(n).bit_length() - 1)
+
+
 def _power_of_4_floor(n: int) -> int:
     """The largest power of 4 not above ``n`` (0 for 0): the shape classes' boundaries."""
     return 0 if n < 1 else 4 ** ((int(n).bit_length() - 1) // 2)
 
 
 def _describe(key: tuple[int, ...]) -> str:
-    q_class, n_class, dim, torch_threads, faiss_threads = key
-    return f"q{q_class}/n{n_class}/d{dim}/t{torch_threads},{faiss_threads}"
+    q_class, faiss_blas, n_class, dim, torch_threads, faiss_threads = key
+    return f"q{q_class}{'blas' if faiss_blas else ''}/n{n_class}/d{dim}/t{torch_threads},{faiss_threads}"
