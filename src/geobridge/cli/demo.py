@@ -21,8 +21,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--extra-train-places",
         type=arg.count(lo=0),
-        default=600,
-        help="training places beyond --places, from the countries not held out (default 600)",
+        default=1800,
+        help="training places beyond --places, from the countries not held out (default 1800)",
     )
     parser.add_argument("--test-places", type=arg.count(), default=200, help="held-out test places (default 200)")
     parser.add_argument("--image-size", type=arg.integer(lo=16, hi=2048), default=64,
