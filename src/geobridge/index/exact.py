@@ -9,13 +9,13 @@ torch at 1,000 queries. So the choice is never written in as a constant: the fir
 query count rounded down to a power of 2 up to 4,096, whether faiss takes its sgemm path, the stored rows rounded
 down to a power of 4 up to 65,536, the dimension and the thread counts) times both kernels on a probe cut from that
 search (its first queries, up to 4,096, against as many leading stored rows as keep queries x rows near
-``probe_products``; per kernel, one untimed call on a quarter of the rows, then the median of at least
-``repeats`` calls and at least 20 ms of them, one kernel after the other) and keeps faiss unless torch is
-``TORCH_MARGIN`` times faster, for every later search of that class. The ratio between the kernels hardly moves
-with the number of rows (1,000 queries: 1.84 at 16k rows, 1.56 at 1M), which is what lets a bounded probe stand
-for a large gallery. A probe costs about 0.1-0.4 s at 256-d on 2 cores, once per class and per process: every
-``GeoIndex`` uses ``process_chooser()``, so two indexes of the same vectors answer alike in one process (the
-kernels agree on the neighbours; their scores can differ in the last bit).
+``probe_products``; blocks faiss, torch, faiss, torch, each one untimed call on a quarter of the rows, then the
+median of at least ``repeats`` calls and at least 20 ms of them; each kernel keeps its better block) and keeps
+faiss unless torch is ``TORCH_MARGIN`` times faster, for every later search of that class. The ratio between
+the kernels hardly moves with the number of rows (1,000 queries: 1.84 at 16k rows, 1.56 at 1M), which is what
+lets a bounded probe stand for a large gallery. A probe costs about 0.2-0.8 s at 256-d on 2 cores, once per
+class and per process: every ``GeoIndex`` uses ``process_chooser()``, so two indexes of the same vectors answer
+alike in one process (the kernels agree on the neighbours; their scores can differ in the last bit).
 
 Both kernels read the stored vectors in place (no copy) and return the best first.
 """
@@ -124,9 +124,12 @@ class KernelChooser:
 
     def search(self, gallery: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(Q, min(k, N)) float32 scores and int64 row numbers of the exact top k of each query, best first."""
-        kernel = self.force or self.choose(gallery, queries, k)
-        scores, rows = run_kernel(kernel, gallery, queries, k)
+        scores, rows = run_kernel(self.kernel_for(gallery, queries, k), gallery, queries, k)
         return scores, rows.astype(np.int64, copy=False)
+
+    def kernel_for(self, gallery: np.ndarray, queries: np.ndarray, k: int) -> str:
+        """``force`` if set, else the measured choice for this search's shape class (``choose``)."""
+        return self.force or self.choose(gallery, queries, k)
 
     def choose(self, gallery: np.ndarray, queries: np.ndarray, k: int) -> str:
         """The kernel for this search's shape class, probing both the first time the class is seen."""
@@ -151,13 +154,15 @@ class KernelChooser:
         probe_x = np.ascontiguousarray(queries[: self.probe_queries])  # (q, D): the search's own queries
         n_rows = max(min(len(gallery), 1024), self.probe_products // len(probe_x))
         probe_g = gallery[:n_rows]  # (n, D), a view: contiguous rows
-        seconds = {}
-        for name in KERNELS:  # one kernel at a time: switching between two OpenMP thread pools costs by itself
+        seconds = {name: float("inf") for name in KERNELS}
+        for name in KERNELS * 2:  # blocks faiss, torch, faiss, torch; each kernel keeps its better block
+            # one kernel at a time: switching between two OpenMP thread pools costs by itself, and the pool that
+            # ran last may still hold the cores for a while; the repeat gives each kernel a block after the other
             run_kernel(name, probe_g[: max(k, len(probe_g) // 4)], probe_x, k)  # untimed: pools, first touch
             times = [_timed(name, probe_g, probe_x, k)]
             calls = min(50, max(self.repeats, int(0.02 / max(times[0], 1e-6))))  # >= ~20 ms of calls when cheap
             times += [_timed(name, probe_g, probe_x, k) for _ in range(calls - 1)]
-            seconds[name] = float(np.median(times))
+            seconds[name] = min(seconds[name], float(np.median(times)))
         kernel = "torch" if seconds["torch"] * TORCH_MARGIN < seconds["faiss"] else "faiss"
         shape = (len(probe_x), len(probe_g), gallery.shape[1])
         return Decision(kernel=kernel, probe_seconds=seconds, probe_shape=shape)

@@ -400,8 +400,6 @@ class GeoIndex:
             raise GeoBridgeError(f"k must be a positive integer, got {k!r}")
         k = int(k)
         n_queries, total = len(x), len(self)
-        scores = np.full((n_queries, k), -np.inf, dtype=np.float32)  # (Q, k)
-        ids = np.full((n_queries, k), -1, dtype=np.int64)  # (Q, k)
         allowed = self._allowed_ids(view, exclude_views)  # None = every id
         if (near is None) != (radius_km is None):
             raise GeoBridgeError("near=(lat, lon) and radius_km go together; pass both or neither")
@@ -410,7 +408,7 @@ class GeoIndex:
             allowed = within if allowed is None else within[_sorted_member(within, allowed)]
         n_allowed = total if allowed is None else len(allowed)
         if n_queries == 0 or total == 0 or n_allowed == 0:
-            return SearchResult(scores, ids, {})
+            return SearchResult(_empty_scores(n_queries, k), _empty_ids(n_queries, k), {})
         if near is not None:
             selected = self._selector_search(x, k, allowed, nprobe=nprobe, ef_search=ef_search)
             if selected is not None:
@@ -437,6 +435,7 @@ class GeoIndex:
             ids = raw_ids.astype(np.int64, copy=False)
             scores = np.where(keep, raw_scores, -np.inf).astype(np.float32, copy=False)
         else:
+            scores, ids = _empty_scores(n_queries, k), _empty_ids(n_queries, k)
             for q in range(n_queries):
                 row_ids, row_scores = raw_ids[q][keep[q]][:k], raw_scores[q][keep[q]][:k]
                 ids[q, : len(row_ids)] = row_ids
@@ -546,8 +545,9 @@ class GeoIndex:
         n = int(base.ntotal)
         gallery = faiss.rev_swig_ptr(base.get_xb(), n * self.dim).reshape(n, self.dim)  # (N, D) storage rows
         top_scores, top_rows = self.exact_kernels.search(gallery, x, k)  # (Q, k'), k' = min(k, N)
-        scores = np.full((len(x), k), -np.inf, dtype=np.float32)
-        ids = np.full((len(x), k), -1, dtype=np.int64)
+        if top_rows.shape[1] == k:
+            return top_scores, self._storage_ids()[top_rows]
+        scores, ids = _empty_scores(len(x), k), _empty_ids(len(x), k)  # k beyond the gallery: padded
         scores[:, : top_scores.shape[1]] = top_scores
         ids[:, : top_rows.shape[1]] = self._storage_ids()[top_rows]
         return scores, ids
@@ -811,7 +811,7 @@ class GeoIndex:
 def _as_matrix(vectors: Any, dim: int, *, what: str) -> np.ndarray:
     """Any (N, D) array-like (or one (D,) vector) -> C-contiguous float32 (N, D) with unit rows."""
     try:
-        x = np.array(vectors, dtype=np.float32)  # a copy: faiss.normalize_L2 works in place
+        x = np.array(vectors, dtype=np.float32, order="C")  # a copy: normalised in place below
     except (TypeError, ValueError) as exc:
         raise GeoBridgeError(f"{what} must be a numeric (N, {dim}) array: {exc}") from exc
     if x.ndim == 1 and x.shape[0] == dim:
@@ -820,15 +820,23 @@ def _as_matrix(vectors: Any, dim: int, *, what: str) -> np.ndarray:
         x = x.reshape(0, dim)
     if x.ndim != 2 or x.shape[1] != dim:
         raise GeoBridgeError(f"{what} must have shape (N, {dim}), got {x.shape}")
-    if not np.isfinite(x).all():
-        bad = int(np.argwhere(~np.isfinite(x))[0, 0])
-        raise GeoBridgeError(f"{what} row {bad} holds NaN or inf")
-    norms = np.linalg.norm(x, axis=1)  # (N,)
-    if (norms == 0).any():
-        raise GeoBridgeError(f"{what} row {int(np.argmin(norms))} is all zeros and cannot be normalised")
-    x = np.ascontiguousarray(x)
-    faiss.normalize_L2(x)
+    squares = np.einsum("ij,ij->i", x, x, dtype=np.float64)  # (N,) in float64: no overflow of large floats
+    if len(squares) and not (np.minimum.reduce(squares) > 0 and np.maximum.reduce(squares) < np.inf):
+        # NaN or inf anywhere in a row makes its sum NaN or inf (and NaN fails both comparisons)
+        if not np.isfinite(squares).all():
+            bad = int(np.argwhere(~np.isfinite(x))[0, 0])
+            raise GeoBridgeError(f"{what} row {bad} holds NaN or inf")
+        raise GeoBridgeError(f"{what} row {int(np.argmin(squares))} is all zeros and cannot be normalised")
+    x /= np.sqrt(squares).astype(np.float32)[:, None]
     return x
+
+
+def _empty_scores(n_queries: int, k: int) -> np.ndarray:
+    return np.full((n_queries, k), -np.inf, dtype=np.float32)  # (Q, k) the padding of missing hits
+
+
+def _empty_ids(n_queries: int, k: int) -> np.ndarray:
+    return np.full((n_queries, k), -1, dtype=np.int64)  # (Q, k)
 
 
 def _sorted_member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
