@@ -89,7 +89,7 @@ def run_kernel(name: str, gallery: np.ndarray, queries: np.ndarray, k: int) -> t
 # the choice
 @dataclass(frozen=True)
 class Decision:
-    """The kernel chosen for one shape class, and the probe's best seconds per call of each kernel."""
+    """The kernel chosen for one shape class, and the probe's seconds per call of each kernel (its better block)."""
 
     kernel: str
     probe_seconds: dict[str, float]
@@ -102,9 +102,9 @@ class Decision:
 class KernelChooser:
     """Searches with the faster exact kernel for each shape class, measured on the first search of that class.
 
-    ``force`` names a kernel to use always (tests, benchmarks of one path); ``probe_queries``/``probe_rows`` bound
-    the probe; ``repeats`` timed calls per kernel at least (median kept). Thread-safe: probes are serialised so
-    that two threads never time their kernels against each other.
+    ``force`` names a kernel to use always (tests, benchmarks of one path); ``probe_queries`` and ``probe_products``
+    (queries x rows) bound the probe; ``repeats`` timed calls per kernel and block at least (median kept).
+    Thread-safe: probes are serialised so that two threads never time their kernels against each other.
     """
 
     def __init__(

@@ -413,8 +413,8 @@ class GeoIndex:
             selected = self._selector_search(x, k, allowed, nprobe=nprobe, ef_search=ef_search)
             if selected is not None:
                 return self._result(*selected)
-        if allowed is None and (nprobe, ef_search, k_factor) != (None, None, None):
-            self._apply_params(**self._apply_params(nprobe=nprobe, ef_search=ef_search, k_factor=k_factor))  # checked
+        if allowed is None:
+            self._check_params(nprobe=nprobe, ef_search=ef_search, k_factor=k_factor)  # the exact path sets none
         exact = self._exact_search(x, k) if allowed is None else None
         if exact is not None:
             return self._result(*exact)
@@ -481,7 +481,7 @@ class GeoIndex:
         of it, by scoring only their rows (``index/prior.py``); else by a faiss ID selector; None when this index
         type takes no selector. Either way rows with fewer hits are padded with id -1 and score -inf."""
         base = self._base
-        self._apply_params(**self._apply_params(nprobe=nprobe, ef_search=ef_search))  # checks they apply; undone
+        self._check_params(nprobe=nprobe, ef_search=ef_search)
         if isinstance(base, faiss.IndexFlat) and len(allowed) <= FLAT_SUBSET_MAX_SHARE * len(self):
             return self._flat_subset_search(x, k, allowed)
         selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
@@ -495,8 +495,7 @@ class GeoIndex:
             return None
         fetch = min(k, len(allowed))
         raw_scores, raw_ids = self._index.search(x, fetch, params=params)  # (Q, fetch)
-        scores = np.full((len(x), k), -np.inf, dtype=np.float32)
-        ids = np.full((len(x), k), -1, dtype=np.int64)
+        scores, ids = _empty_scores(len(x), k), _empty_ids(len(x), k)
         keep = raw_ids >= 0
         scores[:, :fetch] = np.where(keep, raw_scores, -np.inf)
         ids[:, :fetch] = np.where(keep, raw_ids, -1)
@@ -513,11 +512,7 @@ class GeoIndex:
         by_id, sorted_ids = self._id_cache["#rows"]
         rows = np.sort(by_id[np.searchsorted(sorted_ids, allowed)])  # (M,) storage order, as faiss scans
         top_scores, top_rows = flat_subset_search(self._base, x, rows, k)  # (Q, min(k, M))
-        scores = np.full((len(x), k), -np.inf, dtype=np.float32)
-        ids = np.full((len(x), k), -1, dtype=np.int64)
-        scores[:, : top_scores.shape[1]] = top_scores
-        ids[:, : top_rows.shape[1]] = self._storage_ids()[top_rows]
-        return scores, ids
+        return self._hits_from_rows(top_scores, top_rows, k)
 
     def _result(self, scores: np.ndarray, ids: np.ndarray) -> SearchResult:
         """Wrap (Q, k) scores and ids with the hits' metadata records, read when first asked for (a snapshot: an
@@ -545,9 +540,14 @@ class GeoIndex:
         n = int(base.ntotal)
         gallery = faiss.rev_swig_ptr(base.get_xb(), n * self.dim).reshape(n, self.dim)  # (N, D) storage rows
         top_scores, top_rows = self.exact_kernels.search(gallery, x, k)  # (Q, k'), k' = min(k, N)
+        return self._hits_from_rows(top_scores, top_rows, k)
+
+    def _hits_from_rows(self, top_scores: np.ndarray, top_rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(Q, k') scores and storage rows, best first -> (Q, k) float32 scores and vector ids, padded with score
+        -inf and id -1 where k' < k."""
         if top_rows.shape[1] == k:
-            return top_scores, self._storage_ids()[top_rows]
-        scores, ids = _empty_scores(len(x), k), _empty_ids(len(x), k)  # k beyond the gallery: padded
+            return top_scores.astype(np.float32, copy=False), self._storage_ids()[top_rows]
+        scores, ids = _empty_scores(len(top_rows), k), _empty_ids(len(top_rows), k)
         scores[:, : top_scores.shape[1]] = top_scores
         ids[:, : top_rows.shape[1]] = self._storage_ids()[top_rows]
         return scores, ids
@@ -587,6 +587,13 @@ class GeoIndex:
                 child = getattr(index, attr, None)
                 if child is not None and isinstance(child, faiss.Index):
                     stack.append(child)
+
+    def _check_params(
+        self, *, nprobe: int | None = None, ef_search: int | None = None, k_factor: float | None = None
+    ) -> None:
+        """Raise if a search setting does not apply to this index type (or is out of range); changes nothing."""
+        if (nprobe, ef_search, k_factor) != (None, None, None):
+            self._apply_params(**self._apply_params(nprobe=nprobe, ef_search=ef_search, k_factor=k_factor))
 
     def _apply_params(
         self, *, nprobe: int | None = None, ef_search: int | None = None, k_factor: float | None = None
