@@ -21,6 +21,7 @@ from geobridge.data import (
     make_view_transform,
 )
 from geobridge.errors import DataError
+from geobridge.robust import RobustAugment
 
 MEAN = STD = (0.5, 0.5, 0.5)
 
@@ -159,7 +160,7 @@ def test_transforms_shapes(view, size, train):
 def test_robust_transform_shapes_and_downscale(view, size):
     from geobridge.data.transforms import RandomDownscale
 
-    t = make_view_transform(view, input_size=size, mean=MEAN, std=STD, train=True, robust=True)
+    t = make_view_transform(view, input_size=size, mean=MEAN, std=STD, train=True, robust=RobustAugment())
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 255, (70, 100, 3), dtype=np.uint8))
     outs = [t(image) for _ in range(4)]

@@ -12,6 +12,7 @@ from geobridge.data.batch_augment import BatchAugment, _crop_theta, _roll_column
 from geobridge.data.tensor_cache import TensorBatches, build_view_cache
 from geobridge.data.transforms import make_view_transform
 from geobridge.errors import DataError
+from geobridge.robust import RobustAugment
 from tests.conftest import make_world
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -62,7 +63,7 @@ def test_street_roll_and_mirror_by_hand():
 @pytest.mark.parametrize("robust", [False, True])
 def test_batch_augment_shapes_range_and_reproducibility(view, robust):
     images = _uint8(16, 16, 32 if view == "street" else 16)
-    aug = BatchAugment(view, mean=MEAN, std=STD, robust=robust)
+    aug = BatchAugment(view, mean=MEAN, std=STD, robust=RobustAugment() if robust else None)
     a = aug(images, generator=torch.Generator().manual_seed(1))
     b = aug(images, generator=torch.Generator().manual_seed(1))
     c = aug(images, generator=torch.Generator().manual_seed(2))

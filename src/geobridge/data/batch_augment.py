@@ -12,9 +12,9 @@ each keeps a place's identity), drawn per sample from a ``torch.Generator``:
 * every view: brightness and contrast jitter of +-20 % and saturation of +-10 %.
 
 Crop, flip and rotation of a square view are one affine resampling (``affine_grid`` + ``grid_sample``,
-bilinear), so a batch costs two tensor passes whatever its size. ``robust=True`` adds the stale-capture
-changes: Gaussian blur (p 0.25, sigma 0.5-2 px), a down- and up-scale by 2-4x (p 0.25), stronger colour jitter
-(brightness and contrast 0.4, saturation 0.5) and grayscale (p 0.1). ``train=False`` only normalises, which
+bilinear), so a batch costs two tensor passes whatever its size. ``robust`` (a ``RobustAugment``) adds the
+stale-capture changes, each drawn per sample with its own probability: Gaussian blur, a down- and up-scale, a
+season (``geobridge.seasons``), stronger colour jitter and grayscale. ``train=False`` only normalises, which
 equals the evaluation transform on images already at the input size.
 """
 
@@ -25,6 +25,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from geobridge.robust import BLUR_SIGMA, DOWNSCALE_FACTOR, NORMAL_COLOUR, SEASON_STRENGTH, RobustAugment
+from geobridge.seasons import SEASON_NAMES, season_shift
 from geobridge.views import IMAGE_VIEWS, check_view
 
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as PIL's and torchvision's grayscale
@@ -41,7 +43,7 @@ class BatchAugment:
         std: tuple[float, ...],
         train: bool = True,
         rotate: bool = True,
-        robust: bool = False,
+        robust: RobustAugment | None = None,
     ) -> None:
         self.view = check_view(view, allowed=IMAGE_VIEWS)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
@@ -64,13 +66,15 @@ class BatchAugment:
         x = images.float().div_(255.0)  # (B, 3, H, W) in [0, 1]
         if self.train:
             x = self._geometry(x, generator, orientation)
-            if self.robust:
-                x = _random_blur(x, generator, p=0.25, sigma=(0.5, 2.0))
-                x = _random_downscale(x, generator, p=0.25, factor=(2.0, 4.0))
-            strength = (0.4, 0.4, 0.5) if self.robust else (0.2, 0.2, 0.1)
-            x = _colour_jitter(x, generator, brightness=strength[0], contrast=strength[1], saturation=strength[2])
-            if self.robust:
-                x = _random_grayscale(x, generator, p=0.1)
+            robust = self.robust
+            if robust is not None:
+                x = _random_blur(x, generator, p=robust.blur_p, sigma=BLUR_SIGMA)
+                x = _random_downscale(x, generator, p=robust.downscale_p, factor=DOWNSCALE_FACTOR)
+                x = _random_season(x, generator, p=robust.season_p, strength=SEASON_STRENGTH)
+            brightness, contrast, saturation = NORMAL_COLOUR if robust is None else robust.colour
+            x = _colour_jitter(x, generator, brightness=brightness, contrast=contrast, saturation=saturation)
+            if robust is not None:
+                x = _random_grayscale(x, generator, p=robust.grayscale_p)
         mean, std = self.mean.to(x.device), self.std.to(x.device)
         return (x - mean) / std
 
@@ -203,6 +207,23 @@ def _random_blur(x: torch.Tensor, gen: torch.Generator, *, p: float, sigma: tupl
     flat = F.conv2d(F.pad(flat, (0, 0, 2, 2), mode="reflect"), k[:, None, :, None], groups=count * channels)
     out = x.clone()
     out[pick.to(x.device)] = flat.view(count, channels, height, width)
+    return out
+
+
+def _random_season(x: torch.Tensor, gen: torch.Generator, *, p: float, strength: tuple[float, float]) -> torch.Tensor:
+    """A random subset shown in another season (summer, autumn or winter, uniformly), one strength per sample."""
+    pick = torch.rand(x.shape[0], generator=gen) < p  # (B,)
+    names = torch.randint(0, len(SEASON_NAMES), (x.shape[0],), generator=gen)  # (B,)
+    amounts = torch.empty(x.shape[0]).uniform_(strength[0], strength[1], generator=gen)  # (B,)
+    if not bool(pick.any()):
+        return x
+    out = x.clone()
+    for index, name in enumerate(SEASON_NAMES):
+        rows = (pick & (names == index)).nonzero(as_tuple=True)[0].to(x.device)
+        if rows.numel():
+            sub = x[rows].permute(0, 2, 3, 1)  # (P, H, W, 3): the season formula reads channels last
+            amount = amounts[rows.cpu()].to(x.device).view(-1, 1, 1, 1)  # (P, 1, 1, 1)
+            out[rows] = season_shift(sub, name, amount).permute(0, 3, 1, 2)
     return out
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from PIL import Image
 from timm.data import create_transform
 from torchvision import transforms as T
 
+from geobridge.robust import BLUR_SIGMA, DOWNSCALE_FACTOR, NORMAL_COLOUR, SEASON_STRENGTH, RobustAugment
+from geobridge.seasons import SEASON_NAMES, season_shift
 from geobridge.views import IMAGE_VIEWS, check_view
 
 
@@ -21,7 +24,7 @@ def make_view_transform(
     interpolation: str = "bilinear",
     train: bool = False,
     rotate: bool = True,
-    robust: bool = False,
+    robust: RobustAugment | None = None,
 ) -> Callable[[Image.Image], torch.Tensor]:
     """PIL image -> (3, H, W) tensor for one image view.
 
@@ -43,9 +46,9 @@ def make_view_transform(
     ``rotate=False`` keeps satellite tiles north-up and panoramas north-first (for data where orientation is known,
     e.g. CVUSA, where a consistent joint rotation would be needed instead).
 
-    ``robust=True`` (training only) also simulates stale and poor captures, so that matching holds when a view is
-    blurred, low-resolution or differently lit: Gaussian blur (p 0.25, sigma 0.5-2 px), a down- and up-scale by
-    2-4x (p 0.25), stronger colour jitter (brightness and contrast 0.4, saturation 0.5) and grayscale (p 0.1).
+    ``robust`` (training only; ``geobridge.robust.RobustAugment``) also simulates stale and poor captures, so that
+    matching holds when a view is blurred, low-resolution, from another season or differently lit: Gaussian blur,
+    a down- and up-scale, a season, stronger colour jitter and grayscale, each with the probability it sets.
     """
     check_view(view, allowed=IMAGE_VIEWS)
     _, height, width = input_size
@@ -69,15 +72,19 @@ def make_view_transform(
         steps.append(T.RandomResizedCrop((height, width), scale=(0.6, 1.0), ratio=(0.8, 1.25)))
     elif rotate:  # street panorama
         steps += [RandomRoll(), T.RandomHorizontalFlip()]
-    if robust:
+    if robust is not None:
+        brightness, contrast, saturation = robust.colour
         steps += [
-            T.RandomApply([T.GaussianBlur(5, sigma=(0.5, 2.0))], p=0.25),
-            T.RandomApply([RandomDownscale(min_factor=2.0, max_factor=4.0)], p=0.25),
-            T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.5),
-            T.RandomGrayscale(p=0.1),
+            T.RandomApply([T.GaussianBlur(5, sigma=BLUR_SIGMA)], p=robust.blur_p),
+            T.RandomApply([RandomDownscale(min_factor=DOWNSCALE_FACTOR[0], max_factor=DOWNSCALE_FACTOR[1])],
+                          p=robust.downscale_p),
+            T.RandomApply([RandomSeason()], p=robust.season_p),
+            T.ColorJitter(brightness=brightness, contrast=contrast, saturation=saturation),
+            T.RandomGrayscale(p=robust.grayscale_p),
         ]
     else:
-        steps.append(T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.1))
+        brightness, contrast, saturation = NORMAL_COLOUR
+        steps.append(T.ColorJitter(brightness=brightness, contrast=contrast, saturation=saturation))
     return T.Compose([*steps, base])
 
 
@@ -94,6 +101,18 @@ class RandomDownscale:
         factor = self.min_factor + (self.max_factor - self.min_factor) * float(torch.rand(()))
         small = (max(1, round(image.width / factor)), max(1, round(image.height / factor)))
         return image.resize(small, Image.BILINEAR).resize(image.size, Image.BILINEAR)
+
+
+class RandomSeason:
+    """Show a PIL image in a uniformly drawn season (summer, autumn, winter) at a strength of 0.5-1."""
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        name = SEASON_NAMES[int(torch.randint(0, len(SEASON_NAMES), ()).item())]
+        low, high = SEASON_STRENGTH
+        strength = low + (high - low) * float(torch.rand(()))
+        x = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)  # (H, W, 3)
+        out = season_shift(x, name, strength).mul(255).add(0.5).to(torch.uint8).numpy()
+        return Image.fromarray(out)
 
 
 class RandomRot90:

@@ -33,39 +33,22 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
     return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def _vegetation_weight(x: np.ndarray) -> np.ndarray:
-    """How green (plant-like) each pixel is, 0..1: green above both red and blue."""
-    r, g, b = x[..., 0], x[..., 1], x[..., 2]
-    return np.clip((g - np.maximum(r, b)) / 0.06, 0, 1)
-
-
 def season(image: np.ndarray, name: str, *, strength: float = 1.0) -> np.ndarray:
-    """Shift the palette of vegetation and ground towards a season (``none`` returns a copy)."""
+    """Shift the palette of vegetation and ground towards a season (``none`` returns a copy).
+
+    The formula is ``geobridge.seasons.season_shift``, which the training augmentation shares.
+    """
     if name not in SEASONS:
         raise ValueError(f"unknown season {name!r}; expected one of {', '.join(SEASONS)}")
     arr = _check_image(image)
     if name == "none" or strength <= 0:
         return arr.copy()
-    x = arr.astype(np.float32) / 255.0
-    veg = _vegetation_weight(x)[..., None] * strength  # (H, W, 1)
-    lum = x @ np.asarray([0.299, 0.587, 0.114], np.float32)  # (H, W)
-    if name == "summer":
-        lush = x * np.asarray([0.95, 1.12, 0.9], np.float32)
-        out = x * (1 - veg) + lush * veg
-        out = out * np.asarray([1.03, 1.01, 0.97], np.float32) ** strength
-    elif name == "autumn":
-        foliage = lum[..., None] * np.asarray([1.65, 1.0, 0.42], np.float32)
-        out = x * (1 - 0.85 * veg) + foliage * 0.85 * veg
-        out = out * np.asarray([1.04, 1.0, 0.94], np.float32) ** strength
-    else:  # winter
-        bare = lum[..., None] * np.asarray([0.95, 0.93, 0.9], np.float32) * 0.85
-        out = x * (1 - 0.7 * veg) + bare * 0.7 * veg
-        sat = x.max(axis=-1) - x.min(axis=-1)
-        open_ground = np.clip(1 - sat / 0.3, 0, 1) * np.clip((lum - 0.22) / 0.25, 0, 1)
-        snow = np.clip(0.85 * veg[..., 0] + 0.75 * open_ground, 0, 0.9)[..., None] * strength
-        out = out * (1 - snow) + np.asarray([0.93, 0.95, 0.98], np.float32) * snow
-        out = out * np.asarray([0.97, 1.0, 1.05], np.float32) ** strength
-    return _to_uint8(out)
+    import torch
+
+    from geobridge.seasons import season_shift
+
+    x = torch.from_numpy(arr.astype(np.float32) / 255.0)  # (H, W, 3)
+    return _to_uint8(season_shift(x, name, strength).numpy())
 
 
 def time_of_day(image: np.ndarray, name: str, *, strength: float = 1.0) -> np.ndarray:

@@ -13,6 +13,7 @@ from omegaconf.errors import OmegaConfBaseException
 from geobridge.errors import ConfigError, GeoBridgeError
 from geobridge.losses import OBJECTIVES
 from geobridge.models.precision import PRECISIONS
+from geobridge.robust import RobustAugment
 from geobridge.schema import Choice, Range, build, check
 from geobridge.views import IMAGE_VIEW_PAIRS, IMAGE_VIEWS, VIEWS
 
@@ -47,7 +48,8 @@ class DataSection:
     pipeline: str = "pil"
     augment: bool = True
     text_augment: bool = False  # drop and reorder the sentences of each description (data/captions.py)
-    robust_augment: bool = False  # also blur, downscale, strong colour jitter, grayscale (transforms.py)
+    robust_augment: bool = False  # also stale and poor captures: blur, downscale, seasons, colour (geobridge/robust.py)
+    robust: RobustAugment = field(default_factory=RobustAugment)  # what robust_augment does, each with its p
     # false: satellite tiles stay north-up and unflipped, panoramas north-first and unshifted (north-aligned data
     # such as CVUSA, CVACT and VIGOR; the per-view augmentation cannot rotate a tile and its panorama together)
     rotate: bool = True
@@ -114,6 +116,10 @@ class TrainSection:
     eval_protocol: str | None = None
     max_steps: int | None = None  # stop early (tests)
     log_every: int = 10
+    # precise BN: at the end of training, each view's BatchNorm statistics are re-estimated from up to this many of
+    # its plain (un-augmented) training images, as evaluation sees them, instead of the moving averages of the
+    # augmented training batches; 0 keeps the moving averages (a backbone without BatchNorm ignores it)
+    norm_recalibration_images: int = 0
 
 
 @dataclass
@@ -287,6 +293,10 @@ TRAIN_RULES = {
     "data.views.*": Choice(VIEWS),
     "data.num_workers": Range(0, 256),
     "data.pipeline": Choice(("pil", "tensor")),
+    "data.robust.blur_p": Range(0.0, 1.0),
+    "data.robust.downscale_p": Range(0.0, 1.0),
+    "data.robust.season_p": Range(0.0, 1.0),
+    "data.robust.grayscale_p": Range(0.0, 1.0),
     "loss.objective": Choice(tuple(OBJECTIVES)),
     "loss.pair_weight": NON_NEGATIVE,
     "loss.pair_weights": _known_pairs,
@@ -314,5 +324,6 @@ TRAIN_RULES = {
     "train.eval_every": Range(0, MAX_EPOCHS),  # 0 = at the end only
     "train.max_steps": Range(1, 1 << 40),
     "train.log_every": Range(1, 1 << 40),
+    "train.norm_recalibration_images": Range(0, 1 << 40),
     "train.precision": Choice(PRECISIONS),
 }

@@ -178,11 +178,14 @@ def start_run_record(run_dir: Path, *, resumed: bool) -> dict[str, Any]:
     return record
 
 
-def finish_run_record(run_dir: Path, *, train_s: float, epochs: int, steps: int) -> dict[str, Any]:
-    """Complete ``run.json`` when training ends."""
+def finish_run_record(
+    run_dir: Path, *, train_s: float, epochs: int, steps: int, norm_recalibration: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """Complete ``run.json`` when training ends (``norm_recalibration``: images per view of precise BN)."""
     record = read_run_record(run_dir)
     record.setdefault("commit", code_commit())
-    record.update(finished=utc_now(), train_s=round(train_s, 2), epochs=epochs, steps=steps)
+    record.update(finished=utc_now(), train_s=round(train_s, 2), epochs=epochs, steps=steps,
+                  norm_recalibration=norm_recalibration or {})
     atomic_write_json(run_dir / RUN_RECORD, record)
     return record
 

@@ -246,7 +246,7 @@ class Trainer:
                 interpolation=image_cfg.interpolation,
                 train=config.data.augment,
                 rotate=config.data.rotate,
-                robust=config.data.augment and config.data.robust_augment,
+                robust=config.data.robust if config.data.augment and config.data.robust_augment else None,
             )
             for view in self.image_views
         }
@@ -287,7 +287,7 @@ class Trainer:
                 std=tuple(image_cfg.std),
                 train=config.data.augment,
                 rotate=config.data.rotate,
-                robust=config.data.augment and config.data.robust_augment,
+                robust=config.data.robust if config.data.augment and config.data.robust_augment else None,
             )
             for view in self.image_views
         }
@@ -553,11 +553,33 @@ class Trainer:
                     tqdm.write(f"epoch {epoch + 1}: loss {epoch_loss:.4f}  ({record['elapsed_s']} s)")
             barrier(self.dist)
         if self.dist.is_main:
+            recalibrated = self._recalibrate_norm()
             self.model.save_pretrained(self.run_dir / "model")
             epochs_done = len(log_path.read_text().splitlines()) if log_path.is_file() else 0
-            finish_run_record(self.run_dir, train_s=time.time() - started, epochs=epochs_done, steps=self.step)
+            finish_run_record(self.run_dir, train_s=time.time() - started, epochs=epochs_done, steps=self.step,
+                              norm_recalibration=recalibrated)
         barrier(self.dist)
         return last
+
+    def _recalibrate_norm(self) -> dict[str, int]:
+        """Precise BN: each view's BatchNorm statistics re-estimated from its plain training images (a seeded sample
+        of ``train.norm_recalibration_images``); returns the images used per view ({} when off or no BatchNorm)."""
+        limit = self.config.train.norm_recalibration_images
+        has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.model.image.modules())
+        if not limit or not has_batch_norm:
+            return {}
+        rng = np.random.default_rng(self.config.train.seed)
+        items = {}
+        for view in self.image_views:
+            paths = [path for place in self.places for path in place.images.get(view, [])]
+            if len(paths) >= 2:
+                chosen = rng.choice(len(paths), size=min(limit, len(paths)), replace=False)
+                items[view] = [paths[i] for i in sorted(chosen)]
+        counts = self.model.reestimate_norm_statistics(items, batch_size=64, show_progress_bar=self.show_progress_bar)
+        if self.show_progress_bar:
+            tqdm.write("BatchNorm statistics re-estimated per view on plain training images: "
+                       + ", ".join(f"{view} {n}" for view, n in counts.items()))
+        return counts
 
     def evaluate(self) -> dict[str, Any]:
         """Metrics of the current model: with ``train.eval_protocol``, that protocol's on ``data.root``; else on
