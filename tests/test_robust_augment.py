@@ -156,3 +156,30 @@ def test_precise_bn_saves_each_views_statistics_of_its_plain_training_images(tmp
     redone = GeoBridge.from_pretrained(runs[0] / "model")
     redone.reestimate_norm_statistics(items, batch_size=64, show_progress_bar=False, num_workers=0)
     assert not torch.allclose(stats(moving), stats(redone), atol=1e-3)
+
+
+@pytest.mark.parametrize("pipeline", ["tensor", "pil"])
+def test_robust_augmentation_joins_at_its_epoch(tmp_path, pipeline):
+    from geobridge.train import load_config
+    from geobridge.train.trainer import Trainer
+
+    world = make_geoloc(tmp_path / "w", n=12)
+    config = load_config(None, [f"data.root={world}", f"out={tmp_path / 'run'}", "model.text_kind=hashing",
+                                "optim.batch_size=4", "optim.epochs=3", f"data.pipeline={pipeline}",
+                                "data.robust_augment=true", "data.robust_from_epoch=1", "data.robust.season_p=0.5"])
+    trainer = Trainer(config, show_progress_bar=False)
+
+    def robust_of_each_view() -> list:
+        if pipeline == "tensor":
+            return [aug.robust for aug in trainer.dataset.augment.values()]
+        return [any(type(t).__name__ == "RandomApply" for t in tf.transforms)
+                for tf in trainer.dataset.transforms.values()]
+
+    trainer._set_epoch(0)
+    assert robust_of_each_view() == [None if pipeline == "tensor" else False] * 3  # clean first epoch
+    trainer._set_epoch(1)
+    expected = config.data.robust if pipeline == "tensor" else True
+    assert robust_of_each_view() == [expected] * 3
+    trainer.fit()  # and a run with the switch trains through it
+    assert (tmp_path / "run" / "model" / "config.json").is_file()
+    trainer.close()

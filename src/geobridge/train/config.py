@@ -50,6 +50,7 @@ class DataSection:
     text_augment: bool = False  # drop and reorder the sentences of each description (data/captions.py)
     robust_augment: bool = False  # also stale and poor captures: blur, downscale, seasons, colour (geobridge/robust.py)
     robust: RobustAugment = field(default_factory=RobustAugment)  # what robust_augment does, each with its p
+    robust_from_epoch: int = 0  # robust augmentation from this epoch on (0-based); clean epochs before it
     # false: satellite tiles stay north-up and unflipped, panoramas north-first and unshifted (north-aligned data
     # such as CVUSA, CVACT and VIGOR; the per-view augmentation cannot rotate a tile and its panorama together)
     rotate: bool = True
@@ -293,6 +294,7 @@ TRAIN_RULES = {
     "data.views.*": Choice(VIEWS),
     "data.num_workers": Range(0, 256),
     "data.pipeline": Choice(("pil", "tensor")),
+    "data.robust_from_epoch": Range(0, MAX_EPOCHS),
     "data.robust.blur_p": Range(0.0, 1.0),
     "data.robust.downscale_p": Range(0.0, 1.0),
     "data.robust.season_p": Range(0.0, 1.0),

@@ -23,6 +23,7 @@ from geobridge.errors import CheckpointError, GeoBridgeError
 from geobridge.losses import GeoBridgeLoss
 from geobridge.models import GeoBridge, get_model_config
 from geobridge.models.precision import autocast, check_precision, grad_scaler
+from geobridge.robust import RobustAugment
 from geobridge.train.config import TrainConfig, to_yaml, validate_config
 from geobridge.train.distributed import all_reduce_mean, barrier, cleanup, gather_rows, init_distributed
 from geobridge.train.state import (
@@ -232,24 +233,32 @@ class Trainer:
         if "text" in self.views:  # a frozen text encoder is run once per distinct input, up front
             self.model.text.warm_cache([t for p in places for t in p.texts], show_progress_bar=self.show_progress_bar)
 
-    def _pil_loader(self, places: list) -> DataLoader:
-        from geobridge.data import PlaceDataset, collate_places, make_view_transform
+    def _robust_at(self, epoch: int) -> RobustAugment | None:
+        """The robust augmentation of ``epoch`` (None before ``data.robust_from_epoch`` or when it is off)."""
+        data = self.config.data
+        return data.robust if data.augment and data.robust_augment and epoch >= data.robust_from_epoch else None
 
-        config = self.config
-        image_cfg = self.model.config.image
-        transforms = {
-            view: make_view_transform(
-                view,
-                input_size=(3, *image_cfg.input_size[view]),
-                mean=tuple(image_cfg.mean),
-                std=tuple(image_cfg.std),
-                interpolation=image_cfg.interpolation,
-                train=config.data.augment,
-                rotate=config.data.rotate,
-                robust=config.data.robust if config.data.augment and config.data.robust_augment else None,
-            )
+    def _augmenters(self, robust: RobustAugment | None) -> dict[str, Any]:
+        """Per image view, the training augmentation of the pipeline in use: a ``BatchAugment`` of uint8 batches
+        (tensor) or a PIL transform (pil)."""
+        from geobridge.data import make_view_transform
+
+        data, image_cfg = self.config.data, self.model.config.image
+        common = dict(mean=tuple(image_cfg.mean), std=tuple(image_cfg.std), train=data.augment, rotate=data.rotate,
+                      robust=robust)
+        if data.pipeline == "tensor":
+            return {view: BatchAugment(view, **common) for view in self.image_views}
+        return {
+            view: make_view_transform(view, input_size=(3, *image_cfg.input_size[view]),
+                                      interpolation=image_cfg.interpolation, **common)
             for view in self.image_views
         }
+
+    def _pil_loader(self, places: list) -> DataLoader:
+        from geobridge.data import PlaceDataset, collate_places
+
+        config = self.config
+        transforms = self._augmenters(self._robust_at(0))
         self.dataset = PlaceDataset(
             places,
             views=self.views,
@@ -280,17 +289,7 @@ class Trainer:
             )
             for view in self.image_views
         }
-        augment = {
-            view: BatchAugment(
-                view,
-                mean=tuple(image_cfg.mean),
-                std=tuple(image_cfg.std),
-                train=config.data.augment,
-                rotate=config.data.rotate,
-                robust=config.data.robust if config.data.augment and config.data.robust_augment else None,
-            )
-            for view in self.image_views
-        }
+        augment = self._augmenters(self._robust_at(0))
         self.dataset = TensorBatches(
             places,
             caches,
@@ -317,6 +316,12 @@ class Trainer:
                 self.sampler.strategy = "embedding"
         self.sampler.set_epoch(epoch)
         self.dataset.set_epoch(epoch)
+        if self.config.data.robust_from_epoch:  # robust augmentation joins after the clean epochs
+            augmenters = self._augmenters(self._robust_at(epoch))
+            if isinstance(self.dataset, TensorBatches):
+                self.dataset.augment = augmenters
+            else:
+                self.dataset.transforms = augmenters
 
     @torch.no_grad()
     def _embedding_neighbours(self) -> np.ndarray:
