@@ -105,6 +105,8 @@ def test_robust_settings_are_checked():
         load_config(None, ["data.robust.blur_p=1.5"])
     with pytest.raises(ValueError, match="season_p"):
         RobustAugment(season_p=-0.1)
+    with pytest.raises(ConfigError, match="data.robust.views"):
+        load_config(None, ["data.robust.views=[drone,text]"])
 
 
 def _tiny_resnet(path) -> str:
@@ -166,7 +168,8 @@ def test_robust_augmentation_joins_at_its_epoch(tmp_path, pipeline):
     world = make_geoloc(tmp_path / "w", n=12)
     config = load_config(None, [f"data.root={world}", f"out={tmp_path / 'run'}", "model.text_kind=hashing",
                                 "optim.batch_size=4", "optim.epochs=3", f"data.pipeline={pipeline}",
-                                "data.robust_augment=true", "data.robust_from_epoch=1", "data.robust.season_p=0.5"])
+                                "data.robust_augment=true", "data.robust_from_epoch=1", "data.robust.season_p=0.5",
+                                "data.robust.views=[drone,satellite]"])
     trainer = Trainer(config, show_progress_bar=False)
 
     def robust_of_each_view() -> list:
@@ -179,7 +182,8 @@ def test_robust_augmentation_joins_at_its_epoch(tmp_path, pipeline):
     assert robust_of_each_view() == [None if pipeline == "tensor" else False] * 3  # clean first epoch
     trainer._set_epoch(1)
     expected = config.data.robust if pipeline == "tensor" else True
-    assert robust_of_each_view() == [expected] * 3
+    clean = None if pipeline == "tensor" else False
+    assert robust_of_each_view() == [expected, expected, clean]  # drone, satellite; the panoramas stay clean
     trainer.fit()  # and a run with the switch trains through it
     assert (tmp_path / "run" / "model" / "config.json").is_file()
     trainer.close()

@@ -299,6 +299,7 @@ TRAIN_RULES = {
     "data.robust.downscale_p": Range(0.0, 1.0),
     "data.robust.season_p": Range(0.0, 1.0),
     "data.robust.grayscale_p": Range(0.0, 1.0),
+    "data.robust.views.*": Choice(IMAGE_VIEWS),
     "loss.objective": Choice(tuple(OBJECTIVES)),
     "loss.pair_weight": NON_NEGATIVE,
     "loss.pair_weights": _known_pairs,

@@ -244,13 +244,13 @@ class Trainer:
         from geobridge.data import make_view_transform
 
         data, image_cfg = self.config.data, self.model.config.image
-        common = dict(mean=tuple(image_cfg.mean), std=tuple(image_cfg.std), train=data.augment, rotate=data.rotate,
-                      robust=robust)
+        common = dict(mean=tuple(image_cfg.mean), std=tuple(image_cfg.std), train=data.augment, rotate=data.rotate)
+        robust_of = {view: robust if robust is not None and view in robust.views else None for view in self.image_views}
         if data.pipeline == "tensor":
-            return {view: BatchAugment(view, **common) for view in self.image_views}
+            return {view: BatchAugment(view, robust=robust_of[view], **common) for view in self.image_views}
         return {
             view: make_view_transform(view, input_size=(3, *image_cfg.input_size[view]),
-                                      interpolation=image_cfg.interpolation, **common)
+                                      interpolation=image_cfg.interpolation, robust=robust_of[view], **common)
             for view in self.image_views
         }
 
