@@ -537,8 +537,10 @@ class GeoIndex:
         base = self._base  # already downcast (constructor, load and rebuild)
         if not isinstance(base, faiss.IndexFlat):
             return None
-        n = int(base.ntotal)
-        gallery = faiss.rev_swig_ptr(base.get_xb(), n * self.dim).reshape(n, self.dim)  # (N, D) storage rows
+        gallery = self._id_cache.get("#xb")  # (N, D) storage rows in place; add and remove clear the cache
+        if gallery is None:
+            n = int(base.ntotal)
+            gallery = self._id_cache["#xb"] = faiss.rev_swig_ptr(base.get_xb(), n * self.dim).reshape(n, self.dim)
         top_scores, top_rows = self.exact_kernels.search(gallery, x, k)  # (Q, k'), k' = min(k, N)
         return self._hits_from_rows(top_scores, top_rows, k)
 
