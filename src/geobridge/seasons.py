@@ -36,7 +36,10 @@ def season_shift(x: torch.Tensor, name: str, strength: float | torch.Tensor = 1.
     if name not in SEASON_NAMES:
         raise ValueError(f"unknown season {name!r}; expected one of {', '.join(SEASON_NAMES)}")
     strength = torch.as_tensor(strength, dtype=x.dtype, device=x.device)
-    tint = lambda rgb: torch.tensor(rgb, dtype=x.dtype, device=x.device)  # noqa: E731
+
+    def tint(rgb: tuple[float, float, float]) -> torch.Tensor:  # (3,) on x's dtype and device
+        return torch.tensor(rgb, dtype=x.dtype, device=x.device)
+
     veg = vegetation_weight(x) * strength  # (..., 1)
     lum = (x * tint(_LUMA)).sum(-1, keepdim=True)  # (..., 1)
     if name == "summer":
