@@ -324,3 +324,33 @@ def test_resumed_run_continues_the_grad_scaler_and_old_checkpoints_start_it_fres
         assert trainer.resume() and trainer.step > 0 and trainer.scaler.get_scale() == 2.0**8  # fresh, no error
     finally:
         trainer.close()
+
+
+def test_channels_last_trains_the_same_model_and_saves_contiguous_weights(tmp_path):
+    from test_robust_augment import _tiny_resnet
+
+    from geobridge.models import GeoBridge
+    from geobridge.train import load_config
+    from geobridge.train.trainer import Trainer
+
+    world = make_geoloc(tmp_path / "w", n=20)
+    common = [f"data.root={world}", f"model.name={_tiny_resnet(tmp_path / 'tiny.json')}", "optim.batch_size=8",
+              "optim.epochs=2", "data.pipeline=tensor"]
+    losses = {}
+    for flag in (False, True):
+        out = tmp_path / f"run-{flag}"
+        trainer = Trainer(load_config(None, [*common, f"out={out}", f"train.channels_last={str(flag).lower()}"]),
+                          show_progress_bar=False)
+        conv = trainer.model.image.backbone.conv1.weight
+        assert conv.is_contiguous(memory_format=torch.channels_last) == flag
+        losses[flag] = trainer.fit()["loss"]
+        saved = load_file(out / "model" / "model.safetensors")
+        assert all(t.is_contiguous() for t in saved.values())
+        loaded = GeoBridge.from_pretrained(out / "model").eval()
+        trainer.model.eval()
+        images = torch.rand(4, 3, 32, 32)
+        with torch.no_grad():
+            torch.testing.assert_close(loaded.encode_image(images, view="drone"),
+                                       trainer.model.encode_image(images, view="drone"), rtol=1e-4, atol=1e-5)
+        trainer.close()
+    assert losses[True] == pytest.approx(losses[False], rel=1e-3)  # the same model; only the summation order differs

@@ -149,6 +149,8 @@ class Trainer:
         torch.manual_seed(config.train.seed)  # identical initial weights on every rank
         np.random.seed(config.train.seed)
         self.model = build_model(config).to(self.device)
+        if config.train.channels_last:
+            self.model.image.to(memory_format=torch.channels_last)
         self.loss_fn = GeoBridgeLoss(
             objective=config.loss.objective,
             symmetric=config.loss.symmetric,
