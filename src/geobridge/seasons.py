@@ -1,8 +1,8 @@
 """Seasonal appearance of vegetation and open ground: one formula for the world's season shift and for training.
 
 ``season_shift`` works on float RGB in ``[0, 1]`` with the channels last, (..., 3), so the synthetic world's
-``synth.appearance.season`` (one (H, W, 3) image) and the training augmentation (a (B, H, W, 3) batch, one
-strength per sample) compute the same change:
+``synth.appearance.season`` and the PIL training transform (one uint8 image, through ``season_image``) and the
+batched training augmentation (a (B, H, W, 3) batch, one strength per sample) compute the same change:
 
 * ``summer``: vegetation lusher and greener, light a little warmer;
 * ``autumn``: vegetation turns orange and brown;
@@ -14,10 +14,11 @@ except for the overall tint, so roads, roofs and water keep a place's layout.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 SEASON_NAMES: tuple[str, ...] = ("summer", "autumn", "winter")
-_LUMA = (0.299, 0.587, 0.114)
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma weights, as PIL's and torchvision's grayscale
 _SNOW = (0.93, 0.95, 0.98)
 
 
@@ -41,7 +42,7 @@ def season_shift(x: torch.Tensor, name: str, strength: float | torch.Tensor = 1.
         return torch.tensor(rgb, dtype=x.dtype, device=x.device)
 
     veg = vegetation_weight(x) * strength  # (..., 1)
-    lum = (x * tint(_LUMA)).sum(-1, keepdim=True)  # (..., 1)
+    lum = (x * tint(LUMA)).sum(-1, keepdim=True)  # (..., 1)
     if name == "summer":
         out = x * (1 - veg) + x * tint((0.95, 1.12, 0.9)) * veg
         out = out * tint((1.03, 1.01, 0.97)) ** strength
@@ -58,3 +59,9 @@ def season_shift(x: torch.Tensor, name: str, strength: float | torch.Tensor = 1.
         out = out * (1 - snow) + tint(_SNOW) * snow
         out = out * tint((0.97, 1.0, 1.05)) ** strength
     return out.clamp(0, 1)
+
+
+def season_image(image: np.ndarray, name: str, strength: float = 1.0) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> the same image in season ``name``, uint8 (rounded to the nearest level)."""
+    x = torch.from_numpy(image.astype(np.float32) / 255.0)  # (H, W, 3)
+    return (season_shift(x, name, strength).numpy() * 255 + 0.5).astype(np.uint8)

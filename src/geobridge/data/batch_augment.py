@@ -26,10 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from geobridge.robust import BLUR_SIGMA, DOWNSCALE_FACTOR, NORMAL_COLOUR, SEASON_STRENGTH, RobustAugment
-from geobridge.seasons import SEASON_NAMES, season_shift
+from geobridge.seasons import LUMA, SEASON_NAMES, season_shift
 from geobridge.views import IMAGE_VIEWS, check_view
-
-_LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as PIL's and torchvision's grayscale
 
 
 class BatchAugment:
@@ -165,7 +163,7 @@ def _roll_columns(x: torch.Tensor, shift: torch.Tensor, flip: torch.Tensor) -> t
 
 def _grayscale(x: torch.Tensor) -> torch.Tensor:
     r, g, b = x.unbind(1)
-    return (_LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b).unsqueeze(1)  # (B, 1, H, W)
+    return (LUMA[0] * r + LUMA[1] * g + LUMA[2] * b).unsqueeze(1)  # (B, 1, H, W)
 
 
 def _uniform(batch: int, gen: torch.Generator, amount: float, device: torch.device) -> torch.Tensor:
@@ -219,11 +217,12 @@ def _random_season(x: torch.Tensor, gen: torch.Generator, *, p: float, strength:
         return x
     out = x.clone()
     for index, name in enumerate(SEASON_NAMES):
-        rows = (pick & (names == index)).nonzero(as_tuple=True)[0].to(x.device)
+        rows = (pick & (names == index)).nonzero(as_tuple=True)[0]  # (P,) on the CPU, as the draws
         if rows.numel():
-            sub = x[rows].permute(0, 2, 3, 1)  # (P, H, W, 3): the season formula reads channels last
-            amount = amounts[rows.cpu()].to(x.device).view(-1, 1, 1, 1)  # (P, 1, 1, 1)
-            out[rows] = season_shift(sub, name, amount).permute(0, 3, 1, 2)
+            on_device = rows.to(x.device)
+            sub = x[on_device].permute(0, 2, 3, 1)  # (P, H, W, 3): the season formula reads channels last
+            amount = amounts[rows].to(x.device).view(-1, 1, 1, 1)  # (P, 1, 1, 1)
+            out[on_device] = season_shift(sub, name, amount).permute(0, 3, 1, 2)
     return out
 
 

@@ -11,7 +11,7 @@ from timm.data import create_transform
 from torchvision import transforms as T
 
 from geobridge.robust import BLUR_SIGMA, DOWNSCALE_FACTOR, NORMAL_COLOUR, SEASON_STRENGTH, RobustAugment
-from geobridge.seasons import SEASON_NAMES, season_shift
+from geobridge.seasons import SEASON_NAMES, season_image
 from geobridge.views import IMAGE_VIEWS, check_view
 
 
@@ -110,9 +110,7 @@ class RandomSeason:
         name = SEASON_NAMES[int(torch.randint(0, len(SEASON_NAMES), ()).item())]
         low, high = SEASON_STRENGTH
         strength = low + (high - low) * float(torch.rand(()))
-        x = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)  # (H, W, 3)
-        out = season_shift(x, name, strength).mul(255).add(0.5).to(torch.uint8).numpy()
-        return Image.fromarray(out)
+        return Image.fromarray(season_image(np.asarray(image.convert("RGB")), name, strength))
 
 
 class RandomRot90:

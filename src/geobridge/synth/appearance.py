@@ -43,12 +43,9 @@ def season(image: np.ndarray, name: str, *, strength: float = 1.0) -> np.ndarray
     arr = _check_image(image)
     if name == "none" or strength <= 0:
         return arr.copy()
-    import torch
+    from geobridge.seasons import season_image
 
-    from geobridge.seasons import season_shift
-
-    x = torch.from_numpy(arr.astype(np.float32) / 255.0)  # (H, W, 3)
-    return _to_uint8(season_shift(x, name, strength).numpy())
+    return season_image(arr, name, strength)
 
 
 def time_of_day(image: np.ndarray, name: str, *, strength: float = 1.0) -> np.ndarray:
