@@ -125,7 +125,6 @@ class KernelChooser:
         self.force = force
         self.probe_queries, self.probe_products, self.repeats = int(probe_queries), int(probe_products), int(repeats)
         self._decisions: dict[tuple[int, ...], Decision] = {}
-        self._classes: dict[tuple[int, ...], tuple[int, ...]] = {}  # (Q, N, D, threads) -> shape class
         self._lock = threading.Lock()
 
     @property
@@ -156,18 +155,10 @@ class KernelChooser:
     def _shape_class(self, n_queries: int, n_rows: int, dim: int) -> tuple[int, ...]:
         import torch
 
-        threads = (torch.get_num_threads(), faiss.omp_get_max_threads())
-        memo = (n_queries, n_rows, dim, *threads)  # a search repeated with one shape costs one dict lookup
-        key = self._classes.get(memo)
-        if key is None:
-            key = self._classes[memo] = self._classify(n_queries, n_rows, dim, threads)
-        return key
-
-    def _classify(self, n_queries: int, n_rows: int, dim: int, threads: tuple[int, int]) -> tuple[int, ...]:
         q_class = _power_of_2_floor(min(n_queries, self.probe_queries))
         faiss_blas = int(n_queries * dim >= faiss.cvar.distance_compute_blas_threshold)  # faiss's sgemm path
         n_class = _power_of_4_floor(min(n_rows, 65_536))
-        return q_class, faiss_blas, n_class, dim, *threads
+        return q_class, faiss_blas, n_class, dim, torch.get_num_threads(), faiss.omp_get_max_threads()
 
     def _probe(self, gallery: np.ndarray, queries: np.ndarray, k: int) -> Decision:
         probe_x = np.ascontiguousarray(queries[: self.probe_queries])  # (q, D): the search's own queries

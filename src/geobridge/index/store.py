@@ -830,8 +830,7 @@ def _as_matrix(vectors: Any, dim: int, *, what: str) -> np.ndarray:
     if x.ndim != 2 or x.shape[1] != dim:
         raise GeoBridgeError(f"{what} must have shape (N, {dim}), got {x.shape}")
     squares = np.einsum("ij,ij->i", x, x, dtype=np.float64)  # (N,) in float64: no overflow of large floats
-    lo, hi = (squares[0], squares[0]) if len(squares) == 1 else (squares.min(initial=1.0), squares.max(initial=1.0))
-    if not (lo > 0 and hi < np.inf):
+    if len(squares) and not (np.minimum.reduce(squares) > 0 and np.maximum.reduce(squares) < np.inf):
         # NaN or inf anywhere in a row makes its sum NaN or inf (and NaN fails both comparisons)
         if not np.isfinite(squares).all():
             bad = int(np.argwhere(~np.isfinite(x))[0, 0])
