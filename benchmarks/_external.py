@@ -1,38 +1,25 @@
 """Adapters for benchmarks that live in their own modules (bench_synth.py, bench_serve.py): call their ``run()``
-and turn the flat dict they return into the suite's record; skip with a message if the module is missing."""
+and turn the flat dict they return into the suite's record."""
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from typing import Any
 
-from benchmarks._common import Context, make_result, skipped, target_row
-
-
-def _load(module: str) -> Any | None:
-    if importlib.util.find_spec(module) is None:
-        return None
-    return importlib.import_module(module)
+from benchmarks import bench_serve as serve_module
+from benchmarks import bench_synth as synth_module
+from benchmarks._common import Context, make_result, target_row
 
 
 def bench_synth(ctx: Context) -> dict[str, Any]:
     title = "Synthetic world generation (geobridge.synth)"
     target = "1,000 places with all views in <= 5 min on 2 cores"
-    module = _load("benchmarks.bench_synth")
-    if module is None or not hasattr(module, "run"):
-        return skipped("synth", title=title, target=target, message="benchmarks/bench_synth.py is not there yet")
     params = (
         {"places": 4, "image_size": 64, "quick": True}
         if ctx.quick
         else {"places": 200, "image_size": 128, "quick": False, "baseline_places": 50}
     )
     ctx.log("synth", f"bench_synth.run({params})")
-    try:
-        raw = module.run(**params)
-    except TypeError:  # an older signature without baseline_places
-        params.pop("baseline_places", None)
-        raw = module.run(**params)
+    raw = synth_module.run(**params)
     rate, base_rate = raw.get("places_per_s"), raw.get("baseline_places_per_s")
     projected = raw.get("projected_seconds_for_1000")
     projected_free = raw.get("projected_seconds_for_1000_free_cores")
@@ -79,16 +66,13 @@ def bench_synth(ctx: Context) -> dict[str, Any]:
 def bench_serve(ctx: Context) -> dict[str, Any]:
     title = "HTTP service load test (POST /locate)"
     target = "no errors under concurrent load; service healthy afterwards"
-    module = _load("benchmarks.bench_serve")
-    if module is None or not hasattr(module, "run"):
-        return skipped("serve", title=title, target=target, message="benchmarks/bench_serve.py is not there yet")
     params: dict[str, Any] = (
         {"clients": 4, "duration_s": 2.0, "index_size": 300, "baseline_repeats": 5, "single_client_requests": 3}
         if ctx.quick
         else {"clients": 50, "duration_s": 20.0, "baseline_repeats": 30, "single_client_requests": 20}
     )
     ctx.log("serve", f"bench_serve.run({params})")
-    raw = module.run(**params)
+    raw = serve_module.run(**params)
     rows = [
         target_row(
             metric=f"{raw.get('clients')} concurrent clients: p50 latency vs in-process locate()",

@@ -133,7 +133,7 @@ def test_training_precision_bf16_step_and_fp16_on_cpu(tmp_path):
 
     world = make_geoloc(tmp_path / "w", n=8, drone_views=1)
     base = [f"data.root={world}", "model.text_kind=hashing", "optim.batch_size=6", "data.augment=false",
-            "train.device=cpu", "optim.epochs=1", "train.max_steps=1", "train.log_every=1"]
+            "train.device=cpu", "optim.epochs=1", "train.max_steps=1"]
     with pytest.raises(GeoBridgeError, match="train.precision=fp16 needs a CUDA device"):
         Trainer(load_config(None, [*base, "train.precision=fp16", f"out={tmp_path / 'fp16'}"]))
     with pytest.raises(GeoBridgeError, match="train.precision: expected one of"):

@@ -14,9 +14,10 @@ from test_data import make_geoloc
 from geobridge.data import load_places
 from geobridge.data.pairs import epoch_pairs, full_batches
 from geobridge.errors import CheckpointError, GeoBridgeError
-from geobridge.eval.protocols import get_protocol
+from geobridge.eval.training import training_evaluator
 from geobridge.models import GeoBridge, get_model_config
 from geobridge.models.image_tower import frozen_parameters
+from geobridge.protocols import get_protocol
 from geobridge.train import load_config, train
 from geobridge.train.trainer import build_model
 
@@ -135,7 +136,7 @@ def test_recipe_options_are_checked():
 @pytest.mark.parametrize("name", FINETUNE)
 def test_finetune_recipes_are_shipped_and_pair_based(name):
     shipped, packaged = CONFIGS / f"{name}-finetune.yaml", RECIPES / f"{name}-finetune.yaml"
-    assert packaged.read_text() == shipped.read_text(), "configs/ and geobridge/train/recipes/ differ"
+    assert shipped.resolve() == packaged.resolve(), "configs/ holds links to the packaged recipes, not copies"
     config = load_config(shipped)
     assert config.data.format == name and config.model.init_from is None
     assert get_protocol(config.train.eval_protocol).layout == name
@@ -184,7 +185,7 @@ def test_finetune_recipe_end_to_end_on_a_generated_layout(pretrained, tmp_path, 
     query, reference = config.data.pair_views  # every query item of a place with a reference item, once
     assert len(pairs) == sum(items(p, query) for p in places if items(p, reference))
     assert expected_steps >= len(places) // 4  # at least a place epoch (54 times one on University-1652)
-    result = train(config)
+    result = train(config, evaluator=training_evaluator(config, show_progress_bar=False))
     log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [expected_steps * (e + 1) for e in range(config.optim.epochs)]
     protocol = get_protocol(config.train.eval_protocol)  # the recipe's final evaluation is its benchmark's

@@ -25,10 +25,10 @@ from geobridge.data import (
 )
 from geobridge.data.cvact import utm_to_latlon
 from geobridge.data.university1652 import read_kml_point
-from geobridge.data.vigor import METERS_PER_PIXEL, pano_latlon, tile_latlon
+from geobridge.data.vigor import pano_latlon, tile_latlon
 from geobridge.errors import DataError
 from geobridge.synth import WorldConfig, generate_world, plan_places
-from geobridge.synth.layouts import VIGOR_METERS_PER_PIXEL, assign_roles
+from geobridge.synth.layouts import assign_roles
 
 SIZE = 24
 
@@ -334,7 +334,6 @@ def test_vigor_cross_area_and_train(vigor):
     assert len(same_train) == len(roles["train"]) and all(len(p.images["street"]) == 1 for p in same_train)
     cross_train = load_places(vigor, fmt="vigor", split="train", mode="cross")
     assert {p.country for p in cross_train} == {"NewYork", "Seattle"}
-    assert VIGOR_METERS_PER_PIXEL == METERS_PER_PIXEL
 
 
 def test_vigor_check(vigor, tmp_path):

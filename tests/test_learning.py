@@ -22,13 +22,14 @@ def world(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_training_recalls_held_out_places_far_above_chance(world, tmp_path):
+    from geobridge.eval.training import training_evaluator
     from geobridge.train import load_config, train
 
     config = load_config(None, [
         f"out={tmp_path / 'run'}", f"data.root={world}", "model.name=gb-tiny", "model.text_kind=hashing",
         "optim.epochs=8", "optim.batch_size=16", "optim.lr=2e-3", "data.pipeline=tensor", "train.seed=0",
     ])
-    metrics = train(config)
+    metrics = train(config, evaluator=training_evaluator(config, show_progress_bar=False))
     print({k: round(v, 1) for k, v in metrics.items() if k.endswith("/R@1") and k.count("/") == 1})
     chance = 100.0 / TEST_PLACES  # one true satellite tile among the held-out gallery
     assert metrics["drone->satellite/R@1"] >= 3 * chance, metrics

@@ -152,5 +152,5 @@ def test_text_only_and_image_only_arms():
     assert set(text_only) == {"drone_text_loss", "satellite_text_loss", "street_text_loss"}
     image_only = GeoBridgeLoss(use_anchors=False)(emb, labels, logit_scale=scale)
     assert set(image_only) == {"drone_satellite_loss", "drone_street_loss", "satellite_street_loss"}
-    with pytest.raises(ValueError, match="unknown objective"):
+    with pytest.raises(ValueError, match="loss.objective"):
         GeoBridgeLoss(objective="clip")

@@ -35,8 +35,8 @@ from geobridge.errors import DataError
 from geobridge.eval.metrics import k_for_one_percent, recall_k_for_percent
 from geobridge.eval.protocol_run import protocol_splits, run_protocol
 from geobridge.eval.protocol_score import merge_multi_query, protocol_metrics, score_split
-from geobridge.eval.protocols import PROTOCOLS, get_protocol, list_protocols
 from geobridge.eval.retrieval import compute_retrieval
+from geobridge.protocols import PROTOCOLS, get_protocol, list_protocols
 
 DIM = 16
 

@@ -31,7 +31,7 @@ from test_protocols import (
 from geobridge.data import load_eval_split
 from geobridge.errors import GeoBridgeError
 from geobridge.eval.protocol_run import run_protocol
-from geobridge.eval.protocols import DEFAULT_PROTOCOLS, get_protocol, list_protocols
+from geobridge.protocols import DEFAULT_PROTOCOLS, get_protocol, list_protocols
 from geobridge.synth import WorldConfig, generate_world, plan_places
 from geobridge.synth.layouts import assign_roles
 
@@ -361,13 +361,14 @@ def test_eval_format_choices_cover_every_layout():
 
 def test_trainer_final_evaluation_on_university1652_uses_its_protocol(u1652, tmp_path):
     from geobridge.eval.embed import evaluate_model
+    from geobridge.eval.training import training_evaluator
     from geobridge.train import load_config
     from geobridge.train.trainer import train
 
     config = load_config(None, [f"data.root={u1652}", "data.format=university1652", f"out={tmp_path / 'run'}",
                                 "model.text_kind=hashing", "optim.batch_size=2", "optim.epochs=1",
                                 "train.max_steps=1", "data.augment=false", "data.num_workers=0"])
-    result = train(config)
+    result = train(config, evaluator=training_evaluator(config, show_progress_bar=False))
     n_query = len(_roles(U_CONFIG)["query"])
     assert result["protocol"] == "university1652"
     assert result["drone->satellite/n_queries"] == n_query * U_CONFIG.drone_views

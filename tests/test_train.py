@@ -56,7 +56,7 @@ def test_shipped_recipes_load(name):
 
     config = load_config(Path(__file__).parents[1] / "configs" / f"{name}.yaml")
     assert get_model_config(config.model.name).embed_dim > 0
-    loss = GeoBridgeLoss(pair_weight=config.loss.pair_weight, pair_weights=config.loss.pair_weights)
+    loss = GeoBridgeLoss(config.loss)
     assert set(loss.pair_weights) == {"drone_satellite", "drone_street", "satellite_street"}
     if name == "tiny":
         assert config.model.name == "gb-small" and loss.pair_weights["drone_street"] == 0.3

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from geobridge.version import __version__
 from geobridge.views import IMAGE_VIEWS, VIEWS, direction_key
-
-__version__ = "0.1.0"
 
 __all__ = ["IMAGE_VIEWS", "VIEWS", "GeoBridge", "GeoIndex", "__version__", "direction_key"]
 

@@ -87,10 +87,12 @@ def run_demo(out: str | Path, config: DemoConfig | None = None) -> dict[str, Any
     start = time.perf_counter()
     _stage(f"2/4 training the {config.recipe} recipe")
     if not (run_dir / "model" / "config.json").is_file():
+        from geobridge.eval.training import training_evaluator
         from geobridge.train import load_config, train
 
         overrides = [f"out={run_dir}", f"data.root={world}", *config.overrides]
-        train(load_config(recipe_path(config.recipe), overrides), resume=True, evaluate=False)
+        train_config = load_config(recipe_path(config.recipe), overrides)
+        train(train_config, resume=True, evaluator=training_evaluator(train_config), evaluate=False)
     timings["train_s"] = time.perf_counter() - start
 
     from geobridge.models import GeoBridge

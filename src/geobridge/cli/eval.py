@@ -9,7 +9,7 @@ from geobridge.cli import args as arg
 from geobridge.cli.data import FORMATS
 
 if TYPE_CHECKING:  # pragma: no cover
-    from geobridge.eval.protocols import Protocol
+    from geobridge.protocols import Protocol
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -44,7 +44,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _protocols() -> tuple[str, ...]:
     """The benchmark protocols' names (imported only when ``--protocol`` is given)."""
-    from geobridge.eval.protocols import list_protocols
+    from geobridge.protocols import list_protocols
 
     return list_protocols()
 
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 def _chosen_protocol(args: argparse.Namespace) -> Protocol | None:
     """``--protocol NAME``, else the default protocol of a benchmark ``--format``; ``None`` for GeoLoc."""
     from geobridge.errors import GeoBridgeError
-    from geobridge.eval.protocols import default_protocol, get_protocol
+    from geobridge.protocols import default_protocol, get_protocol
 
     if args.protocol is not None:
         try:

@@ -83,7 +83,7 @@ def one_line(exc: BaseException) -> str:
 
 
 def _version() -> str:
-    from geobridge import __version__
+    from geobridge.version import __version__
 
     return __version__
 

@@ -20,13 +20,13 @@ def synth_countries() -> tuple[str, ...]:
 
 
 def _seasons() -> tuple[str, ...]:
-    from geobridge.synth.appearance import SEASONS
+    from geobridge.data.degrade import SEASONS
 
     return SEASONS
 
 
 def _times_of_day() -> tuple[str, ...]:
-    from geobridge.synth.appearance import TIMES_OF_DAY
+    from geobridge.data.degrade import TIMES_OF_DAY
 
     return TIMES_OF_DAY
 

@@ -27,6 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from geobridge.eval.training import training_evaluator
     from geobridge.train import load_config, train
 
     overrides = list(args.overrides)
@@ -35,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
     if args.data:
         overrides.append(f"data.root={args.data}")
     config = load_config(args.config, overrides)
-    result = train(config, resume=args.resume, evaluate=not args.no_eval, strict=args.strict)
+    result = train(config, resume=args.resume, strict=args.strict, evaluator=training_evaluator(config),
+                   evaluate=not args.no_eval)
     summary = {k: v for k, v in result.items() if k.endswith(("/R@1", "train/loss"))}
     print(json.dumps(summary, indent=2, sort_keys=True))
     print(f"model saved to {config.out}/model")

@@ -1,7 +1,7 @@
 """The test split of a benchmark as its protocol sees it: query items, gallery items, and what counts as junk.
 
 Every benchmark loader (University-1652, GeoText-1652, CVUSA, CVACT, VIGOR) returns an :class:`EvalSplit` for its
-test split; :mod:`geobridge.eval.protocols` embeds the items and scores them with the benchmark's own conventions.
+test split; :mod:`geobridge.eval.protocol_run` embeds the items and scores them with the benchmark's own conventions.
 Roles are fixed by the loader, never inferred: a University-1652 drone query is an item of ``query_drone/``.
 Distractors are labelled faithfully: a University-1652 gallery building without queries keeps its own ``place_id``
 (so it is never a positive) and is listed in ``EvalSplit.distractor_ids``, so that a protocol can keep it in the

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from geobridge.data.sampler import HardNegativeBatching, check_batching, unit_vectors
+from geobridge.data.sampler import HardNegativeBatching, check_batching
 from geobridge.data.types import Place
+from geobridge.geodesy import unit_xyz
 from geobridge.views import check_view
 
 
@@ -141,7 +142,7 @@ class PairBatchSampler(HardNegativeBatching):
             coords = np.asarray(coords, dtype=np.float64)
             if coords.shape != (n_places, 2):
                 raise ValueError(f"coords must be (P, 2) for P={n_places} places, got {coords.shape}")
-            self.points = unit_vectors(coords)  # (P, 3)
+            self.points = unit_xyz(coords[:, 0], coords[:, 1])  # (P, 3)
         elif strategy == "gps":
             raise ValueError("strategy 'gps' needs coords")
         self.neighbours: np.ndarray | None = None

@@ -6,13 +6,9 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from geobridge.geodesy import unit_xyz
+
 STRATEGIES = ("random", "gps", "embedding")
-
-
-def unit_vectors(coords: np.ndarray) -> np.ndarray:
-    """(N, 2) lat/lon degrees -> (N, 3) points on the unit sphere (chord distance is monotone in haversine)."""
-    lat, lon = np.radians(coords[:, 0]), np.radians(coords[:, 1])
-    return np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=1)
 
 
 def check_batching(*, strategy: str, batch_size: int, num_replicas: int, rank: int) -> None:
@@ -115,7 +111,7 @@ class PlaceBatchSampler(HardNegativeBatching):
             if coords.shape != (len(self.keys), 2):
                 raise ValueError(f"coords must be (N, 2) for N={len(self.keys)} items, got {coords.shape}")
             first_item = np.array([items[0] for items in self.items_of])
-            self.points = unit_vectors(coords[first_item])  # (P, 3), one point per place
+            self.points = unit_xyz(coords[first_item, 0], coords[first_item, 1])  # (P, 3), one point per place
         elif strategy == "gps":
             raise ValueError("strategy 'gps' needs coords")
         self.neighbours: np.ndarray | None = None

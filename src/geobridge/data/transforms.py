@@ -7,9 +7,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from PIL import Image
-from timm.data import create_transform
 from torchvision import transforms as T
 
+from geobridge.preprocess import eval_transform
 from geobridge.robust import BLUR_SIGMA, DOWNSCALE_FACTOR, NORMAL_COLOUR, SEASON_STRENGTH, RobustAugment
 from geobridge.seasons import SEASON_NAMES, season_image
 from geobridge.views import IMAGE_VIEWS, check_view
@@ -28,7 +28,7 @@ def make_view_transform(
 ) -> Callable[[Image.Image], torch.Tensor]:
     """PIL image -> (3, H, W) tensor for one image view.
 
-    Evaluation: timm's eval transform with ``crop_pct=1`` (the whole image, resized to exactly H x W with the
+    Evaluation: ``geobridge.preprocess.eval_transform`` (the whole image, resized to exactly H x W with the
     ``interpolation`` filter).
 
     Training adds augmentation that keeps the place's identity, per view:
@@ -52,15 +52,7 @@ def make_view_transform(
     """
     check_view(view, allowed=IMAGE_VIEWS)
     _, height, width = input_size
-    base = create_transform(
-        input_size=(3, height, width),
-        is_training=False,
-        mean=mean,
-        std=std,
-        interpolation=interpolation,
-        crop_pct=1.0,
-        crop_mode="squash",
-    )
+    base = eval_transform(input_size=(3, height, width), mean=mean, std=std, interpolation=interpolation)
     if not train:
         return base
     steps: list[Callable] = []

@@ -31,7 +31,6 @@ CITIES = ("NewYork", "Seattle", "SanFrancisco", "Chicago")
 CROSS_AREA = {"train": ("NewYork", "Seattle"), "test": ("Chicago", "SanFrancisco")}
 # ground resolution of a 640-pixel VIGOR tile, metres per pixel (as used by the VIGOR metre-level evaluations)
 METERS_PER_PIXEL = {"NewYork": 0.113248, "Seattle": 0.100817, "SanFrancisco": 0.118141, "Chicago": 0.111262}
-TILE_PIXELS = 640
 SATELLITE_LIST = "satellite_list.txt"
 SAME_AREA = {"train": "same_area_balanced_train.txt", "test": "same_area_balanced_test.txt"}
 CROSS_AREA_FILE = "pano_label_balanced.txt"

@@ -56,9 +56,9 @@ from geobridge.eval.plots import (
     plot_recall_curves,
     plot_retrieval_grid,
 )
-from geobridge.eval.protocols import PROTOCOLS, Protocol, default_protocol, get_protocol, list_protocols
 from geobridge.eval.report import write_report
 from geobridge.eval.retrieval import RetrievalResult, auto_chunk_size, compute_retrieval
+from geobridge.protocols import PROTOCOLS, Protocol, default_protocol, get_protocol, list_protocols
 
 __all__ = [
     "DEFAULT_THRESHOLDS_KM",

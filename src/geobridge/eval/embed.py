@@ -12,7 +12,7 @@ from PIL import Image
 from geobridge.data import Place, load_image, load_places
 from geobridge.errors import DataError
 from geobridge.eval.evaluator import EmbeddingSet, RetrievalEvaluator, evaluate_groups
-from geobridge.eval.protocols import Protocol, default_protocol
+from geobridge.protocols import Protocol, default_protocol
 from geobridge.views import IMAGE_VIEWS
 
 Degrade = Callable[[np.ndarray], np.ndarray]  # uint8 (H, W, 3) -> uint8 (H, W, 3)
@@ -71,7 +71,7 @@ def evaluate_model(
 
     GeoLoc layout: every direction on the places of ``split``; with held-out countries, in/out-of-domain groups
     too. A benchmark layout (University-1652, CVUSA, ...): its test split scored with the layout's default
-    protocol (:func:`geobridge.eval.protocols.default_protocol`: fixed query/gallery roles, junk, ties, K of
+    protocol (:func:`geobridge.protocols.default_protocol`: fixed query/gallery roles, junk, ties, K of
     R@1%); ``split`` must then be ``"test"``.
     """
     protocol = benchmark_protocol(fmt, split)

@@ -1,7 +1,6 @@
 """Geodesic metrics: great-circle distances and the localisation error of the top-1 retrieved reference.
 
-Distances use the haversine formula on a sphere of radius :data:`EARTH_RADIUS_KM` (the IUGG mean Earth radius,
-6371.0088 km); the sphere differs from the WGS84 ellipsoid by at most about 0.5 %. Coordinates are WGS84 degrees.
+Distances are ``geobridge.geodesy.haversine_km`` (a sphere of the mean Earth radius). Coordinates are WGS84 degrees.
 Missing coordinates are NaN and propagate to NaN distances, which the summaries skip.
 """
 
@@ -11,22 +10,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
-EARTH_RADIUS_KM = 6371.0088
+from geobridge.geodesy import EARTH_RADIUS_KM, haversine_km
+
+__all__ = [
+    "DEFAULT_THRESHOLDS_KM",
+    "EARTH_RADIUS_KM",
+    "accuracy_within_km",
+    "geodesic_metrics",
+    "haversine_km",
+    "threshold_key",
+    "top1_errors_km",
+]
+
 DEFAULT_THRESHOLDS_KM: tuple[float, ...] = (1.0, 25.0, 200.0, 750.0, 2500.0)
-
-
-def haversine_km(lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray, lon2: np.ndarray) -> np.ndarray:
-    """Great-circle distance in km between (lat1, lon1) and (lat2, lon2), in degrees; arrays broadcast together.
-
-    ``d = 2 R asin(sqrt(sin^2(dlat/2) + cos(lat1) cos(lat2) sin^2(dlon/2)))``, with the argument of asin clipped
-    to [0, 1] against rounding (antipodes give exactly ``pi * R``). NaN in, NaN out. Returns float64.
-    """
-    phi1 = np.radians(np.asarray(lat1, dtype=np.float64))
-    phi2 = np.radians(np.asarray(lat2, dtype=np.float64))
-    dphi = phi2 - phi1
-    dlmb = np.radians(np.asarray(lon2, dtype=np.float64) - np.asarray(lon1, dtype=np.float64))
-    h = np.sin(dphi / 2.0) ** 2 + np.cos(phi1) * np.cos(phi2) * np.sin(dlmb / 2.0) ** 2
-    return 2.0 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
 
 
 def top1_errors_km(

@@ -27,6 +27,8 @@ from typing import Literal
 
 import numpy as np
 
+from geobridge.protocols import K_RULES, KRule
+
 APVariant = Literal["university1652", "standard"]
 AP_VARIANTS: tuple[str, ...] = ("university1652", "standard")
 
@@ -46,8 +48,6 @@ def recall_k_for_percent(n_gallery: int, *, percent: float = 1.0) -> int:
     return max(1, math.floor(n_gallery * percent / 100.0 + 0.5))
 
 
-KRule = Literal["round-half-up", "round-plus-one", "floor-plus-one", "floor"]
-K_RULES: tuple[str, ...] = ("round-half-up", "round-plus-one", "floor-plus-one", "floor")
 
 
 def k_for_one_percent(n_gallery: int, *, rule: KRule) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from geobridge.data import load_places
+from geobridge.data import degrade, load_places
 from geobridge.data.coverage import ViewCoverage, check_coverage
 from geobridge.errors import DataError
 from geobridge.eval.embed import Degrade, benchmark_protocol, embed_places
@@ -40,9 +40,7 @@ DEFAULT_CONDITIONS: tuple[Condition, ...] = (
 
 
 def _degrade_fn(condition: Condition) -> Degrade:
-    from geobridge.synth import appearance
-
-    return partial(getattr(appearance, condition.shift), **{_ARG[condition.shift]: condition.value})
+    return partial(getattr(degrade, condition.shift), **{_ARG[condition.shift]: condition.value})
 
 
 _ARG = {"low_resolution": "factor", "blur": "sigma", "season": "name", "time_of_day": "name"}

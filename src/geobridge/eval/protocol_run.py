@@ -17,8 +17,8 @@ import numpy as np
 from geobridge.data.evalsplit import EvalItem, EvalSplit
 from geobridge.errors import DataError
 from geobridge.eval.protocol_score import DirectionResult, protocol_metrics, score_split
-from geobridge.eval.protocols import Protocol
 from geobridge.eval.retrieval import RetrievalResult
+from geobridge.protocols import Protocol
 
 SplitLoader = Callable[..., EvalSplit]
 

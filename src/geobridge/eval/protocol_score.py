@@ -1,4 +1,4 @@
-"""Scoring one :class:`~geobridge.data.evalsplit.EvalSplit` under a :class:`~geobridge.eval.protocols.Protocol`.
+"""Scoring one :class:`~geobridge.data.evalsplit.EvalSplit` under a :class:`~geobridge.protocols.Protocol`.
 
 The score of a (query, gallery item) pair is the dot product of their unit embeddings. For each query this module
 keeps the 0-based rank of every positive after junk removal, with the protocol's tie rule:
@@ -27,8 +27,8 @@ from geobridge.data.evalsplit import EvalItem, EvalSplit
 from geobridge.errors import DataError
 from geobridge.eval.geo import EARTH_RADIUS_KM, haversine_km
 from geobridge.eval.metrics import average_precision_batch, k_for_one_percent
-from geobridge.eval.protocols import Protocol
 from geobridge.eval.retrieval import auto_chunk_size, block_scores, positive_offsets, positive_ranks
+from geobridge.protocols import Protocol
 
 logger = logging.getLogger(__name__)
 EARTH_RADIUS_M = 1000.0 * EARTH_RADIUS_KM

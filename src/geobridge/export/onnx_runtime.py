@@ -22,7 +22,7 @@ from PIL import Image
 from geobridge.errors import CheckpointError, GeoBridgeError
 from geobridge.hashing_text import hash_text
 from geobridge.images import as_image
-from geobridge.views import IMAGE_VIEWS, check_view
+from geobridge.views import check_view
 
 logger = logging.getLogger(__name__)
 
@@ -231,7 +231,3 @@ def _load_tokenizer(path: Path, entry: dict[str, Any]) -> Any:
         }
 
     return wordpiece
-
-
-def image_views_of(manifest: dict[str, Any]) -> list[str]:
-    return [v for v in IMAGE_VIEWS if v in manifest["images"]]

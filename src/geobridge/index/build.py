@@ -7,16 +7,15 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from geobridge.data.io import parse_jsonl
+from geobridge.data.types import Place
 from geobridge.errors import DataError, GeoBridgeError
 from geobridge.index.store import GeoIndex
 from geobridge.views import IMAGE_VIEWS, check_view
-
-if TYPE_CHECKING:  # pragma: no cover
-    from geobridge.data.types import Place
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +99,6 @@ def read_image_table(
     same keys. ``path`` is relative to ``folder`` (or absolute); ``place_id`` defaults to the file stem and
     ``view`` to ``default_view``. Rows with the same ``place_id`` form one place. Every file must exist.
     """
-    from geobridge.data.types import Place  # noqa: F811 (runtime import; geobridge.data loads torch)
-
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"image folder not found: {folder}")
@@ -154,8 +151,6 @@ def _read_rows(table: Path) -> list[tuple[int, dict[str, Any]]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read {table}: {exc}") from exc
     if table.suffix == ".jsonl":
-        from geobridge.data.io import parse_jsonl  # runtime import: geobridge.data loads torch
-
         return parse_jsonl(text, source=table)
     reader = csv.DictReader(text.splitlines())
     fields = [f.strip() for f in reader.fieldnames or []]

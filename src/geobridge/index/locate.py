@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 
 from geobridge.errors import GeoBridgeError
-from geobridge.eval.geo import haversine_km
 from geobridge.fusions import FUSIONS, LOCATE_FUSIONS, score_meaning
+from geobridge.geodesy import haversine_km, spherical_centroid
 from geobridge.index.calibrate import CalibrationSet, fit_view_weights
 from geobridge.index.search import DEFAULT_CANDIDATES, search_depth, search_places
 from geobridge.index.store import GeoIndex
@@ -211,7 +211,7 @@ def fuse(
         ranking = near.astype(np.float64) @ weights / weights.sum()  # (P,) share of weight within the radius
         order = sorted(range(len(pids)), key=lambda j: (-ranking[j], -mean_scores[j], pids[j]))
         top = order[0]
-        est_lat, est_lon = _spherical_centroid(lat[near[top]], lon[near[top]], weights[near[top]])
+        est_lat, est_lon = spherical_centroid(lat[near[top]], lon[near[top]], weights[near[top]])
         confidence = float(ranking[top])
     else:
         if fusion == "weighted":
@@ -262,19 +262,6 @@ def _query_weights(
     return np.array([float(view_weights[v]) for v, hits in zip(query_views, per_query, strict=True) if len(hits)])
 
 
-def _spherical_centroid(lat: np.ndarray, lon: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
-    """The weighted mean direction of points on the sphere (safe across the antimeridian), in degrees."""
-    phi, lam = np.radians(lat), np.radians(lon)
-    xyz = np.stack([np.cos(phi) * np.cos(lam), np.cos(phi) * np.sin(lam), np.sin(phi)], axis=1)  # (P, 3)
-    mean = (weights[:, None] * xyz).sum(axis=0)
-    norm = float(np.linalg.norm(mean))
-    if norm < 1e-12:  # antipodal cancellation: fall back to the heaviest point
-        j = int(np.argmax(weights))
-        return float(lat[j]), float(lon[j])
-    x, y, z = mean / norm
-    return float(np.degrees(np.arcsin(np.clip(z, -1.0, 1.0)))), float(np.degrees(np.arctan2(y, x)))
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # locate and evaluate with a model
 
@@ -290,7 +277,6 @@ def locate(
     exclude_views: Sequence[str] | None = None,
     radius_km: float = DEFAULT_RADIUS_KM,
     temperature: float = DEFAULT_TEMPERATURE,
-    candidates: int = DEFAULT_CANDIDATES,
     batch_size: int = 64,
     nprobe: int | None = None,
     ef_search: int | None = None,
@@ -304,7 +290,7 @@ def locate(
 
     ``exclude_views=None`` searches each query among the gallery items of the other views; pass a sequence
     (``()`` for none) to exclude exactly those views for every query. Each query fetches about
-    ``max(top_k, candidates)`` places for fusion. ``fusion="auto"`` is ``weighted`` when the index holds fusion
+    ``max(top_k, DEFAULT_CANDIDATES)`` places for fusion. ``fusion="auto"`` is ``weighted`` when the index holds fusion
     weights for every query's view, else ``score``. ``near=(lat, lon)`` with ``near_radius_km`` searches only
     the index entries whose centre lies within that radius (a prior, e.g. a GNSS fix; ``prior_source`` names
     where it came from, such as ``"exif"``); the result's ``prior`` records it and how many entries it allowed.
@@ -358,7 +344,7 @@ def locate(
         gallery_places = index.n_places_among(allowed)  # the prior's gallery
     else:
         gallery_places = index.n_places()
-    depth = search_depth(index, max(top_k, candidates))
+    depth = search_depth(index, max(top_k, DEFAULT_CANDIDATES))
     per_query, described = [], []
     for (view, _, description), vector in zip(queries, vectors, strict=True):
         excluded = (view,) if exclude_views is None else tuple(exclude_views)

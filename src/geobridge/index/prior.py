@@ -2,7 +2,7 @@
 
 ``DiscLookup`` answers "which items lie within ``r`` km of (lat, lon)" without a distance to every item: a
 ``scipy.spatial.cKDTree`` over the items' unit-sphere xyz returns the candidates within the chord of a slightly
-enlarged radius, and the same haversine as before (``geobridge.eval.geo.haversine_km``, ``<= r``) then decides on
+enlarged radius, and the same haversine as before (``geobridge.geodesy.haversine_km``, ``<= r``) then decides on
 the candidates only, so the answer equals the full haversine scan element for element, boundary included.
 
 ``flat_subset_search`` scores only the given rows of a faiss ``IndexFlat`` (faiss's ``knn_inner_products_by_idx``
@@ -13,28 +13,13 @@ of every stored vector that such a search makes.
 
 from __future__ import annotations
 
-import math
-
 import faiss
 import numpy as np
 
-from geobridge.eval.geo import EARTH_RADIUS_KM, haversine_km
+from geobridge.geodesy import chord_of_km, haversine_km, unit_xyz
 
 CHORD_SLACK = 1e-9  # relative and absolute (unit-sphere) widening of the tree's radius; the haversine decides
 FULL_SCAN_SHARE = 0.25  # a disc with more of the items than this is found by a haversine over all of them
-
-
-def unit_xyz(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
-    """(N, 3) float64 points on the unit sphere of ``lat``/``lon`` degrees (N,)."""
-    phi, lmb = np.radians(np.asarray(lat, dtype=np.float64)), np.radians(np.asarray(lon, dtype=np.float64))
-    cos_phi = np.cos(phi)
-    return np.stack([cos_phi * np.cos(lmb), cos_phi * np.sin(lmb), np.sin(phi)], axis=-1)
-
-
-def chord_of_km(radius_km: float) -> float:
-    """The unit-sphere chord of a great-circle distance of ``radius_km`` (2 at and beyond half the circumference)."""
-    angle = min(math.pi, float(radius_km) / EARTH_RADIUS_KM)
-    return 2.0 * math.sin(angle / 2.0)
 
 
 class DiscLookup:

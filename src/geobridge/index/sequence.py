@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from geobridge.data.io import read_lines
 from geobridge.errors import DataError, GeoBridgeError
-from geobridge.eval.geo import haversine_km
+from geobridge.geodesy import haversine_km
 
 BREAK_COST = 1e6  # a forbidden move: far above any summed similarity, so breaks are taken only when unavoidable
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp")
@@ -244,8 +245,6 @@ def read_sequence(sources: Sequence[str | Path]) -> list[SequenceFrame]:
 
 
 def _read_jsonl(path: Path) -> list[SequenceFrame]:
-    from geobridge.data.io import read_lines  # lazily: the data package loads torch
-
     if not path.is_file():
         raise DataError(f"sequence file not found: {path}")
     frames = []

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
-from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geobridge.losses.config import LOSS_RULES, LossConfig
 from geobridge.losses.contrastive import info_nce, match_labels, symmetric_info_nce
-from geobridge.views import IMAGE_VIEW_PAIRS, IMAGE_VIEWS, check_view_pairs
+from geobridge.schema import build
+from geobridge.views import IMAGE_VIEW_PAIRS, IMAGE_VIEWS
 
-OBJECTIVES = ("geobridge", "paper")
 # the paper's image terms: a cycle through the three views, each term in the written direction
 PAPER_IMAGE_DIRECTIONS = (("drone", "satellite"), ("satellite", "street"), ("street", "drone"))
 
@@ -62,32 +64,21 @@ class GeoBridgeLoss(nn.Module):
     addition; ``bridge_weight=0`` gives the six-term objective alone (see docs/model.md).
     """
 
-    def __init__(
-        self,
-        *,
-        objective: str = "geobridge",
-        symmetric: bool | None = None,
-        use_pairs: bool = True,
-        use_anchors: bool = True,
-        pair_weight: float = 1.0,
-        pair_weights: Mapping[str, float] | None = None,
-        anchor_weight: float = 1.0,
-        bridge_weight: float = 1.0,
-        label_smoothing: float = 0.1,
-    ) -> None:
+    def __init__(self, config: LossConfig | None = None, /, **options: Any) -> None:
+        """From a ``LossConfig`` (a training config's ``loss`` section), and/or its fields as keyword ``options``
+        (``GeoBridgeLoss(use_anchors=False)``); every value is checked (``ConfigError``, a ``ValueError``)."""
         super().__init__()
-        if objective not in OBJECTIVES:
-            raise ValueError(f"unknown objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
-        self.objective = objective
-        self.symmetric = (objective == "geobridge") if symmetric is None else bool(symmetric)
-        self.use_pairs = use_pairs
-        self.use_anchors = use_anchors
-        overrides = dict(pair_weights or {})
-        check_view_pairs(overrides)
-        self.pair_weights = {pair: float(overrides.get(pair, pair_weight)) for pair in IMAGE_VIEW_PAIRS}
-        self.anchor_weight = anchor_weight
-        self.bridge_weight = bridge_weight
-        self.label_smoothing = label_smoothing
+        merged = {**dataclasses.asdict(config or LossConfig()), **options}
+        self.config = config = build(LossConfig, merged, rules=LOSS_RULES, where="loss")
+        self.objective = config.objective
+        self.symmetric = (config.objective == "geobridge") if config.symmetric is None else bool(config.symmetric)
+        self.use_pairs = config.use_pairs
+        self.use_anchors = config.use_anchors
+        named = config.pair_weights
+        self.pair_weights = {pair: float(named.get(pair, config.pair_weight)) for pair in IMAGE_VIEW_PAIRS}
+        self.anchor_weight = config.anchor_weight
+        self.bridge_weight = config.bridge_weight
+        self.label_smoothing = config.label_smoothing
 
     def forward(
         self,

@@ -17,7 +17,14 @@ from tqdm.auto import tqdm
 
 from geobridge._atomic import atomic_write_json
 from geobridge.errors import CheckpointError, ConfigError
-from geobridge.models.checkpoint import check_tensors, load_tensors, read_json, refuse_pickle, save_tensors
+from geobridge.models.checkpoint import (
+    PICKLE_SUFFIXES,
+    check_tensors,
+    load_tensors,
+    read_json,
+    refuse_pickle,
+    save_tensors,
+)
 from geobridge.models.config import GeoBridgeConfig, get_model_config
 from geobridge.models.encoding import ImageItems, as_items, default_num_workers, image_batches, normalise
 from geobridge.models.image_tower import ImageTower
@@ -25,6 +32,7 @@ from geobridge.models.precision import autocast, check_precision
 from geobridge.models.symmetries import view_symmetries
 from geobridge.models.text_tower import TextTower
 from geobridge.models.view_norm import active_view, apply_norm
+from geobridge.preprocess import eval_transform
 from geobridge.views import IMAGE_VIEWS, check_view
 
 logger = logging.getLogger(__name__)
@@ -108,18 +116,10 @@ class GeoBridge(nn.Module):
     # ------------------------------------------------------------------ user-facing encoding
     def transform(self, view: str) -> Any:
         """The evaluation transform of an image view: PIL image -> (3, H, W) tensor."""
-        from geobridge.data.transforms import make_view_transform
-
         check_view(view, allowed=IMAGE_VIEWS)
         height, width = self.config.image.input_size[view]
-        return make_view_transform(
-            view,
-            input_size=(3, height, width),
-            mean=tuple(self.config.image.mean),
-            std=tuple(self.config.image.std),
-            interpolation=self.config.image.interpolation,
-            train=False,
-        )
+        return eval_transform(input_size=(3, height, width), mean=tuple(self.config.image.mean),
+                              std=tuple(self.config.image.std), interpolation=self.config.image.interpolation)
 
     @torch.no_grad()
     def encode(
@@ -289,7 +289,7 @@ class GeoBridge(nn.Module):
             raise CheckpointError(f"checkpoint not found: {path}")
         if not (path / CONFIG_NAME).is_file() and (path / "model" / CONFIG_NAME).is_file():
             path = path / "model"  # a training run folder
-        for pickled in sorted(p for p in path.iterdir() if p.suffix in (".pt", ".pth", ".bin", ".ckpt", ".pkl")):
+        for pickled in sorted(p for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES):
             if not (path / WEIGHTS_NAME).is_file():
                 refuse_pickle(pickled)
         config = _read_checkpoint_config(path / CONFIG_NAME)

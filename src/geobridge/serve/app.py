@@ -449,6 +449,6 @@ def _make_thumbnail(path: Path) -> bytes | None:
 
 
 def _version() -> str:
-    from geobridge import __version__
+    from geobridge.version import __version__
 
     return __version__

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from geobridge.data.vigor import METERS_PER_PIXEL
 from geobridge.errors import GeoBridgeError
 from geobridge.synth.writer import (
     MARKER,
@@ -38,8 +39,6 @@ from geobridge.synth.writer import (
 
 LAYOUTS: tuple[str, ...] = ("university1652", "geotext1652", "cvusa", "cvact", "vigor")
 VIGOR_CITIES = ("NewYork", "Seattle", "SanFrancisco", "Chicago")
-# = geobridge.data.vigor.METERS_PER_PIXEL (a test keeps them equal); importing geobridge.data here would load torch
-VIGOR_METERS_PER_PIXEL = {"NewYork": 0.113248, "Seattle": 0.100817, "SanFrancisco": 0.118141, "Chicago": 0.111262}
 CVACT_ORIGIN_UTM = (693000.0, 6090000.0)  # Canberra, UTM zone 55 south: where the synthetic CVACT grid starts
 CVACT_SPACING_M = 120.0
 _COMPASS = ("north", "north-east", "east", "south-east", "south", "south-west", "west", "north-west")
@@ -277,7 +276,7 @@ def _vigor_place(job: LayoutJob, config: WorldConfig, root: Path) -> dict[str, A
         name = f"satellite_{lat0 + dlat:.8f}_{lon0 + dlon:.8f}.png"
         _write(big[r0 : r0 + size, c0 : c0 + size], [root / city / "satellite" / name])
         # (dy, dx): tile centre minus panorama, along (north, east), in pixels of a 640-pixel tile of this city
-        mpp = VIGOR_METERS_PER_PIXEL[city]
+        mpp = METERS_PER_PIXEL[city]
         deltas.append(((centre_north - y) / mpp, (centre_east - x) / mpp))
         tiles.append(name)
     record = _record(job, city=city, tiles=tiles)

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from geobridge import __version__
 from geobridge._atomic import atomic_path, atomic_write_text
 from geobridge.errors import GeoBridgeError
 from geobridge.synth.appearance import AppearanceShift
@@ -35,6 +34,7 @@ from geobridge.synth.render import (
 )
 from geobridge.synth.scene import Scene, build_scene
 from geobridge.synth.text import describe
+from geobridge.version import __version__
 from geobridge.views import IMAGE_VIEWS
 
 GENERATOR = f"geobridge.synth {__version__}"

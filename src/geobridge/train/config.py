@@ -10,12 +10,14 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from geobridge.data.layouts import FORMATS
 from geobridge.errors import ConfigError, GeoBridgeError
-from geobridge.losses import OBJECTIVES
+from geobridge.losses.config import LOSS_RULES, LossConfig
 from geobridge.models.precision import PRECISIONS
+from geobridge.protocols import get_protocol
 from geobridge.robust import RobustAugment
 from geobridge.schema import Choice, Range, build, check
-from geobridge.views import IMAGE_VIEW_PAIRS, IMAGE_VIEWS, VIEWS
+from geobridge.views import IMAGE_VIEWS, VIEWS
 
 
 @dataclass
@@ -69,19 +71,6 @@ class DataSection:
 
 
 @dataclass
-class LossSection:
-    objective: str = "geobridge"  # "geobridge" (symmetric terms, summed) or "paper" (losses/geobridge_loss.py)
-    symmetric: bool | None = None  # both directions of each term; None = the objective's own (paper: one)
-    use_pairs: bool = True  # image-image terms (false: the text-only arm of the anchors ablation)
-    use_anchors: bool = True
-    pair_weight: float = 1.0
-    pair_weights: dict[str, float] = field(default_factory=dict)  # per image-view pair, e.g. drone_street: 0.3
-    anchor_weight: float = 1.0
-    bridge_weight: float = 1.0
-    label_smoothing: float = 0.1
-
-
-@dataclass
 class OptimSection:
     epochs: int = 10
     batch_size: int = 32  # global batch (summed over DDP ranks)
@@ -116,7 +105,6 @@ class TrainSection:
     # R@1%); None: every direction over the places of data.eval_split
     eval_protocol: str | None = None
     max_steps: int | None = None  # stop early (tests)
-    log_every: int = 10
     # precise BN: at the end of training, each view's BatchNorm statistics are re-estimated from up to this many of
     # its plain (un-augmented) training images, as evaluation sees them, instead of the moving averages of the
     # augmented training batches; 0 keeps the moving averages (a backbone without BatchNorm ignores it)
@@ -132,7 +120,7 @@ class TrainConfig:
     out: str = "runs/train"
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
-    loss: LossSection = field(default_factory=LossSection)
+    loss: LossConfig = field(default_factory=LossConfig)  # geobridge.losses.config
     optim: OptimSection = field(default_factory=OptimSection)
     sampler: SamplerSection = field(default_factory=SamplerSection)
     train: TrainSection = field(default_factory=TrainSection)
@@ -208,8 +196,6 @@ def _validate_epoch(config: TrainConfig) -> None:
                 f"and a positive [H, W], got {list(size)}"
             )
     if config.train.eval_protocol is not None:
-        from geobridge.eval.protocols import get_protocol
-
         try:
             protocol = get_protocol(config.train.eval_protocol)
         except (KeyError, ValueError) as exc:
@@ -222,8 +208,6 @@ def _validate_epoch(config: TrainConfig) -> None:
 
 
 def _check_format(value: str, key: str) -> None:
-    from geobridge.data.layouts import FORMATS  # lazily: the data package loads torch
-
     if value not in FORMATS:
         raise ConfigError(f"{key}: expected one of {', '.join(FORMATS)}, got {value!r}")
 
@@ -262,12 +246,6 @@ def _non_empty(value: list[str], key: str) -> None:
         raise ConfigError(f"{key}: expected at least one view")
 
 
-def _known_pairs(value: dict[str, float], key: str) -> None:
-    unknown = sorted(set(value) - set(IMAGE_VIEW_PAIRS))
-    if unknown:
-        raise ConfigError(f"{key}: unknown view pairs {unknown}; expected some of {list(IMAGE_VIEW_PAIRS)}")
-
-
 def _culprit(base: Any, overrides: list[str] | tuple[str, ...]) -> str:
     """The key of the first override that cannot be merged on its own (or 'bad override' if none alone fails)."""
     for item in overrides:
@@ -304,13 +282,7 @@ TRAIN_RULES = {
     "data.robust.season_p": Range(0.0, 1.0),
     "data.robust.grayscale_p": Range(0.0, 1.0),
     "data.robust.views.*": Choice(IMAGE_VIEWS),
-    "loss.objective": Choice(tuple(OBJECTIVES)),
-    "loss.pair_weight": NON_NEGATIVE,
-    "loss.pair_weights": _known_pairs,
-    "loss.pair_weights.*": NON_NEGATIVE,
-    "loss.anchor_weight": NON_NEGATIVE,
-    "loss.bridge_weight": NON_NEGATIVE,
-    "loss.label_smoothing": Range(0.0, 1.0, hi_open=True),
+    **{f"loss.{key}": rule for key, rule in LOSS_RULES.items()},
     "optim.epochs": Range(1, MAX_EPOCHS),
     "optim.batch_size": Range(2, 1 << 20),  # a contrastive loss needs at least two places per batch
     "optim.grad_accum": Range(1, 1 << 16),
@@ -330,7 +302,6 @@ TRAIN_RULES = {
     "train.view_dropout": Range(0.0, 1.0, hi_open=True),
     "train.eval_every": Range(0, MAX_EPOCHS),  # 0 = at the end only
     "train.max_steps": Range(1, 1 << 40),
-    "train.log_every": Range(1, 1 << 40),
     "train.norm_recalibration_images": Range(0, 1 << 40),
     "train.precision": Choice(PRECISIONS),
 }

@@ -6,6 +6,7 @@ import contextlib
 import json
 import math
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,8 @@ from geobridge.train.state import (
 from geobridge.views import IMAGE_VIEWS
 
 MAX_LOGIT_SCALE = math.log(100.0)
+
+Evaluator = Callable[[GeoBridge], Mapping[str, Any]]  # a trained model -> its metrics
 
 
 def build_model(config: TrainConfig) -> GeoBridge:
@@ -131,11 +134,23 @@ def config_changes(saved: dict[str, Any], current: dict[str, Any], prefix: str =
 class Trainer:
     """Owns the model, data, optimizer and run folder of one training run."""
 
-    def __init__(self, config: TrainConfig, *, show_progress_bar: bool | None = None, strict: bool = False) -> None:
-        """``strict``: refuse training places that lack one of the views trained (default: count them and go on)."""
+    def __init__(
+        self,
+        config: TrainConfig,
+        *,
+        show_progress_bar: bool | None = None,
+        strict: bool = False,
+        evaluator: Evaluator | None = None,
+    ) -> None:
+        """``strict``: refuse training places that lack one of the views trained (default: count them and go on).
+        ``evaluator``: model -> metrics, for ``train.eval_every`` and ``evaluate`` (the caller builds it, e.g.
+        ``geobridge.eval.training_evaluator``: training imports no evaluation code)."""
         validate_config(config)  # also a config built or changed in code, not only one from load_config
+        if config.train.eval_every and evaluator is None:
+            raise GeoBridgeError("train.eval_every needs an evaluator (geobridge.eval.training.training_evaluator)")
         self.config = config
         self.strict = strict
+        self.evaluator = evaluator
         self.device = _resolve_device(config.train.device)
         self.dist = init_distributed(self.device)
         if self.dist.enabled and self.device.type == "cuda":
@@ -151,17 +166,7 @@ class Trainer:
         self.model = build_model(config).to(self.device)
         if config.train.channels_last:
             self.model.image.to(memory_format=torch.channels_last)
-        self.loss_fn = GeoBridgeLoss(
-            objective=config.loss.objective,
-            symmetric=config.loss.symmetric,
-            use_pairs=config.loss.use_pairs,
-            use_anchors=config.loss.use_anchors,
-            pair_weight=config.loss.pair_weight,
-            pair_weights=dict(config.loss.pair_weights),
-            anchor_weight=config.loss.anchor_weight,
-            bridge_weight=config.loss.bridge_weight,
-            label_smoothing=config.loss.label_smoothing,
-        )
+        self.loss_fn = GeoBridgeLoss(config.loss)
         self.views = [v for v in config.data.views if v not in config.train.drop_views]
         if not config.loss.use_anchors:
             self.views = [v for v in self.views if v != "text"]
@@ -589,41 +594,34 @@ class Trainer:
         return counts
 
     def evaluate(self) -> dict[str, Any]:
-        """Metrics of the current model: with ``train.eval_protocol``, that protocol's on ``data.root``; else on
-        the eval split every direction (GeoLoc), or the layout's default protocol for a benchmark layout (e.g.
-        ``university1652``: query_* against gallery_*, distractors)."""
-        if self.config.train.eval_protocol:
-            from geobridge.eval.protocol_run import evaluate_protocol, protocol_splits
-            from geobridge.eval.protocols import get_protocol
-
-            protocol = get_protocol(self.config.train.eval_protocol)
-            splits = protocol_splits(protocol, self.config.data.root)
-            metrics, _ = evaluate_protocol(self.model, protocol, splits, show_progress_bar=self.show_progress_bar)
-            return dict(metrics)
-        from geobridge.eval.embed import evaluate_model
-
-        return evaluate_model(
-            self.model,
-            self.config.data.root,
-            fmt=self.config.data.format,
-            split=self.config.data.eval_split,
-            show_progress_bar=self.show_progress_bar,
-        )
+        """Metrics of the current model, from the evaluator the trainer was given."""
+        if self.evaluator is None:
+            raise GeoBridgeError("this trainer has no evaluator (pass geobridge.eval.training.training_evaluator(...))")
+        return dict(self.evaluator(self.model))
 
     def close(self) -> None:
         cleanup(self.dist)
 
 
-def train(config: TrainConfig, *, resume: bool = False, evaluate: bool = True, strict: bool = False) -> dict[str, Any]:
-    """Train (resuming if asked), save the model to ``<out>/model`` and, on the main rank, evaluate it. ``strict``:
-    refuse training places without one of the views trained (default: count them on stderr and go on)."""
-    trainer = Trainer(config, strict=strict)
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    strict: bool = False,
+    evaluator: Evaluator | None = None,
+    evaluate: bool = True,
+) -> dict[str, Any]:
+    """Train (resuming if asked) and save the model to ``<out>/model``; with an ``evaluator`` (model -> metrics,
+    e.g. ``geobridge.eval.training_evaluator(config)``) and ``evaluate``, evaluate it on the main rank and write
+    ``<out>/eval.json``. ``strict``: refuse training places without one of the views trained (default: count
+    them on stderr and go on)."""
+    trainer = Trainer(config, strict=strict, evaluator=evaluator)
     try:
         if resume and not trainer.resume() and trainer.dist.is_main:
             tqdm.write(f"no checkpoint in {trainer.run_dir}; starting from scratch")
         losses = trainer.fit()
         result: dict[str, Any] = {f"train/{k}": v for k, v in losses.items()}
-        if evaluate and trainer.dist.is_main:
+        if evaluate and evaluator is not None and trainer.dist.is_main:
             metrics = trainer.evaluate()
             result.update(metrics)
             atomic_write_bytes(trainer.run_dir / "eval.json", (json.dumps(metrics, indent=2) + "\n").encode())

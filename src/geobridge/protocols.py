@@ -1,4 +1,5 @@
-"""Named evaluation protocols: each benchmark's test directions and the conventions of its official script.
+"""Named evaluation protocols (a registry of names and conventions, in a leaf module: configs check against it
+without loading evaluation): each benchmark's test directions and the conventions of its official script.
 
 A :class:`Protocol` fixes everything that makes two "R@1" numbers comparable: which query role is ranked against
 which gallery role, what is junk (removed from the ranking), what counts as a hit, how tied scores are ordered,
@@ -18,13 +19,15 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-from geobridge.eval.metrics import K_RULES, KRule
 from geobridge.views import check_view
 
 Distractors = Literal["negative", "junk"]
 SemiPositives = Literal["negative", "junk"]
 Ties = Literal["pessimistic", "optimistic"]
 NoPositive = Literal["miss", "exclude", "error"]
+# the K of "R@1%" (geobridge.eval.metrics.k_for_one_percent)
+KRule = Literal["round-half-up", "round-plus-one", "floor-plus-one", "floor"]
+K_RULES: tuple[str, ...] = ("round-half-up", "round-plus-one", "floor-plus-one", "floor")
 METRICS: tuple[str, ...] = ("recall", "R@1%", "AP", "hit_rate", "localisation", "r_mean")
 
 
