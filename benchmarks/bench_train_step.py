@@ -81,7 +81,7 @@ def _endless(trainer: Any) -> Any:
     epoch = 0
     while True:
         trainer._set_epoch(epoch)
-        yield from trainer.loader
+        yield from trainer.data
         epoch += 1
 
 

@@ -144,7 +144,7 @@ def test_training_precision_bf16_step_and_fp16_on_cpu(tmp_path):
     for precision in ("fp32", "bf16"):
         trainer = Trainer(load_config(None, [*base, f"train.precision={precision}", f"out={tmp_path / precision}"]),
                           show_progress_bar=False)
-        batch = next(iter(trainer.loader))
+        batch = next(iter(trainer.data))
         trainer.model.train()
         with torch.no_grad():
             losses[precision] = {k: float(v) for k, v in trainer._forward_losses(batch).items()}

@@ -174,9 +174,9 @@ def test_robust_augmentation_joins_at_its_epoch(tmp_path, pipeline):
 
     def robust_of_each_view() -> list:
         if pipeline == "tensor":
-            return [aug.robust for aug in trainer.dataset.augment.values()]
+            return [aug.robust for aug in trainer.data.dataset.augment.values()]
         return [any(type(t).__name__ == "RandomApply" for t in tf.transforms)
-                for tf in trainer.dataset.transforms.values()]
+                for tf in trainer.data.dataset.transforms.values()]
 
     trainer._set_epoch(0)
     assert robust_of_each_view() == [None if pipeline == "tensor" else False] * 3  # clean first epoch

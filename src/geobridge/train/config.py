@@ -10,12 +10,11 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from geobridge.data.layouts import FORMATS
+from geobridge.data.config import DATA_RULES, MAX_EPOCHS, SAMPLER_RULES, DataConfig, SamplerConfig
 from geobridge.errors import ConfigError, GeoBridgeError
 from geobridge.losses.config import LOSS_RULES, LossConfig
 from geobridge.models.precision import PRECISIONS
 from geobridge.protocols import get_protocol
-from geobridge.robust import RobustAugment
 from geobridge.schema import Choice, Range, build, check
 from geobridge.views import IMAGE_VIEWS, VIEWS
 
@@ -38,39 +37,6 @@ class ModelSection:
 
 
 @dataclass
-class DataSection:
-    root: str = "runs/world"
-    format: str = "geoloc"  # "geoloc" or "university1652"
-    views: list[str] = field(default_factory=lambda: ["drone", "satellite", "street", "text"])
-    train_split: str = "train"
-    eval_split: str = "test"
-    num_workers: int = 0  # loader processes of the "pil" pipeline
-    # "pil": decode and augment each sample per step in a DataLoader (any dataset size); "tensor": decode every
-    # training image once into a uint8 cache and augment whole batches on the device (data/tensor_cache.py)
-    pipeline: str = "pil"
-    augment: bool = True
-    text_augment: bool = False  # drop and reorder the sentences of each description (data/captions.py)
-    robust_augment: bool = False  # also stale and poor captures: blur, downscale, seasons, colour (geobridge/robust.py)
-    robust: RobustAugment = field(default_factory=RobustAugment)  # what robust_augment does, each with its p
-    robust_from_epoch: int = 0  # robust augmentation from this epoch on (0-based); clean epochs before it
-    # false: satellite tiles stay north-up and unflipped, panoramas north-first and unshifted (north-aligned data
-    # such as CVUSA, CVACT and VIGOR; the per-view augmentation cannot rotate a tile and its panorama together)
-    rotate: bool = True
-    # with rotate: a place's satellite tile and street panorama share one random quarter turn (the panorama rolled
-    # a quarter width per turn) and mirror, so a north-up tile and its north-left panorama stay aligned as in
-    # Sample4Geo; drone photos are augmented on their own. Tensor pipeline only.
-    joint_rotate: bool = False
-    # keyword options of the layout's loader (geobridge.data.load_places), e.g. {mode: cross} for VIGOR's
-    # cross-area split or {include_google: true} for University-1652's google photos
-    loader_options: dict[str, Any] = field(default_factory=dict)
-    # "places": an epoch shows each training place once (one image of each view); "pairs": an epoch shows every
-    # (query item, reference item) pair of ``pair_views`` once, in place-unique batches, as Sample4Geo's epochs
-    # do (every drone photo with its satellite tile; data/pairs.py)
-    epoch_unit: str = "places"
-    pair_views: list[str] = field(default_factory=lambda: ["drone", "satellite"])  # (query view, reference view)
-
-
-@dataclass
 class OptimSection:
     epochs: int = 10
     batch_size: int = 32  # global batch (summed over DDP ranks)
@@ -83,14 +49,6 @@ class OptimSection:
     warmup_epochs: float = 1.0
     min_lr_ratio: float = 0.01
     grad_clip: float = 1.0
-
-
-@dataclass
-class SamplerSection:
-    strategy: str = "random"  # "random", "gps" (GPS hard negatives) or "embedding" (similarity hard negatives)
-    gps_epochs: str = "all"  # "all", or "after:N" to switch from random to gps after N epochs
-    embedding_refresh: int = 2  # epochs between neighbour refreshes for strategy "embedding"
-    neighbours: int = 64
 
 
 @dataclass
@@ -119,10 +77,10 @@ class TrainSection:
 class TrainConfig:
     out: str = "runs/train"
     model: ModelSection = field(default_factory=ModelSection)
-    data: DataSection = field(default_factory=DataSection)
+    data: DataConfig = field(default_factory=DataConfig)  # geobridge.data.config
     loss: LossConfig = field(default_factory=LossConfig)  # geobridge.losses.config
     optim: OptimSection = field(default_factory=OptimSection)
-    sampler: SamplerSection = field(default_factory=SamplerSection)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)  # geobridge.data.config
     train: TrainSection = field(default_factory=TrainSection)
 
 
@@ -207,11 +165,6 @@ def _validate_epoch(config: TrainConfig) -> None:
             )
 
 
-def _check_format(value: str, key: str) -> None:
-    if value not in FORMATS:
-        raise ConfigError(f"{key}: expected one of {', '.join(FORMATS)}, got {value!r}")
-
-
 def _check_out(value: str, key: str) -> None:
     if not value.strip():
         raise ConfigError(f"{key}: expected a run folder, got an empty string")
@@ -229,21 +182,10 @@ def _check_model_name(value: str, key: str) -> None:
         raise ConfigError(f"{key}: unknown model {value!r}; built-in models are {', '.join(list_models())}")
 
 
-def _check_gps_epochs(value: str, key: str) -> None:
-    after = value.split(":", 1)[1] if value.startswith("after:") else None
-    if value != "all" and not (after is not None and after.isdigit() and int(after) <= MAX_EPOCHS):
-        raise ConfigError(f"{key}: expected 'all' or 'after:N' with N an epoch count, got {value!r}")
-
-
 def _check_device(value: str, key: str) -> None:
     index = value.split(":", 1)[1] if value.startswith("cuda:") else None
     if value not in ("auto", "cpu", "cuda") and not (index is not None and index.isdigit()):
         raise ConfigError(f"{key}: expected auto, cpu, cuda or cuda:N, got {value!r}")
-
-
-def _non_empty(value: list[str], key: str) -> None:
-    if not value:
-        raise ConfigError(f"{key}: expected at least one view")
 
 
 def _culprit(base: Any, overrides: list[str] | tuple[str, ...]) -> str:
@@ -262,26 +204,15 @@ def _one_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-MAX_EPOCHS = 100_000
 NON_NEGATIVE = Range(0.0, 1e6)
 TRAIN_RULES = {
+    **{f"data.{key}": rule for key, rule in DATA_RULES.items()},
+    **{f"sampler.{key}": rule for key, rule in SAMPLER_RULES.items()},
     "out": _check_out,
     "model.name": _check_model_name,
     "model.text_kind": Choice(("minilm", "hashing")),
     "model.text_trainable_layers": Range(0, 1024),
-    "data.format": _check_format,
-    "data.epoch_unit": Choice(("places", "pairs")),
     "model.image_trainable_blocks": Range(0, 4096),
-    "data.views": _non_empty,
-    "data.views.*": Choice(VIEWS),
-    "data.num_workers": Range(0, 256),
-    "data.pipeline": Choice(("pil", "tensor")),
-    "data.robust_from_epoch": Range(0, MAX_EPOCHS),
-    "data.robust.blur_p": Range(0.0, 1.0),
-    "data.robust.downscale_p": Range(0.0, 1.0),
-    "data.robust.season_p": Range(0.0, 1.0),
-    "data.robust.grayscale_p": Range(0.0, 1.0),
-    "data.robust.views.*": Choice(IMAGE_VIEWS),
     **{f"loss.{key}": rule for key, rule in LOSS_RULES.items()},
     "optim.epochs": Range(1, MAX_EPOCHS),
     "optim.batch_size": Range(2, 1 << 20),  # a contrastive loss needs at least two places per batch
@@ -292,10 +223,6 @@ TRAIN_RULES = {
     "optim.warmup_epochs": Range(0.0, MAX_EPOCHS),
     "optim.min_lr_ratio": Range(0.0, 1.0),
     "optim.grad_clip": NON_NEGATIVE,  # 0 = no clipping
-    "sampler.strategy": Choice(("random", "gps", "embedding")),
-    "sampler.gps_epochs": _check_gps_epochs,
-    "sampler.embedding_refresh": Range(1, MAX_EPOCHS),
-    "sampler.neighbours": Range(1, 1 << 16),
     "train.seed": Range(0, 2**32 - 1),
     "train.device": _check_device,
     "train.drop_views.*": Choice(VIEWS),

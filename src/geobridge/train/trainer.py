@@ -14,17 +14,14 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from geobridge._atomic import atomic_write_bytes
-from geobridge.data import BatchAugment, TensorBatches, build_view_cache
-from geobridge.data.coverage import check_coverage
+from geobridge.data.pipeline import ImageInputs, TrainingData
 from geobridge.errors import CheckpointError, GeoBridgeError
 from geobridge.losses import GeoBridgeLoss
 from geobridge.models import GeoBridge, get_model_config
 from geobridge.models.precision import autocast, check_precision, grad_scaler
-from geobridge.robust import RobustAugment
 from geobridge.train.config import TrainConfig, to_yaml, validate_config
 from geobridge.train.distributed import all_reduce_mean, barrier, cleanup, gather_rows, init_distributed
 from geobridge.train.state import (
@@ -175,7 +172,7 @@ class Trainer:
             raise GeoBridgeError(f"training needs at least two views; got {self.views}")
         self._build_data()
         self.optimizer = torch.optim.AdamW(param_groups(self.model, config), betas=(0.9, 0.999))
-        self.steps_per_epoch = max(1, len(self.sampler) // config.optim.grad_accum)
+        self.steps_per_epoch = max(1, len(self.data) // config.optim.grad_accum)
         self.total_steps = self.steps_per_epoch * config.optim.epochs
         if config.train.max_steps is not None:
             self.total_steps = min(self.total_steps, config.train.max_steps)
@@ -193,150 +190,39 @@ class Trainer:
 
     # ------------------------------------------------------------------ data
     def _build_data(self) -> None:
-        from geobridge.data import PlaceBatchSampler, load_places
-        from geobridge.data.pairs import PairBatchSampler, epoch_pairs
-
-        config = self.config
-        try:
-            places = load_places(config.data.root, fmt=config.data.format, split=config.data.train_split,
-                                 **config.data.loader_options)
-        except TypeError as exc:  # an option the loader does not take
-            raise GeoBridgeError(f"data.loader_options {dict(config.data.loader_options)}: {exc}") from exc
-        if len(places) < config.optim.batch_size:
-            raise GeoBridgeError(
-                f"{config.data.root} has {len(places)} {config.data.train_split} places, "
-                f"fewer than one batch ({config.optim.batch_size})"
-            )
-        check_coverage(places, views=self.views, strict=self.strict,
-                       where=f"{config.data.root} ({config.data.train_split})")
-        self.places = places
-        coords = np.array([[p.lat, p.lon] for p in places], dtype=np.float64)
-        gps_now = config.sampler.strategy == "gps" and config.sampler.gps_epochs == "all"
-        common = dict(
-            batch_size=config.optim.batch_size,
-            drop_last=True,
-            seed=config.train.seed,
-            strategy="gps" if gps_now else "random",  # "embedding" starts after the first epoch (see _set_epoch)
-            coords=coords,
-            num_replicas=self.dist.world_size,
-            rank=self.dist.rank,
-        )
-        self.pairs = None
-        if config.data.epoch_unit == "pairs":
-            self.pairs = epoch_pairs(places, views=config.data.pair_views)
-            with_pairs = len(np.unique(self.pairs.place))
-            if with_pairs < config.optim.batch_size:
-                raise GeoBridgeError(
-                    f"{config.data.root}: {with_pairs} {config.data.train_split} places have both data.pair_views "
-                    f"{list(config.data.pair_views)}, fewer than one batch ({config.optim.batch_size})"
-                )
-            self.sampler = PairBatchSampler(self.pairs.place, n_places=len(places), **common)
-        else:
-            self.sampler = PlaceBatchSampler([p.place_id for p in places], shuffle=True, **common)
-        if config.data.pipeline == "tensor":
-            self.loader = self._tensor_batches(places)
-        else:
-            self.loader = self._pil_loader(places)
-        if "text" in self.views:  # a frozen text encoder is run once per distinct input, up front
-            self.model.text.warm_cache([t for p in places for t in p.texts], show_progress_bar=self.show_progress_bar)
-
-    def _robust_at(self, epoch: int) -> RobustAugment | None:
-        """The robust augmentation of ``epoch`` (None before ``data.robust_from_epoch`` or when it is off)."""
-        data = self.config.data
-        return data.robust if data.augment and data.robust_augment and epoch >= data.robust_from_epoch else None
-
-    def _augmenters(self, robust: RobustAugment | None) -> dict[str, Any]:
-        """Per image view, the training augmentation of the pipeline in use: a ``BatchAugment`` of uint8 batches
-        (tensor) or a PIL transform (pil)."""
-        from geobridge.data import make_view_transform
-
-        data, image_cfg = self.config.data, self.model.config.image
-        common = dict(mean=tuple(image_cfg.mean), std=tuple(image_cfg.std), train=data.augment, rotate=data.rotate)
-        robust_of = {view: robust if robust is not None and view in robust.views else None for view in self.image_views}
-        if data.pipeline == "tensor":
-            return {view: BatchAugment(view, robust=robust_of[view], **common) for view in self.image_views}
-        return {
-            view: make_view_transform(view, input_size=(3, *image_cfg.input_size[view]),
-                                      interpolation=image_cfg.interpolation, robust=robust_of[view], **common)
-            for view in self.image_views
-        }
-
-    def _pil_loader(self, places: list) -> DataLoader:
-        from geobridge.data import PlaceDataset, collate_places
-
-        config = self.config
-        transforms = self._augmenters(self._robust_at(0))
-        self.dataset = PlaceDataset(
-            places,
+        """The training places, sampler and pipeline (``geobridge.data.pipeline``); a frozen text encoder is run
+        once per distinct description, up front."""
+        image = self.model.config.image
+        self.data = TrainingData(
+            self.config.data,
+            self.config.sampler,
             views=self.views,
-            transforms=transforms,
-            seed=config.train.seed,
-            text_augment=config.data.text_augment,
-            pairs=self.pairs,
-        )
-        return DataLoader(
-            self.dataset,
-            batch_sampler=self.sampler,
-            collate_fn=collate_places,
-            num_workers=config.data.num_workers,
-            worker_init_fn=_single_thread_worker,
-            persistent_workers=False,
-        )
-
-    def _tensor_batches(self, places: list) -> TensorBatches:
-        config = self.config
-        image_cfg = self.model.config.image
-        caches = {
-            view: build_view_cache(
-                places,
-                view,
-                size=tuple(image_cfg.input_size[view]),
-                interpolation=image_cfg.interpolation,
-                show_progress_bar=self.show_progress_bar,
-            )
-            for view in self.image_views
-        }
-        augment = self._augmenters(self._robust_at(0))
-        self.dataset = TensorBatches(
-            places,
-            caches,
-            sampler=self.sampler,
-            augment=augment,
-            use_text="text" in self.views,
-            text_augment=config.data.text_augment,
+            image=ImageInputs(mean=tuple(image.mean), std=tuple(image.std),
+                              input_size={v: tuple(s) for v, s in image.input_size.items()},
+                              interpolation=image.interpolation),
+            batch_size=self.config.optim.batch_size,
+            seed=self.config.train.seed,
             device=self.device,
-            seed=config.train.seed,
+            world_size=self.dist.world_size,
             rank=self.dist.rank,
-            pairs=self.pairs,
-            joint_orientation=config.data.rotate and config.data.joint_rotate,
+            strict=self.strict,
+            show_progress_bar=self.show_progress_bar,
         )
-        return self.dataset
+        if "text" in self.views:
+            texts = [t for p in self.data.places for t in p.texts]
+            self.model.text.warm_cache(texts, show_progress_bar=self.show_progress_bar)
 
     def _set_epoch(self, epoch: int) -> None:
-        sampler_cfg = self.config.sampler
-        if sampler_cfg.strategy == "gps" and sampler_cfg.gps_epochs.startswith("after:"):
-            switch = int(sampler_cfg.gps_epochs.split(":", 1)[1])
-            self.sampler.strategy = "gps" if epoch >= switch else "random"
-        if sampler_cfg.strategy == "embedding":
-            if epoch >= 1 and (epoch - 1) % max(1, sampler_cfg.embedding_refresh) == 0:
-                self.sampler.set_neighbours(self._embedding_neighbours())
-                self.sampler.strategy = "embedding"
-        self.sampler.set_epoch(epoch)
-        self.dataset.set_epoch(epoch)
-        if self.config.data.robust_from_epoch:  # robust augmentation joins after the clean epochs
-            augmenters = self._augmenters(self._robust_at(epoch))
-            if isinstance(self.dataset, TensorBatches):
-                self.dataset.augment = augmenters
-            else:
-                self.dataset.transforms = augmenters
+        self.data.set_epoch(epoch, neighbours=self._embedding_neighbours)
 
     @torch.no_grad()
     def _embedding_neighbours(self) -> np.ndarray:
         """(P, k) nearest training places by satellite (else first image view) embedding, for hard negatives."""
         view = "satellite" if "satellite" in self.image_views else self.image_views[0]
-        items = [p.images[view][0] for p in self.places]
+        places = self.data.places
+        items = [p.images[view][0] for p in places]
         emb = self.model.encode(items, view=view, batch_size=128, show_progress_bar=False)  # (P, D)
-        k = min(self.config.sampler.neighbours, len(self.places) - 1)
+        k = min(self.config.sampler.neighbours, len(places) - 1)
         out = np.empty((len(emb), k), dtype=np.int64)
         for start in range(0, len(emb), 2048):  # (2048, P) similarities at a time: CVUSA's P = 35,532 would be 5 GB
             sims = emb[start : start + 2048] @ emb.T  # (C, P)
@@ -501,7 +387,7 @@ class Trainer:
             )
             self.optimizer.zero_grad(set_to_none=True)
             pending: list[dict[str, Any]] = []
-            for batch in self.loader:
+            for batch in self.data:
                 if accum > 1:  # the loss sees all grad_accum micro-batches at once (train/grad_cache.py)
                     pending.append(batch)
                     if len(pending) < accum:
@@ -583,7 +469,7 @@ class Trainer:
         rng = np.random.default_rng(self.config.train.seed)
         items = {}
         for view in self.image_views:
-            paths = [path for place in self.places for path in place.images.get(view, [])]
+            paths = [path for place in self.data.places for path in place.images.get(view, [])]
             if len(paths) >= 2:
                 chosen = rng.choice(len(paths), size=min(limit, len(paths)), replace=False)
                 items[view] = [paths[i] for i in sorted(chosen)]
@@ -628,12 +514,6 @@ def train(
         return result
     finally:
         trainer.close()
-
-
-def _single_thread_worker(worker_id: int) -> None:
-    # Loader workers decode and resize images; letting each also spawn a full OpenMP pool oversubscribes
-    # small machines badly (2 cores: the training step slows down several-fold).
-    torch.set_num_threads(1)
 
 
 def _resolve_device(name: str) -> torch.device:

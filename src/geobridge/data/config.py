@@ -1,0 +1,95 @@
+"""The data and sampler sections of a training config: which places are read and how, how they are augmented,
+and how batches are drawn, with the rules every value must meet (``geobridge.schema``). The training pipeline
+(``geobridge.data.pipeline``) is built from them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from geobridge.data.layouts import FORMATS
+from geobridge.errors import ConfigError
+from geobridge.robust import RobustAugment
+from geobridge.schema import Choice, Range, Rules
+from geobridge.views import IMAGE_VIEWS, VIEWS
+
+MAX_EPOCHS = 100_000
+
+
+@dataclass
+class DataConfig:
+    root: str = "runs/world"
+    format: str = "geoloc"  # "geoloc" or "university1652"
+    views: list[str] = field(default_factory=lambda: ["drone", "satellite", "street", "text"])
+    train_split: str = "train"
+    eval_split: str = "test"
+    num_workers: int = 0  # loader processes of the "pil" pipeline
+    # "pil": decode and augment each sample per step in a DataLoader (any dataset size); "tensor": decode every
+    # training image once into a uint8 cache and augment whole batches on the device (data/tensor_cache.py)
+    pipeline: str = "pil"
+    augment: bool = True
+    text_augment: bool = False  # drop and reorder the sentences of each description (data/captions.py)
+    robust_augment: bool = False  # also stale and poor captures: blur, downscale, seasons, colour (geobridge/robust.py)
+    robust: RobustAugment = field(default_factory=RobustAugment)  # what robust_augment does, each with its p
+    robust_from_epoch: int = 0  # robust augmentation from this epoch on (0-based); clean epochs before it
+    # false: satellite tiles stay north-up and unflipped, panoramas north-first and unshifted (north-aligned data
+    # such as CVUSA, CVACT and VIGOR; the per-view augmentation cannot rotate a tile and its panorama together)
+    rotate: bool = True
+    # with rotate: a place's satellite tile and street panorama share one random quarter turn (the panorama rolled
+    # a quarter width per turn) and mirror, so a north-up tile and its north-left panorama stay aligned as in
+    # Sample4Geo; drone photos are augmented on their own. Tensor pipeline only.
+    joint_rotate: bool = False
+    # keyword options of the layout's loader (geobridge.data.load_places), e.g. {mode: cross} for VIGOR's
+    # cross-area split or {include_google: true} for University-1652's google photos
+    loader_options: dict[str, Any] = field(default_factory=dict)
+    # "places": an epoch shows each training place once (one image of each view); "pairs": an epoch shows every
+    # (query item, reference item) pair of ``pair_views`` once, in place-unique batches, as Sample4Geo's epochs
+    # do (every drone photo with its satellite tile; data/pairs.py)
+    epoch_unit: str = "places"
+    pair_views: list[str] = field(default_factory=lambda: ["drone", "satellite"])  # (query view, reference view)
+
+
+@dataclass
+class SamplerConfig:
+    strategy: str = "random"  # "random", "gps" (GPS hard negatives) or "embedding" (similarity hard negatives)
+    gps_epochs: str = "all"  # "all", or "after:N" to switch from random to gps after N epochs
+    embedding_refresh: int = 2  # epochs between neighbour refreshes for strategy "embedding"
+    neighbours: int = 64
+
+
+def _check_format(value: str, key: str) -> None:
+    if value not in FORMATS:
+        raise ConfigError(f"{key}: expected one of {', '.join(FORMATS)}, got {value!r}")
+
+
+def _non_empty(value: list[str], key: str) -> None:
+    if not value:
+        raise ConfigError(f"{key}: expected at least one view")
+
+
+def _check_gps_epochs(value: str, key: str) -> None:
+    after = value.split(":", 1)[1] if value.startswith("after:") else None
+    if value != "all" and not (after is not None and after.isdigit() and int(after) <= MAX_EPOCHS):
+        raise ConfigError(f"{key}: expected 'all' or 'after:N' with N an epoch count, got {value!r}")
+
+
+DATA_RULES: Rules = {  # keys relative to the section
+    "format": _check_format,
+    "epoch_unit": Choice(("places", "pairs")),
+    "views": _non_empty,
+    "views.*": Choice(VIEWS),
+    "num_workers": Range(0, 256),
+    "pipeline": Choice(("pil", "tensor")),
+    "robust_from_epoch": Range(0, MAX_EPOCHS),
+    "robust.blur_p": Range(0.0, 1.0),
+    "robust.downscale_p": Range(0.0, 1.0),
+    "robust.season_p": Range(0.0, 1.0),
+    "robust.grayscale_p": Range(0.0, 1.0),
+    "robust.views.*": Choice(IMAGE_VIEWS),
+}
+SAMPLER_RULES: Rules = {
+    "strategy": Choice(("random", "gps", "embedding")),
+    "gps_epochs": _check_gps_epochs,
+    "embedding_refresh": Range(1, MAX_EPOCHS),
+    "neighbours": Range(1, 1 << 16),
+}
