@@ -90,7 +90,9 @@ class _Index:
     def _faiss_search(self, q: np.ndarray, *, k: int, **params: Any) -> np.ndarray:
         import faiss
 
-        for sub in _sub_indexes(self.index):
+        from geobridge.index.faiss_ops import sub_indexes
+
+        for sub in sub_indexes(self.index):
             if "nprobe" in params and isinstance(sub, faiss.IndexIVF):
                 sub.nprobe = int(params["nprobe"])
             if "ef_search" in params and isinstance(sub, faiss.IndexHNSW):
@@ -115,20 +117,6 @@ class _Index:
                 "meta_bytes": float(header["meta_bytes"]),
                 "file_bytes": float(path.stat().st_size),
             }
-
-
-def _sub_indexes(index: Any) -> list[Any]:
-    import faiss
-
-    found, stack = [], [index]
-    while stack:
-        sub = faiss.downcast_index(stack.pop())
-        found.append(sub)
-        for attr in ("base_index", "index"):
-            child = getattr(sub, attr, None)
-            if child is not None and isinstance(child, faiss.Index):
-                stack.append(child)
-    return found
 
 
 def recall_at_k(found: np.ndarray, exact: np.ndarray, *, k: int) -> float:

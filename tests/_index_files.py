@@ -13,7 +13,7 @@ import numpy as np
 def index_parts(folder: Path) -> tuple[dict, object, bytes, bytes]:
     """Save a 5-vector, 16-d index in ``folder``; its header, metadata, faiss bytes and the whole file."""
     from geobridge.index import GeoIndex
-    from geobridge.index.store import MAGIC
+    from geobridge.index.single_file import MAGIC
 
     index = GeoIndex(16)
     index.add(np.random.default_rng(0).normal(size=(5, 16)), [
@@ -28,7 +28,7 @@ def index_parts(folder: Path) -> tuple[dict, object, bytes, bytes]:
 
 def write_index(path: Path, header: dict, meta: object, index_bytes: bytes) -> Path:
     """An index file whose checksum is valid whatever the metadata says."""
-    from geobridge.index.store import MAGIC
+    from geobridge.index.single_file import MAGIC
 
     meta_bytes = json.dumps(meta).encode()
     payload = meta_bytes + index_bytes

@@ -129,7 +129,8 @@ def test_training_precision_bf16_step_and_fp16_on_cpu(tmp_path):
     from test_data import make_geoloc
 
     from geobridge.train import load_config
-    from geobridge.train.trainer import Trainer, build_model
+    from geobridge.train.setup import build_model
+    from geobridge.train.trainer import Trainer
 
     world = make_geoloc(tmp_path / "w", n=8, drone_views=1)
     base = [f"data.root={world}", "model.text_kind=hashing", "optim.batch_size=6", "data.augment=false",

@@ -19,7 +19,7 @@ from geobridge.models import GeoBridge, get_model_config
 from geobridge.models.image_tower import frozen_parameters
 from geobridge.protocols import get_protocol
 from geobridge.train import load_config, train
-from geobridge.train.trainer import build_model
+from geobridge.train.setup import build_model
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 RECIPES = Path(__file__).parents[1] / "src" / "geobridge" / "train" / "recipes"

@@ -471,7 +471,7 @@ def test_fuzz_huge_factory_strings_are_refused_before_building(index_parts, tmp_
 @settings(max_examples=80, **SETTINGS)
 @given(st.data())
 def test_fuzz_index_header_mutations(index_parts, tmp_path_factory, data):
-    from geobridge.index.store import MAGIC
+    from geobridge.index.single_file import MAGIC
 
     header, _, _, good = index_parts
     end = good.index(b"\n", len(MAGIC))

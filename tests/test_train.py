@@ -16,8 +16,8 @@ from test_data import make_geoloc
 
 from geobridge.errors import GeoBridgeError
 from geobridge.train import load_config
+from geobridge.train.setup import lr_at
 from geobridge.train.state import optimizer_from_flat, optimizer_to_flat
-from geobridge.train.trainer import lr_at
 
 TINY = ["model.text_kind=hashing", "optim.batch_size=8", "data.num_workers=0"]
 

@@ -306,7 +306,7 @@ def test_duplicate_record_ids_are_refused(tmp_path):
 @pytest.mark.parametrize("change", [{"meta_bytes": -5}, {"format_version": True}, {"sha256": 5}])
 def test_index_header_types_are_checked(tmp_path, change):
     from geobridge.index import GeoIndex
-    from geobridge.index.store import MAGIC
+    from geobridge.index.single_file import MAGIC
 
     header, meta, index_bytes = _index_parts(tmp_path)
     good = write_index(tmp_path / "b.gbx", header, meta, index_bytes).read_bytes()

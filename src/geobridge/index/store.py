@@ -4,122 +4,35 @@ Vectors are L2-normalised float32, so inner product is cosine similarity. The fa
 ``faiss.index_factory(dim, factory, METRIC_INNER_PRODUCT)`` and wrapped in an ``IndexIDMap2``: every vector gets
 a stable int64 id that survives removals, saves and loads.
 
-File format (one file, written atomically through a temporary file and ``os.replace``)::
-
-    GEOBRIDGE-INDEX\\n
-    {"format": "geobridge-index", "format_version": 1, "meta_bytes": M, "index_bytes": N, "sha256": "..."}\\n
-    <M bytes: metadata JSON (utf-8)><N bytes: faiss.serialize_index>
-
-``sha256`` is the hex digest of the payload (the M + N bytes after the header line). ``GeoIndex.load`` checks
-the magic line, the version, the lengths and the checksum before anything is parsed; nothing is ever unpickled.
+Files: one ``.gbx`` file (``index/single_file.py``) or an index folder (``index/folder.py``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import re
 import weakref
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
 
-from geobridge._atomic import atomic_write_chunks
 from geobridge.errors import GeoBridgeError, IndexFormatError
 from geobridge.index.checks import METRICS, REQUIRED_KEYS, check_faiss_header, check_meta, check_record  # noqa: F401
 from geobridge.index.exact import process_chooser
 from geobridge.index.factory import parse_factory
+from geobridge.index.faiss_ops import apply_search_params, rebuild_without, remove_from_ivf
 from geobridge.index.records import LazyRecords
+from geobridge.index.results import HitRecords, SearchResult
+from geobridge.index.single_file import FORMAT, FORMAT_VERSION, load_file, save_file
 from geobridge.views import VIEWS
 
-FORMAT = "geobridge-index"
-FORMAT_VERSION = 1
-MAGIC = b"GEOBRIDGE-INDEX\n"
-MAX_HEADER_BYTES = 4096
-FAISS_HEAD_BYTES = 4096  # check_faiss_header reads the serialised index's first bytes only
 # a prior on a Flat index scores only the allowed rows (index/prior.py) when they are at most this share of the
 # index, else faiss searches with an ID selector. Measured, one query, 256-d (benchmarks/bench_prior.py): 100k,
 # subset vs selector 2.2 vs 13.8 ms at 10 %, 12.1 vs 15.6 ms at 50 %, 16.3 vs 15.2 ms at 90 % (parity)
 FLAT_SUBSET_MAX_SHARE = 0.5
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    """The answer of ``GeoIndex.search``: ``scores`` (Q, k) float32 cosine similarities, best first, and ``ids``
-    (Q, k) int64 vector ids; rows with fewer than k hits are padded with id -1 and score -inf.
-
-    Metadata records are built only when asked for (``metadata(q)``, ``records``), so a large batch of searches
-    that only needs ids and scores costs no Python work per hit.
-    """
-
-    scores: np.ndarray  # (Q, k) float32
-    ids: np.ndarray  # (Q, k) int64
-    lookup: Mapping[int, Mapping[str, Any]]  # vector id -> metadata record, for every hit (a snapshot)
-
-    def __len__(self) -> int:
-        return int(self.ids.shape[0])
-
-    def metadata(self, q: int) -> list[dict[str, Any]]:
-        """The metadata records of query ``q``'s hits, best first (copies with ``id`` and ``score`` added)."""
-        return [
-            {**self.lookup[i], "id": i, "score": s}
-            for i, s in zip(self.ids[q].tolist(), self.scores[q].tolist(), strict=True)
-            if i >= 0
-        ]
-
-    @property
-    def records(self) -> tuple[tuple[dict[str, Any], ...], ...]:
-        """Every query's ``metadata``, as nested tuples."""
-        return tuple(tuple(self.metadata(q)) for q in range(len(self)))
-
-
-class HitRecords(Mapping[int, Mapping[str, Any]]):
-    """Vector id -> metadata record for the hits of one search, read from the index's records when first asked.
-
-    ``freeze`` copies the hits' records out of the index (``GeoIndex`` calls it before any add or remove), so the
-    mapping keeps answering as it would have at search time.
-    """
-
-    def __init__(self, records: Mapping[int, Mapping[str, Any]], ids: np.ndarray) -> None:
-        self._records: Mapping[int, Mapping[str, Any]] = records
-        self._ids = ids.copy()  # (Q, k) the hits, padded with -1; np.unique'd on first membership test
-        self._hits: np.ndarray | None = None
-        self._frozen = False
-
-    def hits(self) -> np.ndarray:
-        """(H,) sorted distinct ids of the hits."""
-        if self._hits is None:
-            self._hits = np.unique(self._ids[self._ids >= 0])
-        return self._hits
-
-    def freeze(self) -> None:
-        if not self._frozen:
-            self._records = {i: self._records[i] for i in self.hits().tolist()}
-            self._frozen = True
-
-    def __getitem__(self, vector_id: int) -> Mapping[str, Any]:
-        if vector_id not in self:
-            raise KeyError(vector_id)
-        return self._records[vector_id]
-
-    def __contains__(self, vector_id: object) -> bool:
-        if not isinstance(vector_id, (int, np.integer)):
-            return False
-        hits = self.hits()
-        at = int(np.searchsorted(hits, vector_id))
-        return at < hits.size and int(hits[at]) == int(vector_id)
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.hits().tolist())
-
-    def __len__(self) -> int:
-        return int(self.hits().size)
 
 
 class GeoIndex:
@@ -298,12 +211,12 @@ class GeoIndex:
         stored = self._dict_records()  # a lazily loaded folder's records are parsed before anything changes
         self._freeze_results()
         if isinstance(self._base, faiss.IndexIVF):
-            removed = self._remove_from_ivf(wanted)
+            removed = remove_from_ivf(self._index, self._base, wanted)
         else:
             try:
                 removed = int(self._index.remove_ids(wanted))
             except RuntimeError:  # HNSW and refine indexes cannot remove: rebuild from the kept vectors
-                removed = self._rebuild_without(wanted)
+                self._index, self._base, removed = rebuild_without(self._index, self._base, self.ids, wanted)
         for vector_id in wanted.tolist():
             stored.pop(vector_id, None)
         self._id_cache.clear()
@@ -320,47 +233,6 @@ class GeoIndex:
         if isinstance(self._records, LazyRecords):
             self._records = self._records.to_dict()
         return self._records
-
-    def _remove_from_ivf(self, wanted: np.ndarray) -> int:
-        """Remove from an IVF index and keep its inner ids equal to the id map's positions.
-
-        faiss's ``IndexIDMap.remove_ids`` maps the inverted lists' inner ids through the id map, but an IVF index
-        keeps the inner ids it gave at add time while the id map is compacted: a second removal then selects the
-        wrong vectors and aborts the process on an assertion. Here the inner ids are renumbered to their rank
-        (positions in the compacted id map) after each removal, which also repairs files saved after one removal.
-        """
-        ivf = self._base
-        invlists = ivf.invlists
-        external = faiss.vector_to_array(self._index.id_map).astype(np.int64)  # (N,) position -> external id
-
-        def list_ids(number: int) -> np.ndarray:  # a writable view of one inverted list's inner ids
-            return faiss.rev_swig_ptr(invlists.get_ids(number), invlists.list_size(number))
-
-        inner = np.sort(np.concatenate([list_ids(n) for n in range(ivf.nlist)] or [np.empty(0, np.int64)]))
-        if inner.size != external.size:
-            raise IndexFormatError(f"IVF index holds {inner.size} vectors but its id map {external.size}")
-        drop = np.isin(external, wanted)  # (N,) positions to remove
-        removed = int(ivf.remove_ids(faiss.IDSelectorBatch(inner[drop])))
-        kept_inner = inner[~drop]  # sorted: rank = new position
-        for number in range(ivf.nlist):
-            if invlists.list_size(number):
-                ids = list_ids(number)
-                ids[:] = np.searchsorted(kept_inner, ids)
-        faiss.copy_array_to_vector(np.ascontiguousarray(external[~drop]), self._index.id_map)
-        self._index.ntotal = ivf.ntotal
-        return removed
-
-    def _rebuild_without(self, wanted: np.ndarray) -> int:
-        all_ids = self.ids
-        keep = ~np.isin(all_ids, wanted)
-        vectors = self._base.reconstruct_n(0, self._base.ntotal)  # (N, D), storage order = id_map order
-        fresh = faiss.clone_index(self._index)  # keeps training (centroids, codebooks) and search settings
-        fresh.reset()
-        if keep.any():
-            fresh.add_with_ids(np.ascontiguousarray(vectors[keep]), np.ascontiguousarray(all_ids[keep]))
-        self._index = fresh  # clone_index returns an owning, already downcast proxy
-        self._base = faiss.downcast_index(self._index.index)
-        return int((~keep).sum())
 
     # ------------------------------------------------------------------ search
     def set_search_params(
@@ -580,15 +452,12 @@ class GeoIndex:
                 )
         return self._id_cache[key]
 
-    def _sub_indexes(self) -> Iterator[Any]:
-        stack = [self._base]
-        while stack:
-            index = faiss.downcast_index(stack.pop())
-            yield index
-            for attr in ("base_index", "index"):
-                child = getattr(index, attr, None)
-                if child is not None and isinstance(child, faiss.Index):
-                    stack.append(child)
+    def _apply_params(
+        self, *, nprobe: int | None = None, ef_search: int | None = None, k_factor: float | None = None
+    ) -> dict[str, Any]:
+        """Set the given search settings on the sub-indexes that have them; returns the previous values."""
+        return apply_search_params(self._base, factory=self.factory, nprobe=nprobe, ef_search=ef_search,
+                                   k_factor=k_factor)
 
     def _check_params(
         self, *, nprobe: int | None = None, ef_search: int | None = None, k_factor: float | None = None
@@ -596,37 +465,6 @@ class GeoIndex:
         """Raise if a search setting does not apply to this index type (or is out of range); changes nothing."""
         if (nprobe, ef_search, k_factor) != (None, None, None):
             self._apply_params(**self._apply_params(nprobe=nprobe, ef_search=ef_search, k_factor=k_factor))
-
-    def _apply_params(
-        self, *, nprobe: int | None = None, ef_search: int | None = None, k_factor: float | None = None
-    ) -> dict[str, Any]:
-        """Set the given search settings on the sub-indexes that have them; returns the previous values."""
-        previous: dict[str, Any] = {}
-        wanted = {"nprobe": nprobe, "ef_search": ef_search, "k_factor": k_factor}
-        kinds = {"nprobe": "IVF", "ef_search": "HNSW", "k_factor": "refine (e.g. ',RFlat')"}
-        found = dict.fromkeys(wanted, False)
-        for index in self._sub_indexes():
-            if isinstance(index, faiss.IndexIVF):
-                found["nprobe"] = True
-                if nprobe is not None:
-                    previous["nprobe"] = int(index.nprobe)
-                    index.nprobe = int(nprobe)
-            if isinstance(index, faiss.IndexHNSW):
-                found["ef_search"] = True
-                if ef_search is not None:
-                    previous["ef_search"] = int(index.hnsw.efSearch)
-                    index.hnsw.efSearch = int(ef_search)
-            if isinstance(index, faiss.IndexRefine):
-                found["k_factor"] = True
-                if k_factor is not None:
-                    previous["k_factor"] = float(index.k_factor)
-                    index.k_factor = float(k_factor)
-        for name, value in wanted.items():
-            if value is not None and not found[name]:
-                raise GeoBridgeError(f"{name} applies to {kinds[name]} indexes only; this index is {self.factory!r}")
-            if value is not None and value <= 0:
-                raise GeoBridgeError(f"{name} must be positive, got {value}")
-        return previous
 
     # ------------------------------------------------------------------ summary
     def info(self) -> dict[str, Any]:
@@ -671,16 +509,16 @@ class GeoIndex:
         return save_folder(self, folder)
 
     def save(self, path: str | Path) -> Path:
-        """Write the index to the single file ``path`` atomically; returns the path.
+        """Write the index to the single file ``path`` atomically (``index/single_file.py``); returns the path.
 
         A save that is killed part-way leaves the previous file untouched; the hidden ``.tmp`` file it leaves
         next to it is removed by the next save of the same path (``geobridge._atomic``).
         """
-        path = Path(path)
-        if path.is_dir():
-            raise GeoBridgeError(f"{path} is a folder; an index is saved as a single file (e.g. {path}/index.gbx), "
-                                 "or as an index folder with save_folder")
-        meta = {
+        return save_file(self, path)
+
+    def _meta(self) -> dict[str, Any]:
+        """Everything but the vectors, as the files store it: the index's settings and each vector's record."""
+        return {
             "dim": self.dim,
             "factory": self.factory,
             "metric": self.metric,
@@ -689,21 +527,6 @@ class GeoIndex:
             "next_id": self._next_id,
             "records": [{"id": i, **r} for i, r in sorted(self._records.items())],
         }
-        try:
-            meta_bytes = json.dumps(meta, sort_keys=True, allow_nan=False).encode()
-        except (TypeError, ValueError) as exc:
-            raise GeoBridgeError(f"index metadata or model_info is not JSON-compatible: {exc}") from exc
-        index_bytes = faiss.serialize_index(self._serialisable_index()).tobytes()
-        payload = meta_bytes + index_bytes
-        header = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "meta_bytes": len(meta_bytes),
-            "index_bytes": len(index_bytes),
-            "sha256": hashlib.sha256(payload).hexdigest(),
-        }
-        atomic_write_chunks(path, [MAGIC, json.dumps(header, sort_keys=True).encode() + b"\n", payload])
-        return path
 
     def _serialisable_index(self) -> Any:
         """The faiss index to serialise into a single file: a memory-mapped one would serialise a reference to its
@@ -726,59 +549,7 @@ class GeoIndex:
 
         if is_index_folder(path):
             return load_folder(cls, path, mmap=mmap, verify=verify)
-        if path.is_dir():
-            raise IndexFormatError(f"{path} is a folder; pass the index file written by GeoIndex.save")
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise IndexFormatError(f"cannot read index file {path}: {exc}") from exc
-        if data[:1] == b"\x80" or data[:2] == b"PK" or path.suffix in (".pkl", ".pickle", ".pt", ".pth"):
-            raise IndexFormatError(
-                f"refusing to load {path}: it looks like a pickle, and unpickling can run arbitrary code; "
-                "GeoBridge indexes are written by GeoIndex.save"
-            )
-        if not data.startswith(MAGIC):
-            raise IndexFormatError(f"{path} is not a GeoBridge index file (missing {MAGIC.strip().decode()} header)")
-        end = data.find(b"\n", len(MAGIC), len(MAGIC) + MAX_HEADER_BYTES)
-        if end < 0:
-            raise IndexFormatError(f"{path}: truncated or corrupt header")
-        try:
-            header = json.loads(data[len(MAGIC) : end])
-        except (ValueError, RecursionError) as exc:
-            raise IndexFormatError(f"{path}: corrupt header: {exc}") from exc
-        problem = _header_problem(header)
-        if problem:
-            raise IndexFormatError(f"{path}: corrupt header: {problem}")
-        version, meta_len, index_len = header["format_version"], header["meta_bytes"], header["index_bytes"]
-        if header.get("format") != FORMAT:
-            raise IndexFormatError(f"{path}: format is {header.get('format')!r}, expected {FORMAT!r}")
-        if version != FORMAT_VERSION:
-            raise IndexFormatError(
-                f"{path}: unsupported index format_version {version} (this GeoBridge reads version {FORMAT_VERSION})"
-            )
-        payload = memoryview(data)[end + 1 :]  # views, not copies: a 1 GB file must not be held three times
-        if len(payload) != meta_len + index_len:
-            raise IndexFormatError(
-                f"{path}: truncated or padded file: payload is {len(payload)} bytes, header says {meta_len + index_len}"
-            )
-        if hashlib.sha256(payload).hexdigest() != header["sha256"]:
-            raise IndexFormatError(f"{path}: checksum mismatch (the file is corrupt)")
-        try:
-            meta = json.loads(bytes(payload[:meta_len]))
-        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-            raise IndexFormatError(f"{path}: metadata is not valid JSON: {exc}") from exc
-        index_bytes = payload[meta_len:]
-        try:
-            # the checksum proves integrity, not trust: bound what the metadata and the faiss header ask for
-            # before faiss builds or reads anything
-            spec = check_meta(meta)
-            check_faiss_header(bytes(index_bytes[:FAISS_HEAD_BYTES]), dim=meta["dim"], count=len(meta["records"]),
-                               spec=spec)
-            index = faiss.deserialize_index(np.frombuffer(index_bytes, dtype=np.uint8))  # faiss copies what it keeps
-            del payload, index_bytes, data  # the file's bytes go before the records are built
-            return cls._from_parts(meta, index)
-        except (ValueError, KeyError, TypeError, RuntimeError, MemoryError, GeoBridgeError) as exc:
-            raise IndexFormatError(f"{path}: inconsistent index file: {exc}") from exc
+        return load_file(cls, path)
 
     @classmethod
     def _from_parts(cls, meta: dict[str, Any], index: Any, *, lazy: LazyRecords | None = None) -> GeoIndex:
@@ -865,20 +636,6 @@ def _check_near(near: Any) -> tuple[float, float]:
     if not (math.isfinite(lat) and math.isfinite(lon) and abs(lat) <= 90 and abs(lon) <= 180):
         raise GeoBridgeError(f"near=({lat}, {lon}) is outside [-90, 90] x [-180, 180]")
     return lat, lon
-
-
-def _header_problem(header: Any) -> str | None:
-    """What is wrong with a file's header line (types and ranges), or None."""
-    if not isinstance(header, dict):
-        return f"expected a JSON object, got {type(header).__name__}"
-    for key in ("format_version", "meta_bytes", "index_bytes"):
-        value = header.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            return f"{key}: expected an int >= 0, got {value!r}"
-    digest = header.get("sha256")
-    if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
-        return f"sha256: expected 64 hex digits, got {digest!r}"
-    return None
 
 
 def _faiss_message(exc: BaseException) -> str:

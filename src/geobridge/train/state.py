@@ -189,3 +189,20 @@ def finish_run_record(
     atomic_write_json(run_dir / RUN_RECORD, record)
     return record
 
+
+# settings that change how a model is run, not what it is: a run may resume with another value
+RESUMABLE_CHANGES = ("image.grad_checkpointing",)
+
+
+def config_changes(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """``key: <saved> in the checkpoint, <current> now`` for each dotted key whose value differs (except
+    ``RESUMABLE_CHANGES``)."""
+    out = []
+    for key in sorted(set(saved) | set(current), key=str):
+        dotted = f"{prefix}{key}"
+        old, new = saved.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            out.extend(config_changes(old, new, prefix=f"{dotted}."))
+        elif old != new and dotted not in RESUMABLE_CHANGES:
+            out.append(f"{dotted}: {old!r} in the checkpoint, {new!r} now")
+    return out

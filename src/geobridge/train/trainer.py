@@ -20,12 +20,14 @@ from geobridge._atomic import atomic_write_bytes
 from geobridge.data.pipeline import ImageInputs, TrainingData
 from geobridge.errors import CheckpointError, GeoBridgeError
 from geobridge.losses import GeoBridgeLoss
-from geobridge.models import GeoBridge, get_model_config
+from geobridge.models import GeoBridge
 from geobridge.models.precision import autocast, check_precision, grad_scaler
 from geobridge.train.config import TrainConfig, to_yaml, validate_config
 from geobridge.train.distributed import all_reduce_mean, barrier, cleanup, gather_rows, init_distributed
+from geobridge.train.setup import build_model, lr_at, param_groups
 from geobridge.train.state import (
     METRICS,
+    config_changes,
     finish_run_record,
     latest_checkpoint,
     load_train_state,
@@ -38,94 +40,6 @@ from geobridge.views import IMAGE_VIEWS
 MAX_LOGIT_SCALE = math.log(100.0)
 
 Evaluator = Callable[[GeoBridge], Mapping[str, Any]]  # a trained model -> its metrics
-
-
-def build_model(config: TrainConfig) -> GeoBridge:
-    """The model a run trains: a built-in/JSON architecture, or a saved model to fine-tune."""
-    section = config.model
-    if section.init_from:
-        model = GeoBridge.from_pretrained(section.init_from)  # strict: every tensor, with its shape
-        _check_init_overrides(model, config)
-        if section.grad_checkpointing is not None:
-            model.config.image.grad_checkpointing = section.grad_checkpointing
-            model.image.set_grad_checkpointing(section.grad_checkpointing)
-        if section.text_trainable_layers is not None:
-            try:
-                model.text.set_trainable_layers(section.text_trainable_layers)
-            except ValueError as exc:
-                raise GeoBridgeError(f"model.text_trainable_layers with model.init_from: {exc}") from exc
-    else:
-        model_config = get_model_config(section.name)
-        if section.text_kind is not None:
-            model_config.text.kind = section.text_kind
-        if section.text_freeze is not None:
-            model_config.text.freeze = section.text_freeze
-        if section.text_trainable_layers is not None:
-            model_config.text.trainable_layers = section.text_trainable_layers
-        if section.grad_checkpointing is not None:
-            model_config.image.grad_checkpointing = section.grad_checkpointing
-        model = GeoBridge(model_config, backbone_file=section.backbone_file)
-    for view, size in section.image_input_size.items():
-        model.config.image.input_size[view] = [int(v) for v in size]  # the transforms and caches read these
-    if section.image_trainable_blocks is not None:
-        try:
-            model.image.set_trainable_blocks(section.image_trainable_blocks)
-        except ValueError as exc:
-            raise GeoBridgeError(f"model.image_trainable_blocks: {exc}") from exc
-    return model
-
-
-def _check_init_overrides(model: GeoBridge, config: TrainConfig) -> None:
-    """The architecture of an ``init_from`` model is the checkpoint's: overrides that would change it are errors."""
-    text = model.config.text
-    for key, wanted, saved in (("text_kind", config.model.text_kind, text.kind),
-                               ("text_freeze", config.model.text_freeze, text.freeze)):
-        if wanted is not None and wanted != saved:
-            raise GeoBridgeError(
-                f"model.{key}={wanted} conflicts with model.init_from={config.model.init_from}, "
-                f"whose text tower has {key.removeprefix('text_')}={saved}"
-            )
-    if config.model.backbone_file:
-        raise GeoBridgeError("model.backbone_file and model.init_from are exclusive: the checkpoint holds the backbone")
-
-
-def lr_at(step: int, *, total_steps: int, warmup_steps: int, base_lr: float, min_lr_ratio: float) -> float:
-    """Linear warmup from 0, then cosine decay to ``min_lr_ratio * base_lr`` at ``total_steps``."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return base_lr * (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return base_lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def param_groups(model: GeoBridge, config: TrainConfig) -> list[dict[str, Any]]:
-    """AdamW groups: no weight decay on biases, norms, view embeddings and the temperature; own LR for text encoder."""
-    text_lr = config.optim.text_lr if config.optim.text_lr is not None else config.optim.lr / 10
-    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        no_decay = param.ndim < 2 or name.endswith("view_embed") or name == "logit_scale"
-        lr = text_lr if name.startswith("text.encoder.") else config.optim.lr
-        groups.setdefault((lr, 0.0 if no_decay else config.optim.weight_decay), []).append(param)
-    return [{"params": ps, "lr": lr, "base_lr": lr, "weight_decay": wd} for (lr, wd), ps in sorted(groups.items())]
-
-
-# settings that change how a model is run, not what it is: a run may resume with another value
-RESUMABLE_CHANGES = ("image.grad_checkpointing",)
-
-
-def config_changes(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
-    """``key: <saved> in the checkpoint, <current> now`` for each dotted key whose value differs (except
-    ``RESUMABLE_CHANGES``)."""
-    out = []
-    for key in sorted(set(saved) | set(current), key=str):
-        dotted = f"{prefix}{key}"
-        old, new = saved.get(key), current.get(key)
-        if isinstance(old, dict) and isinstance(new, dict):
-            out.extend(config_changes(old, new, prefix=f"{dotted}."))
-        elif old != new and dotted not in RESUMABLE_CHANGES:
-            out.append(f"{dotted}: {old!r} in the checkpoint, {new!r} now")
-    return out
 
 
 class Trainer:
@@ -358,71 +272,17 @@ class Trainer:
         return True
 
     def fit(self) -> dict[str, float]:
+        """Train from ``start_epoch`` to ``optim.epochs`` (or ``train.max_steps``), logging and checkpointing every
+        epoch, then save the model; returns the last epoch's mean losses."""
         config = self.config
-        if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(self.run_dir / "config.yaml", to_yaml(config).encode())
-            # the log holds exactly the epochs before this one (a kill after an epoch's line but before its
-            # checkpoint would otherwise log that epoch twice)
-            truncate_metrics(self.run_dir / METRICS, before_epoch=self.start_epoch)
-            start_run_record(self.run_dir, resumed=self.start_epoch > 0)
-        barrier(self.dist)
-        log_path = self.run_dir / METRICS
-        accum = config.optim.grad_accum
+        self._start_run()
         last: dict[str, float] = {}
         started = time.time() - self.elapsed_before  # elapsed_s counts the whole run across resumes
         for epoch in range(self.start_epoch, config.optim.epochs):
             if self.step >= self.total_steps:
                 break
             self._set_epoch(epoch)
-            self.model.train()
-            sums: dict[str, float] = {}
-            n_batches = 0
-            bar = tqdm(
-                total=self.steps_per_epoch,
-                desc=f"epoch {epoch + 1}/{config.optim.epochs}",
-                disable=not self.show_progress_bar,
-                unit="step",
-                leave=False,
-            )
-            self.optimizer.zero_grad(set_to_none=True)
-            pending: list[dict[str, Any]] = []
-            for batch in self.data:
-                if accum > 1:  # the loss sees all grad_accum micro-batches at once (train/grad_cache.py)
-                    pending.append(batch)
-                    if len(pending) < accum:
-                        continue
-                    lr = self._set_lr()
-                    losses = self._accumulated_losses(pending)
-                    total = sum(losses.values())
-                    pending = []
-                else:
-                    lr = self._set_lr()
-                    losses = self._forward_losses(batch)
-                    total = sum(losses.values())
-                    (total if self.scaler is None else self.scaler.scale(total)).backward()
-                for key, value in losses.items():
-                    sums[key] = sums.get(key, 0.0) + float(value.detach())
-                sums["loss"] = sums.get("loss", 0.0) + float(total.detach())
-                n_batches += 1
-                if self.scaler is not None:
-                    self.scaler.unscale_(self.optimizer)  # clip the true gradients
-                if config.optim.grad_clip > 0:
-                    nn.utils.clip_grad_norm_(self.model.parameters(), config.optim.grad_clip)
-                if self.scaler is None:
-                    self.optimizer.step()
-                else:  # skips the step when fp16 gradients overflowed
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                self.optimizer.zero_grad(set_to_none=True)
-                with torch.no_grad():
-                    self.model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-                self.step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{float(total.detach()):.3f}", lr=f"{lr:.2e}")
-                if self.step >= self.total_steps:
-                    break
-            bar.close()
+            sums, n_batches, lr = self._train_epoch(epoch)
             last = {k: all_reduce_mean(v / max(1, n_batches), self.dist) for k, v in sums.items()}
             record = {
                 "epoch": epoch,
@@ -435,29 +295,100 @@ class Trainer:
             if config.train.eval_every and (epoch + 1) % config.train.eval_every == 0 and self.dist.is_main:
                 record.update({f"eval/{k}": v for k, v in self.evaluate().items() if isinstance(v, float)})
             if self.dist.is_main:
-                with open(log_path, "a") as fh:
-                    fh.write(json.dumps(record) + "\n")
-                save_checkpoint(
-                    self.run_dir,
-                    model=self.model,
-                    optimizer=self.optimizer,
-                    epoch=epoch,
-                    step=self.step,
-                    extra={"loss": last.get("loss"), "elapsed_s": record["elapsed_s"]},
-                    grad_scaler=None if self.scaler is None else self.scaler.state_dict(),
-                )
-                if self.show_progress_bar:
-                    epoch_loss = last.get("loss", float("nan"))
-                    tqdm.write(f"epoch {epoch + 1}: loss {epoch_loss:.4f}  ({record['elapsed_s']} s)")
+                self._end_epoch(record)
             barrier(self.dist)
         if self.dist.is_main:
-            recalibrated = self._recalibrate_norm()
-            self.model.save_pretrained(self.run_dir / "model")
-            epochs_done = len(log_path.read_text().splitlines()) if log_path.is_file() else 0
-            finish_run_record(self.run_dir, train_s=time.time() - started, epochs=epochs_done, steps=self.step,
-                              norm_recalibration=recalibrated)
+            self._finish_run(train_s=time.time() - started)
         barrier(self.dist)
         return last
+
+    def _start_run(self) -> None:
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self.run_dir / "config.yaml", to_yaml(self.config).encode())
+            # the log holds exactly the epochs before this one (a kill after an epoch's line but before its
+            # checkpoint would otherwise log that epoch twice)
+            truncate_metrics(self.run_dir / METRICS, before_epoch=self.start_epoch)
+            start_run_record(self.run_dir, resumed=self.start_epoch > 0)
+        barrier(self.dist)
+
+    def _train_epoch(self, epoch: int) -> tuple[dict[str, float], int, float]:
+        """One epoch of optimizer steps; returns the summed losses, the steps taken and the last learning rate."""
+        accum = self.config.optim.grad_accum
+        self.model.train()
+        sums: dict[str, float] = {}
+        n_batches, lr = 0, max(group["lr"] for group in self.optimizer.param_groups)
+        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.config.optim.epochs}",
+                   disable=not self.show_progress_bar, unit="step", leave=False)
+        self.optimizer.zero_grad(set_to_none=True)
+        pending: list[dict[str, Any]] = []
+        for batch in self.data:
+            if accum > 1:  # the loss sees all grad_accum micro-batches at once (train/grad_cache.py)
+                pending.append(batch)
+                if len(pending) < accum:
+                    continue
+                lr = self._set_lr()
+                losses = self._accumulated_losses(pending)
+                total = sum(losses.values())
+                pending = []
+            else:
+                lr = self._set_lr()
+                losses = self._forward_losses(batch)
+                total = sum(losses.values())
+                (total if self.scaler is None else self.scaler.scale(total)).backward()
+            for key, value in losses.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach())
+            sums["loss"] = sums.get("loss", 0.0) + float(total.detach())
+            n_batches += 1
+            self._optimizer_step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(total.detach()):.3f}", lr=f"{lr:.2e}")
+            if self.step >= self.total_steps:
+                break
+        bar.close()
+        return sums, n_batches, lr
+
+    def _optimizer_step(self) -> None:
+        """Clip, step (skipped by the fp16 scaler on overflow), clear the gradients, clamp the logit scale."""
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients
+        if self.config.optim.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
+        if self.scaler is None:
+            self.optimizer.step()
+        else:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            self.model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+        self.step += 1
+
+    def _end_epoch(self, record: dict[str, Any]) -> None:
+        """The epoch's log line, then its checkpoint (main rank)."""
+        with open(self.run_dir / METRICS, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        save_checkpoint(
+            self.run_dir,
+            model=self.model,
+            optimizer=self.optimizer,
+            epoch=record["epoch"],
+            step=self.step,
+            extra={"loss": record.get("loss"), "elapsed_s": record["elapsed_s"]},
+            grad_scaler=None if self.scaler is None else self.scaler.state_dict(),
+        )
+        if self.show_progress_bar:
+            tqdm.write(f"epoch {record['epoch'] + 1}: loss {record.get('loss', float('nan')):.4f}  "
+                       f"({record['elapsed_s']} s)")
+
+    def _finish_run(self, *, train_s: float) -> None:
+        """Precise BN, the saved model and the run record (main rank)."""
+        recalibrated = self._recalibrate_norm()
+        self.model.save_pretrained(self.run_dir / "model")
+        log_path = self.run_dir / METRICS
+        epochs_done = len(log_path.read_text().splitlines()) if log_path.is_file() else 0
+        finish_run_record(self.run_dir, train_s=train_s, epochs=epochs_done, steps=self.step,
+                          norm_recalibration=recalibrated)
 
     def _recalibrate_norm(self) -> dict[str, int]:
         """Precise BN: each view's BatchNorm statistics re-estimated from its plain training images (a seeded sample
