@@ -7,8 +7,11 @@ MiniLM text tower) and batch:
   model's forward for every view and the texts, ``GeoBridgeLoss`` with anchors, backward, clip and AdamW step.
   Measured with each pipeline: ``tensor`` (decode-once uint8 cache + batched augmentation) and ``pil``
   (per-sample PIL decode and augmentation in the loader).
-* ``timm_bare``: the same timm backbone (a fresh copy), forward and backward on the same image tensors (one call
-  per view, the mean of the pooled features as the loss) and an AdamW step: the cost of the network alone.
+  With the tensor pipeline also in contiguous (NCHW) memory format instead of the recipe's channels-last
+  (``tensor_nchw``, ``train.channels_last=false``).
+* ``timm_bare``: the same timm backbone (a fresh copy, in the recipe's memory format), forward and backward on the
+  same image tensors (one call per view, the mean of the pooled features as the loss) and an AdamW step: the cost
+  of the network alone.
 
 The ratio ``timm_bare step time / geobridge step time`` is the fraction of the bare network's throughput that the
 full training step keeps (target >= 0.8 with the tensor pipeline). The data share is the time spent producing
@@ -37,7 +40,7 @@ def plan(*, quick: bool) -> dict[str, Any]:
     return {"places": 120, "batch_size": 32, "rounds": 8, "model": "gb-small"}
 
 
-def _trainer(world: Path, out: Path, *, pipeline: str, model: str, batch_size: int) -> Any:
+def _trainer(world: Path, out: Path, *, pipeline: str, model: str, batch_size: int, extra: tuple[str, ...] = ()) -> Any:
     from geobridge.demo import recipe_path
     from geobridge.train import load_config
     from geobridge.train.trainer import Trainer
@@ -48,6 +51,7 @@ def _trainer(world: Path, out: Path, *, pipeline: str, model: str, batch_size: i
         f"data.pipeline={pipeline}",
         f"model.name={model}",
         f"optim.batch_size={batch_size}",
+        *extra,
     ]
     return Trainer(load_config(recipe_path("tiny"), overrides), show_progress_bar=False)
 
@@ -98,19 +102,24 @@ def bench(ctx: Context) -> dict[str, Any]:
             WorldConfig(places=p["places"], test_places=4, image_size=64, seed=5, workers=1),
             show_progress_bar=False,
         )
+        variants = {"tensor": ("tensor", ()), "pil": ("pil", ()),
+                    "tensor_nchw": ("tensor", ("train.channels_last=false",))}
         trainers = {
-            pipe: _trainer(world, Path(tmp) / pipe, pipeline=pipe, model=p["model"], batch_size=p["batch_size"])
-            for pipe in ("tensor", "pil")
+            name: _trainer(world, Path(tmp) / name, pipeline=pipe, model=p["model"], batch_size=p["batch_size"],
+                           extra=extra)
+            for name, (pipe, extra) in variants.items()
         }
         streams = {pipe: _endless(t) for pipe, t in trainers.items()}
         sample = next(streams["tensor"])
-        images = {v: x.clone() for v, x in sample["images"].items()}  # the same tensors for the bare network
+        layout = torch.channels_last if trainers["tensor"].config.train.channels_last else torch.contiguous_format
+        # the same tensors for the bare network, in the recipe's memory format
+        images = {v: x.clone().contiguous(memory_format=layout) for v, x in sample["images"].items()}
         backbone = copy.deepcopy(trainers["tensor"].model.image.backbone).train()
         bare_opt = torch.optim.AdamW(backbone.parameters(), lr=1e-4)
         for pipe in trainers:  # warm-up step of each
             _timed_step(trainers[pipe], streams[pipe])
         _bare_step(backbone, bare_opt, images)
-        times: dict[str, list[tuple[float, float]]] = {"tensor": [], "pil": []}
+        times: dict[str, list[tuple[float, float]]] = {name: [] for name in trainers}
         bare: list[float] = []
         for round_ in range(p["rounds"]):
             for pipe in trainers:
@@ -131,6 +140,8 @@ def bench(ctx: Context) -> dict[str, Any]:
             "pil/step_s": step_s["pil"],
             "pil/data_s": data_s["pil"],
             "pil/data_share": data_s["pil"] / step_s["pil"],
+            "tensor_nchw/samples_per_s": b / step_s["tensor_nchw"],
+            "tensor_nchw/step_s": step_s["tensor_nchw"],
         },
         baselines={"timm_bare/samples_per_s": b / bare_s, "timm_bare/step_s": bare_s},
     )
@@ -143,6 +154,9 @@ def bench(ctx: Context) -> dict[str, Any]:
         ("pil_step_vs_bare_timm", "pil", "bare_timm", "full training step (PIL pipeline) vs bare timm fwd+bwd",
          "throughput ratio", None, f"data pipeline {100 * found.medians['pil/data_share']:.0f} % of the step"),
         ("tensor_vs_pil_step", "tensor", "pil", "tensor pipeline vs PIL pipeline (full step)", "speed ratio", None, ""),
+        ("channels_last_vs_nchw_step", "tensor", "tensor_nchw",
+         "channels-last (the recipe) vs contiguous NCHW memory format (tensor pipeline, full step)", "speed ratio",
+         None, "oneDNN's NHWC convolutions; the same model, summed in another order"),
     ]
     for key, pipe, base, metric, ratio_name, target, note in versus:
         found.compare(metric, value=b / step_s[pipe], baseline=b / step_s[base], unit="samples/s", key=key,
@@ -158,6 +172,7 @@ def bench(ctx: Context) -> dict[str, Any]:
             "recipe": "configs/tiny.yaml (anchors on, augmentation on)",
             "rounds_timed": p["rounds"],
             "torch_threads": torch.get_num_threads(),
+            "channels_last": bool(trainers["tensor"].config.train.channels_last),
         },
         target="full step >= 0.8x the bare timm forward+backward (tensor pipeline)",
         notes=[

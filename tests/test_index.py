@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 
@@ -63,7 +64,7 @@ def test_search_equals_brute_force(filled):
     np.testing.assert_array_equal(single.ids[0], expected[0, :3])
 
 
-@pytest.mark.parametrize("kernel", [None, "faiss", "torch"])  # None: the kernel measured faster here
+@pytest.mark.parametrize("kernel", [None, "faiss", "faiss-rows", "torch"])  # None: measured faster here
 @pytest.mark.parametrize("n_queries", [1, 3, 40])
 def test_every_exact_kernel_matches_brute_force_after_remove_and_load(filled, tmp_path, kernel, n_queries):
     from geobridge.index.exact import KernelChooser
@@ -102,6 +103,24 @@ def test_torch_kernel_merges_blocks_exactly():
     assert torch_topk(gallery[:3], queries, 7)[1].shape == (5, 3)  # k beyond the rows: k' = N
 
 
+@pytest.mark.parametrize("parts", [1, 2, 3])
+def test_row_split_kernel_merges_blocks_exactly(parts):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from geobridge.index.exact import faiss_rows_topk
+
+    rng = np.random.default_rng(5)
+    gallery, queries = unit(rng.standard_normal((1001, 8))), unit(rng.standard_normal((3, 8)))
+    sims = queries @ gallery.T  # (3, 1001)
+    with ThreadPoolExecutor(2) as pool:
+        for k, rows in ((7, 1001), (5, 4), (9, 9)):  # k beyond a block's rows; k beyond the gallery
+            scores, found = faiss_rows_topk(gallery[:rows], queries, k, pool=pool, parts=parts)
+            expected = np.argsort(-sims[:, :rows], axis=1, kind="stable")[:, :k]
+            assert found.shape == (3, min(k, rows)) and found.dtype == np.int64
+            np.testing.assert_array_equal(found, expected)
+            np.testing.assert_allclose(scores, np.take_along_axis(sims[:, :rows], expected, axis=1), atol=1e-6)
+
+
 def test_kernel_choice_is_measured_once_per_shape_class(monkeypatch):
     from geobridge.index import exact
 
@@ -134,10 +153,13 @@ def test_kernel_choice_is_measured_once_per_shape_class(monkeypatch):
     assert calls == [("torch", 100, 5000)]
     chooser.search(gallery, queries[:1], 5)  # a single query is its own class: a second probe
     assert len(chooser.decisions) == 2 and calls[-1][1:] == (1, 5000)
-    even = exact.KernelChooser()  # without the slowed faiss: torch must win by TORCH_MARGIN, else faiss
+    even = exact.KernelChooser()  # without the slowed faiss: another kernel must win by its margin, else faiss
     kernel = even.choose(gallery, queries[:1], 5)
     (seconds,) = [d["probe_seconds"] for d in even.decisions.values()]
-    assert kernel == ("torch" if seconds["torch"] * exact.TORCH_MARGIN < seconds["faiss"] else "faiss")
+    margin = {"faiss": 1.0, "faiss-rows": exact.ROWS_MARGIN, "torch": exact.TORCH_MARGIN}
+    assert kernel == min(seconds, key=lambda name: seconds[name] * margin[name])
+    # faiss-rows is a candidate only where faiss leaves threads idle (fewer queries than threads)
+    assert ("faiss-rows" in seconds) == (faiss.omp_get_max_threads() > 1)
     with pytest.raises(ValueError, match="unknown exact-search kernel"):
         exact.KernelChooser(force="numpy")
 

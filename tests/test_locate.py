@@ -230,7 +230,7 @@ def test_evaluate_fusion_keys_and_ranges(world):
 
 
 def test_combinations_with_several_items_of_one_view(world):
-    from geobridge.index.locate import _parse_combo
+    from geobridge.index.fusion_eval import _parse_combo
 
     assert _parse_combo("drone*2+text") == (("drone", 0), ("drone", 1), ("text", 0))
     assert _parse_combo("drone+drone") == (("drone", 0), ("drone", 1))

@@ -250,7 +250,7 @@ def test_prior_search_is_exact_on_flat_and_stays_inside_on_ivf_and_hnsw():
 
 
 def test_locate_within_a_prior_returns_positions_in_the_raster_crs_and_footprints(tmp_path, world):
-    from geobridge.index import locate
+    from geobridge.index import Prior, locate
 
     crs, x0, y0, pixel = CRS_CASES["utm33n"]
     near_tif = write_geotiff(tmp_path / "near.tif", crs=crs, x0=x0, y0=y0, pixel=pixel, seed=1)
@@ -262,8 +262,8 @@ def test_locate_within_a_prior_returns_positions_in_the_raster_crs_and_footprint
     with rasterio.open(far_tif) as src:  # a crop of the far raster: without a prior it could match there
         Image.fromarray(src.read(window=((0, 64), (0, 64))).transpose(1, 2, 0)).save(query)
     centre = next(r for _, r in index.records() if r["path"] == str(near_tif))
-    result = locate(world["model"], index, images=[("drone", query)], near=(centre["lat"], centre["lon"]),
-                    near_radius_km=2.0, top_k=5)
+    result = locate(world["model"], index, images=[("drone", query)], top_k=5,
+                    prior=Prior(centre["lat"], centre["lon"], radius_km=2.0))
     assert result.matches and all(m.path == str(near_tif) for m in result.matches)
     assert result.prior == {"lat": centre["lat"], "lon": centre["lon"], "radius_km": 2.0, "source": "near",
                             "entries": sum(1 for _, r in index.records() if r["path"] == str(near_tif))}
@@ -279,7 +279,7 @@ def test_locate_within_a_prior_returns_positions_in_the_raster_crs_and_footprint
         assert feature["geometry"]["type"] == "Polygon" and feature["properties"]["rank"] == match.rank
         assert feature["geometry"]["coordinates"][0] == match.footprint
     with pytest.raises(Exception, match="no index entry lies within"):
-        locate(world["model"], index, images=[("drone", query)], near=(0.0, 0.0), near_radius_km=1.0)
+        locate(world["model"], index, images=[("drone", query)], prior=Prior(0.0, 0.0, radius_km=1.0))
 
 
 def _jpeg_with_gps(path: Path, lat: float, lon: float) -> Path:
@@ -367,7 +367,7 @@ def test_post_locate_searches_within_the_prior(tmp_path, world):
 
 def test_region_is_georeferenced_split_disjointly_and_locatable(tmp_path, world):
     from geobridge.images import exif_gps
-    from geobridge.index import locate
+    from geobridge.index import Prior, locate
 
     root = tmp_path / "region"
     assert main(["synth", "--out", str(root), "--region", "2", "--drone-views", "1", "--image-size", "48",
@@ -395,7 +395,7 @@ def test_region_is_georeferenced_split_disjointly_and_locatable(tmp_path, world)
     drone = next(q for q in (json.loads(line) for line in (root / "test" / "queries.jsonl").read_text().splitlines())
                  if q["view"] == "drone")
     result = locate(world["model"], index, images=[("drone", root / "test" / drone["path"])],
-                    near=(drone["lat"], drone["lon"]), near_radius_km=0.3, truth=(drone["lat"], drone["lon"]))
+                    prior=Prior(drone["lat"], drone["lon"], radius_km=0.3), truth=(drone["lat"], drone["lon"]))
     error_m = 1000 * _geodesic_km(drone["lat"], drone["lon"], np.array([result.lat]), np.array([result.lon]))[0]
     assert error_m <= 300 + 1  # the estimate is a tile centre within the prior
     assert result.truth["error_m"] == pytest.approx(error_m, rel=0.005)  # haversine vs the ellipsoid

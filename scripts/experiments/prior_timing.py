@@ -54,7 +54,7 @@ def main() -> None:
                         help="embed the tiles without test-time augmentation (8x faster to index; queries keep it)")
     args = parser.parse_args()
 
-    from geobridge.index import GeoIndex, build_raster_index, locate
+    from geobridge.index import GeoIndex, Prior, build_raster_index, locate
     from geobridge.models import GeoBridge
     from geobridge.synth.region import RegionConfig, generate_region
 
@@ -90,8 +90,8 @@ def main() -> None:
     priors = [offset_point(q["lat"], q["lon"], args.prior_offset_m, rng) for q in queries]
     runs: dict[str, dict[str, list[float]]] = {c: {"s": [], "error_m": []} for c in ("no_prior", "prior")}
     for q, near in zip(queries[:2], priors[:2], strict=True):  # warm-up: first calls pay one-off costs
-        locate(model, index, images=[("drone", str(region / "test" / q["path"]))], near=near,
-               near_radius_km=args.prior_km)
+        locate(model, index, images=[("drone", str(region / "test" / q["path"]))],
+               prior=Prior(*near, radius_km=args.prior_km))
     # blocks of BLOCK queries, each block run once per condition, the order of the conditions alternating from
     # block to block: load changes hit both alike, and neither condition runs right after a call of the other
     # (a search without a prior streams the whole index through the caches and evicts the model's weights, which
@@ -101,7 +101,7 @@ def main() -> None:
         for condition in (("no_prior", "prior") if b % 2 == 0 else ("prior", "no_prior")):
             for k in block:
                 q, near = queries[k], priors[k]
-                kwargs = {"near": near, "near_radius_km": args.prior_km} if condition == "prior" else {}
+                kwargs = {"prior": Prior(*near, radius_km=args.prior_km)} if condition == "prior" else {}
                 begin = time.perf_counter()
                 result = locate(model, index, images=[("drone", str(region / "test" / q["path"]))], top_k=10,
                                 fusion="score", **kwargs)

@@ -187,13 +187,13 @@ def evaluate(
     priors: list[tuple[float, float]] | None = None, radius_km: float | None = None,
 ) -> tuple[dict[str, float], list[list[dict[str, Any]]]]:
     """Error statistics and time per query; also each query's top-10 candidates (for the sequences)."""
-    from geobridge.index import locate
+    from geobridge.index import Prior, locate
 
     errors, times, candidates = [], [], []
     for k, q in enumerate(queries):
         t0 = time.perf_counter()
         result = locate(model, index, images=[("drone", q["path"])], top_k=10, fusion="score",
-                        near=priors[k] if priors else None, near_radius_km=radius_km if priors else None)
+                        prior=Prior(*priors[k], radius_km=radius_km) if priors else None)
         times.append(time.perf_counter() - t0)
         errors.append(metres(q["lat"], q["lon"], result.lat, result.lon))
         candidates.append([{"lat": m.lat, "lon": m.lon, "score": m.score, "place_id": m.place_id}

@@ -65,34 +65,13 @@ def run_demo(out: str | Path, config: DemoConfig | None = None) -> dict[str, Any
     world = out / "world"
     start = time.perf_counter()
     _stage("1/4 generating the synthetic world")
-    if not (world / "manifest.json").is_file():
-        from geobridge.synth import WorldConfig, generate_world, write_preview
-
-        generate_world(
-            world,
-            WorldConfig(
-                places=config.places,
-                extra_train_places=config.extra_train_places,
-                test_places=config.test_places,
-                image_size=config.image_size,
-                seed=config.seed,
-                holdout_countries=config.holdout_countries,
-            ),
-            show_progress_bar=True,
-        )
-        write_preview(world, world / "preview.png")
+    _make_world(world, config)
     timings["synth_s"] = time.perf_counter() - start
 
     run_dir = out / "run"
     start = time.perf_counter()
     _stage(f"2/4 training the {config.recipe} recipe")
-    if not (run_dir / "model" / "config.json").is_file():
-        from geobridge.eval.training import training_evaluator
-        from geobridge.train import load_config, train
-
-        overrides = [f"out={run_dir}", f"data.root={world}", *config.overrides]
-        train_config = load_config(recipe_path(config.recipe), overrides)
-        train(train_config, resume=True, evaluator=training_evaluator(train_config), evaluate=False)
+    _train(run_dir, world, config)
     timings["train_s"] = time.perf_counter() - start
 
     from geobridge.models import GeoBridge
@@ -151,6 +130,39 @@ _HEADLINE = (
     "text->satellite/R@1",
     "mean/R@1",
 )
+
+
+def _make_world(world: Path, config: DemoConfig) -> None:
+    """Generate the demo's world (and its contact sheet) unless a finished one is there."""
+    if (world / "manifest.json").is_file():
+        return
+    from geobridge.synth import WorldConfig, generate_world, write_preview
+
+    generate_world(
+        world,
+        WorldConfig(
+            places=config.places,
+            extra_train_places=config.extra_train_places,
+            test_places=config.test_places,
+            image_size=config.image_size,
+            seed=config.seed,
+            holdout_countries=config.holdout_countries,
+        ),
+        show_progress_bar=True,
+    )
+    write_preview(world, world / "preview.png")
+
+
+def _train(run_dir: Path, world: Path, config: DemoConfig) -> None:
+    """Train the recipe on the world (resuming an interrupted run) unless a finished model is there."""
+    if (run_dir / "model" / "config.json").is_file():
+        return
+    from geobridge.eval.training import training_evaluator
+    from geobridge.train import load_config, train
+
+    overrides = [f"out={run_dir}", f"data.root={world}", *config.overrides]
+    train_config = load_config(recipe_path(config.recipe), overrides)
+    train(train_config, resume=True, evaluator=training_evaluator(train_config), evaluate=False)
 
 
 def _stage(message: str) -> None:

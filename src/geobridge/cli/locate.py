@@ -68,7 +68,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from geobridge.errors import GeoBridgeError
     from geobridge.export.backends import load_encoder
-    from geobridge.index import GeoIndex, locate
+    from geobridge.index import GeoIndex, Prior, locate
 
     if args.sequence is not None:
         return _run_sequence(args)
@@ -93,9 +93,7 @@ def run(args: argparse.Namespace) -> int:
         fusion=args.fusion,
         exclude_views=() if args.include_same_view else None,
         radius_km=consensus_radius,
-        near=near,
-        near_radius_km=prior_radius,
-        prior_source=args.prior or "near",
+        prior=Prior(*near, radius_km=prior_radius, source=args.prior or "near") if near is not None else None,
         truth=args.truth,
     )
     _write(result.to_geojson() if args.format == "geojson" else result.to_dict(), out=args.out)
@@ -104,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_sequence(args: argparse.Namespace) -> int:
     from geobridge.errors import GeoBridgeError
-    from geobridge.index import GeoIndex
+    from geobridge.index import GeoIndex, Prior
     from geobridge.index.sequence import locate_sequence, read_sequence
     from geobridge.models import GeoBridge
 
@@ -123,7 +121,8 @@ def _run_sequence(args: argparse.Namespace) -> int:
     model = GeoBridge.from_pretrained(checkpoint, device=args.device)
     track = locate_sequence(model, index, frames, view=args.view or "drone", top_k=args.top_k,
                             max_speed_mps=args.max_speed_mps, max_step_m=args.max_step_m, slack_m=args.slack_m,
-                            window=args.window, near=near, near_radius_km=prior_radius)
+                            window=args.window,
+                            prior=Prior(*near, radius_km=prior_radius) if near is not None else None)
     _write(track.to_geojson() if args.format == "geojson" else track.to_dict(), out=args.out)
     return 0
 

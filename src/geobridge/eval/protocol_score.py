@@ -136,27 +136,14 @@ def score_split(
     starts = range(0, n_query, size)
     for start in tqdm(starts, desc=f"scoring {split.name}", unit="chunk", disable=not show_progress_bar):
         rows = np.arange(start, min(start + size, n_query))
-        block = block_scores(query[rows], gallery)  # (B, M) float32
         positive = (glabels[None, :] == qlabels[rows, None]) & (qlabels[rows, None] >= 0)  # (B, M)
         semi = np.zeros_like(positive)
         sel = (semi_rows >= rows[0]) & (semi_rows <= rows[-1])
         semi[semi_rows[sel] - rows[0], semi_cols[sel]] = True
-        semi &= ~positive
-        junk = np.broadcast_to(distractor if protocol.distractors == "junk" else np.zeros_like(distractor),
-                               positive.shape).copy()
-        if protocol.semi_positives == "junk":
-            junk |= semi
-        positive &= ~junk
-        candidates = np.where(junk, -np.inf, block)
-        top1[rows] = np.argmax(candidates, axis=1)
-        negatives = np.where(positive, -np.inf, candidates)  # (B, M): junk and positives can never outrank
-        block_ranks, block_counts = positive_ranks(candidates, *np.nonzero(positive), strict=strict)  # -inf'd
+        block_ranks, counts[rows], top1[rows], hit[rows] = _score_block(
+            protocol, block_scores(query[rows], gallery), positive, semi & ~positive, distractor, strict=strict
+        )
         ranks.append(block_ranks)
-        counts[rows] = block_counts
-        best = np.where(positive, block, -np.inf).max(axis=1)  # (B,) best positive score (-inf: none)
-        others = np.where(semi, -np.inf, negatives)
-        above = np.count_nonzero(others > best[:, None] if strict else others >= best[:, None], axis=1)
-        hit[rows] = np.isfinite(best) & (above == 0)
     flat = np.concatenate(ranks) if ranks else np.zeros(0, dtype=np.int64)
     offsets, first = positive_offsets(flat, counts)
     if protocol.no_positive == "error" and (counts == 0).any():
@@ -181,6 +168,34 @@ def score_split(
     )
     result.metrics = direction_metrics(protocol, result)
     return result
+
+
+def _score_block(
+    protocol: Protocol,
+    block: np.ndarray,
+    positive: np.ndarray,
+    semi: np.ndarray,
+    distractor: np.ndarray,
+    *,
+    strict: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One chunk of B queries against the M gallery items: ``block`` (B, M) scores, ``positive`` and ``semi``
+    (B, M) masks (semi-positives that are not positives), ``distractor`` (M,). Returns the positives' ranks
+    (flat, row by row) and their count per query, each query's top-1 column and whether its best positive
+    outranks every negative (B,)."""
+    junk = np.broadcast_to(distractor if protocol.distractors == "junk" else np.zeros_like(distractor),
+                           positive.shape).copy()
+    if protocol.semi_positives == "junk":
+        junk |= semi
+    positive = positive & ~junk
+    candidates = np.where(junk, -np.inf, block)
+    top1 = np.argmax(candidates, axis=1)
+    negatives = np.where(positive, -np.inf, candidates)  # (B, M): junk and positives can never outrank
+    block_ranks, block_counts = positive_ranks(candidates, *np.nonzero(positive), strict=strict)  # -inf'd
+    best = np.where(positive, block, -np.inf).max(axis=1)  # (B,) best positive score (-inf: none)
+    others = np.where(semi, -np.inf, negatives)
+    above = np.count_nonzero(others > best[:, None] if strict else others >= best[:, None], axis=1)
+    return block_ranks, block_counts, top1, np.isfinite(best) & (above == 0)
 
 
 def direction_metrics(protocol: Protocol, result: DirectionResult) -> dict[str, float]:

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from geobridge.index.build import build_index, model_info_of, read_image_table
 from geobridge.index.calibrate import CALIBRATION_VIEWS, CalibrationSet, calibrate_index, fit_view_weights
+from geobridge.index.fusion_eval import DEFAULT_COMBOS, evaluate_fusion
 from geobridge.index.locate import (
-    DEFAULT_COMBOS,
     FUSIONS,
     LOCATE_FUSIONS,
     LocateResult,
     Match,
-    evaluate_fusion,
+    Prior,
+    SearchSettings,
     fuse,
     locate,
 )
@@ -39,7 +40,9 @@ __all__ = [
     "LOCATE_FUSIONS",
     "LocateResult",
     "Match",
+    "Prior",
     "SearchResult",
+    "SearchSettings",
     "build_index",
     "build_raster_index",
     "calibrate_index",

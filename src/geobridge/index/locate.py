@@ -38,17 +38,12 @@ import numpy as np
 from geobridge.errors import GeoBridgeError
 from geobridge.fusions import FUSIONS, LOCATE_FUSIONS, score_meaning
 from geobridge.geodesy import haversine_km, spherical_centroid
-from geobridge.index.calibrate import CalibrationSet, fit_view_weights
-from geobridge.index.search import DEFAULT_CANDIDATES, search_depth, search_places
+from geobridge.index.search import DEFAULT_CANDIDATES, search_depth
 from geobridge.index.store import GeoIndex
 from geobridge.views import IMAGE_VIEWS, VIEWS
 
 DEFAULT_RADIUS_KM = 25.0
 DEFAULT_TEMPERATURE = 0.05
-DEFAULT_COMBOS: tuple[str, ...] = (
-    "drone", "street", "text", "satellite", "drone+street", "drone+text", "street+text", "drone+street+text",
-    "drone*4", "drone*4+street+text",
-)
 
 
 @dataclass
@@ -183,24 +178,8 @@ def fuse(
     active = [list(hits) for hits in per_query if len(hits)]
     if not active:
         raise GeoBridgeError("no gallery item matched any query (is the index empty, or are all its views excluded?)")
-    places: dict[str, dict[str, Any]] = {}  # place_id -> coordinates and its best item
-    for hits in active:
-        for hit in hits:
-            pid, score = str(hit["place_id"]), float(hit["score"])
-            entry = places.get(pid)
-            if entry is None or score > entry["similarity"]:
-                places[pid] = {"lat": float(hit["lat"]), "lon": float(hit["lon"]), "similarity": score,
-                               "view": hit.get("view"), "path": hit.get("path"), "country": hit.get("country"),
-                               **{key: hit.get(key) for key in RASTER_KEYS}}
+    places, best, floors = _hit_table(active)
     pids = list(places)
-    column = {pid: j for j, pid in enumerate(pids)}
-    best = np.full((len(active), len(pids)), np.nan)  # (Q, P) best similarity of place p in query q's hits
-    floors = np.empty(len(active))  # (Q,) the K-th (lowest returned) score of each query
-    for q, hits in enumerate(active):
-        floors[q] = min(float(h["score"]) for h in hits)
-        for hit in hits:
-            j = column[str(hit["place_id"])]
-            best[q, j] = np.fmax(best[q, j], float(hit["score"]))
     filled = np.where(np.isnan(best), floors[:, None], best)  # (Q, P)
     mean_scores = filled.mean(axis=0)  # (P,)
     lat = np.array([places[p]["lat"] for p in pids])
@@ -239,6 +218,32 @@ def fuse(
                         fusion=fusion)
 
 
+def _hit_table(
+    active: Sequence[Sequence[Mapping[str, Any]]],
+) -> tuple[dict[str, dict[str, Any]], np.ndarray, np.ndarray]:
+    """From each query's (non-empty) hits: place_id -> coordinates and best item (in order of first appearance),
+    the (Q, P) best similarity of each place in each query's hits (NaN where absent) and the (Q,) floors (each
+    query's lowest returned score)."""
+    places: dict[str, dict[str, Any]] = {}
+    for hits in active:
+        for hit in hits:
+            pid, score = str(hit["place_id"]), float(hit["score"])
+            entry = places.get(pid)
+            if entry is None or score > entry["similarity"]:
+                places[pid] = {"lat": float(hit["lat"]), "lon": float(hit["lon"]), "similarity": score,
+                               "view": hit.get("view"), "path": hit.get("path"), "country": hit.get("country"),
+                               **{key: hit.get(key) for key in RASTER_KEYS}}
+    column = {pid: j for j, pid in enumerate(places)}
+    best = np.full((len(active), len(places)), np.nan)  # (Q, P)
+    floors = np.empty(len(active))  # (Q,)
+    for q, hits in enumerate(active):
+        floors[q] = min(float(h["score"]) for h in hits)
+        for hit in hits:
+            j = column[str(hit["place_id"])]
+            best[q, j] = np.fmax(best[q, j], float(hit["score"]))
+    return places, best, floors
+
+
 def _query_weights(
     per_query: Sequence[Sequence[Any]],
     *,
@@ -266,6 +271,38 @@ def _query_weights(
 # locate and evaluate with a model
 
 
+@dataclass(frozen=True)
+class Prior:
+    """Search only the index entries whose centre lies within ``radius_km`` (great circle) of ``(lat, lon)``: a
+    GNSS fix, a photo's EXIF position, a region of interest. ``source`` names where it came from (``"exif"``)."""
+
+    lat: float
+    lon: float
+    radius_km: float
+    source: str = "near"
+
+    def __post_init__(self) -> None:
+        lat, lon, radius = float(self.lat), float(self.lon), float(self.radius_km)
+        if not (math.isfinite(lat) and math.isfinite(lon) and abs(lat) <= 90 and abs(lon) <= 180):
+            raise GeoBridgeError(f"a prior's centre ({lat}, {lon}) is outside [-90, 90] x [-180, 180]")
+        if not (math.isfinite(radius) and radius > 0):
+            raise GeoBridgeError(f"a prior's radius must be a positive number of km, got {self.radius_km!r}")
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        return float(self.lat), float(self.lon)
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Per-call settings of approximate indexes (``None`` keeps the index's own): ``nprobe`` (IVF), ``ef_search``
+    (HNSW), ``k_factor`` (refine)."""
+
+    nprobe: int | None = None
+    ef_search: int | None = None
+    k_factor: float | None = None
+
+
 def locate(
     model: Any,
     index: GeoIndex,
@@ -277,79 +314,42 @@ def locate(
     exclude_views: Sequence[str] | None = None,
     radius_km: float = DEFAULT_RADIUS_KM,
     temperature: float = DEFAULT_TEMPERATURE,
-    batch_size: int = 64,
-    nprobe: int | None = None,
-    ef_search: int | None = None,
-    k_factor: float | None = None,
-    near: tuple[float, float] | None = None,
-    near_radius_km: float | None = None,
-    prior_source: str = "near",
+    prior: Prior | None = None,
+    search: SearchSettings = SearchSettings(),
     truth: tuple[float, float] | None = None,
+    batch_size: int = 64,
 ) -> LocateResult:
     """Estimate where ``images`` (``(view, PIL image or path)`` pairs) and ``texts`` were taken / describe.
 
     ``exclude_views=None`` searches each query among the gallery items of the other views; pass a sequence
     (``()`` for none) to exclude exactly those views for every query. Each query fetches about
-    ``max(top_k, DEFAULT_CANDIDATES)`` places for fusion. ``fusion="auto"`` is ``weighted`` when the index holds fusion
-    weights for every query's view, else ``score``. ``near=(lat, lon)`` with ``near_radius_km`` searches only
-    the index entries whose centre lies within that radius (a prior, e.g. a GNSS fix; ``prior_source`` names
-    where it came from, such as ``"exif"``); the result's ``prior`` records it and how many entries it allowed.
+    ``max(top_k, DEFAULT_CANDIDATES)`` places for fusion. ``fusion="auto"`` is ``weighted`` when the index holds
+    fusion weights for every query's view, else ``score``; ``radius_km`` and ``temperature`` are the fusion's
+    (module docstring). A ``prior`` searches only the index entries within its radius; the result's ``prior``
+    records it and how many entries it allowed. ``search`` overrides an approximate index's settings.
     ``truth=(lat, lon)``, where the true position is known, adds ``truth`` with the estimate's ``error_m``
     (great-circle metres).
     """
     if fusion not in LOCATE_FUSIONS:
         raise GeoBridgeError(f"unknown fusion {fusion!r}; expected one of {', '.join(LOCATE_FUSIONS)}")
-    if not images and not texts:
-        raise GeoBridgeError("nothing to locate: give at least one image or text")
     if int(model.embed_dim) != index.dim:
         raise GeoBridgeError(f"the model embeds into {model.embed_dim} dims; the index holds {index.dim}-dim vectors")
-    queries: list[tuple[str, Any, dict[str, Any]]] = []
-    for pair in images:
-        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-            raise GeoBridgeError(f"images must be (view, image) pairs, got {pair!r}")
-        view, item = pair
-        if view not in IMAGE_VIEWS:
-            raise GeoBridgeError(f"unknown image view {view!r}; expected one of {', '.join(IMAGE_VIEWS)}")
-        queries.append((view, item, {"view": view, "image": _describe(item)}))
-    for text in texts:
-        if not isinstance(text, str) or not text.strip():
-            raise GeoBridgeError(f"texts must be non-empty strings, got {text!r}")
-        queries.append(("text", text, {"view": "text", "text": text}))
+    queries = _queries(images, texts)
     view_weights = index.fusion_weights
     if fusion == "auto":
         calibrated = view_weights is not None and all(q[0] in view_weights for q in queries)
         fusion = "weighted" if calibrated else "score"
     if fusion == "weighted" and view_weights is None:
         raise GeoBridgeError("this index has no fusion weights; fit them with 'geobridge index calibrate'")
-    vectors: list[np.ndarray | None] = [None] * len(queries)
-    for view in VIEWS:
-        rows = [i for i, q in enumerate(queries) if q[0] == view]
-        if rows:
-            embedded = model.encode([queries[i][1] for i in rows], view=view, batch_size=batch_size,
-                                    show_progress_bar=False)  # (n, D)
-            for i, vector in zip(rows, embedded, strict=True):
-                vectors[i] = vector
-    prior = None
-    if (near is None) != (near_radius_km is None):
-        raise GeoBridgeError("a prior needs both near=(lat, lon) and near_radius_km")
-    if near is not None:
-        allowed = index.ids_within(near, radius_km=float(near_radius_km))
-        if len(allowed) == 0:
-            raise GeoBridgeError(
-                f"no index entry lies within {near_radius_km:g} km of ({near[0]:.6f}, {near[1]:.6f}); "
-                "widen the radius or check the prior"
-            )
-        prior = {"lat": float(near[0]), "lon": float(near[1]), "radius_km": float(near_radius_km),
-                 "source": prior_source, "entries": int(len(allowed))}
-        gallery_places = index.n_places_among(allowed)  # the prior's gallery
-    else:
-        gallery_places = index.n_places()
+    vectors = _embed_queries(model, queries, batch_size=batch_size)
+    prior_record, gallery_places = _prior_gallery(index, prior)
+    near, near_km = (prior.centre, prior.radius_km) if prior is not None else (None, None)
     depth = search_depth(index, max(top_k, DEFAULT_CANDIDATES))
     per_query, described = [], []
     for (view, _, description), vector in zip(queries, vectors, strict=True):
         excluded = (view,) if exclude_views is None else tuple(exclude_views)
-        result = index.search(vector, k=depth, exclude_views=excluded, nprobe=nprobe, ef_search=ef_search,
-                              k_factor=k_factor, near=near, radius_km=near_radius_km)
+        result = index.search(vector, k=depth, exclude_views=excluded, nprobe=search.nprobe,
+                              ef_search=search.ef_search, k_factor=search.k_factor, near=near, radius_km=near_km)
         hits = result.metadata(0)
         per_query.append(hits)
         described.append({**description, "excluded_views": list(excluded), "hits": len(hits),
@@ -364,7 +364,54 @@ def locate(
             raise GeoBridgeError(f"truth=({true_lat}, {true_lon}) is outside [-90, 90] x [-180, 180]")
         error_m = 1000.0 * float(haversine_km(true_lat, true_lon, fused.lat, fused.lon))
         checked = {"lat": true_lat, "lon": true_lon, "error_m": error_m}
-    return replace(fused, queries=described, prior=prior, native=native_position(fused), truth=checked)
+    return replace(fused, queries=described, prior=prior_record, native=native_position(fused), truth=checked)
+
+
+def _queries(images: Sequence[tuple[str, Any]], texts: Sequence[str]) -> list[tuple[str, Any, dict[str, Any]]]:
+    """(view, item, description) of each query, images first; checks views and texts."""
+    if not images and not texts:
+        raise GeoBridgeError("nothing to locate: give at least one image or text")
+    queries: list[tuple[str, Any, dict[str, Any]]] = []
+    for pair in images:
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise GeoBridgeError(f"images must be (view, image) pairs, got {pair!r}")
+        view, item = pair
+        if view not in IMAGE_VIEWS:
+            raise GeoBridgeError(f"unknown image view {view!r}; expected one of {', '.join(IMAGE_VIEWS)}")
+        queries.append((view, item, {"view": view, "image": _describe(item)}))
+    for text in texts:
+        if not isinstance(text, str) or not text.strip():
+            raise GeoBridgeError(f"texts must be non-empty strings, got {text!r}")
+        queries.append(("text", text, {"view": "text", "text": text}))
+    return queries
+
+
+def _embed_queries(model: Any, queries: Sequence[tuple[str, Any, Any]], *, batch_size: int) -> list[np.ndarray]:
+    """(D,) embedding of each query, one batch per view."""
+    vectors: list[np.ndarray | None] = [None] * len(queries)
+    for view in VIEWS:
+        rows = [i for i, q in enumerate(queries) if q[0] == view]
+        if rows:
+            embedded = model.encode([queries[i][1] for i in rows], view=view, batch_size=batch_size,
+                                    show_progress_bar=False)  # (n, D)
+            for i, vector in zip(rows, embedded, strict=True):
+                vectors[i] = vector
+    return vectors  # type: ignore[return-value]
+
+
+def _prior_gallery(index: GeoIndex, prior: Prior | None) -> tuple[dict[str, Any] | None, int]:
+    """The result's record of the prior (None without one) and the places a query can return."""
+    if prior is None:
+        return None, index.n_places()
+    allowed = index.ids_within(prior.centre, radius_km=float(prior.radius_km))
+    if len(allowed) == 0:
+        raise GeoBridgeError(
+            f"no index entry lies within {prior.radius_km:g} km of ({prior.lat:.6f}, {prior.lon:.6f}); "
+            "widen the radius or check the prior"
+        )
+    record = {"lat": float(prior.lat), "lon": float(prior.lon), "radius_km": float(prior.radius_km),
+              "source": prior.source, "entries": int(len(allowed))}
+    return record, index.n_places_among(allowed)
 
 
 def native_position(result: LocateResult) -> dict[str, Any] | None:
@@ -377,127 +424,6 @@ def native_position(result: LocateResult) -> dict[str, Any] | None:
 
     x, y = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(result.lon, result.lat)
     return {"crs": crs, "x": float(x), "y": float(y)}
-
-
-def evaluate_fusion(
-    model: Any,
-    index: GeoIndex,
-    places: Sequence[Any],
-    *,
-    combos: Sequence[str] = DEFAULT_COMBOS,
-    fusions: Sequence[str] = FUSIONS,
-    top_k: int = 10,
-    radius_km: float = DEFAULT_RADIUS_KM,
-    temperature: float = DEFAULT_TEMPERATURE,
-    candidates: int = DEFAULT_CANDIDATES,
-    folds: int = 2,
-    seed: int = 0,
-    exclude_same_view: bool = True,
-    batch_size: int = 64,
-    show_progress_bar: bool | None = None,
-) -> dict[str, float]:
-    """Localisation of held-out ``places`` against ``index`` from single queries and fused combinations.
-
-    Per place, the query of a view is its first image of that view (or its first text); ``view*N`` stands for
-    its first N items of that view as N separate queries (``"drone*4"``: four drone photos of one place). A
-    combination such as ``"drone+street+text"`` is evaluated under each fusion in ``fusions``; a single query
-    under ``score`` only. ``weighted`` fusion (combinations of two or more views) is cross-fitted: the places
-    are split into ``folds`` folds (seeded), and each fold is scored with view weights fitted on the others, so
-    no place is scored with weights fitted on itself.
-    Keys: ``<views>/R@1`` (percent of places whose own place_id is the top match), ``<views>/acc@25km``
-    (percent of estimates within 25 km), ``<views>/median_km`` and ``<views>/n`` (places evaluated) for single
-    views, and ``<views>/<fusion>/...`` for combinations, plus ``<views>/weighted/w_<view>`` (fitted weights,
-    mean over folds). A place lacking one of a combination's views is left out of it; a combination none of
-    whose queries can reach the gallery (e.g. a satellite query against a satellite-only index with
-    ``exclude_same_view``) is left out of the result.
-    """
-    for mode in fusions:
-        if mode not in FUSIONS:
-            raise GeoBridgeError(f"unknown fusion {mode!r}; expected one of {', '.join(FUSIONS)}")
-    if folds < 2:
-        raise GeoBridgeError(f"folds must be >= 2 (weighted fusion is cross-fitted), got {folds}")
-    parsed = {combo: _parse_combo(combo) for combo in combos}
-    depth = search_depth(index, max(top_k, candidates))
-    hits = {  # (view, n-th item) -> hits per place
-        (view, nth): search_places(model, index, places, view=view, nth=nth, depth=depth,
-                                   exclude_same_view=exclude_same_view, batch_size=batch_size,
-                                   show_progress_bar=show_progress_bar)
-        for view, nth in sorted({q for queries in parsed.values() for q in queries})
-    }
-    out: dict[str, float] = {}
-    for combo, queries in parsed.items():
-        rows = [i for i in range(len(places)) if all(hits[q][i] is not None for q in queries)]
-        rows = [i for i in rows if any(hits[q][i] for q in queries)]
-        if not rows:
-            continue
-        query_views = [view for view, _ in queries]
-        for mode in (("score",) if len(queries) == 1 else tuple(fusions)):
-            if mode == "weighted" and len(set(query_views)) < 2:
-                continue  # one view: the weighted ranking is the score ranking
-            weights_per_row = (
-                _cross_fitted_weights(hits, queries, places, rows, index=index, folds=folds, seed=seed)
-                if mode == "weighted" else {}
-            )
-            correct, errors = [], []
-            for i in rows:
-                lists = [hits[q][i] for q in queries]
-                located = fuse(lists, fusion=mode, top_k=top_k, radius_km=radius_km, temperature=temperature,
-                               query_views=query_views, view_weights=weights_per_row.get(i))
-                correct.append(located.matches[0].place_id == str(places[i].place_id))
-                if places[i].lat is not None and places[i].lon is not None:
-                    errors.append(float(haversine_km(places[i].lat, places[i].lon, located.lat, located.lon)))
-            key = combo if len(queries) == 1 else f"{combo}/{mode}"
-            out[f"{key}/R@1"] = 100.0 * float(np.mean(correct))
-            if errors:
-                out[f"{key}/acc@25km"] = 100.0 * float(np.mean(np.asarray(errors) <= 25.0))
-                out[f"{key}/median_km"] = float(np.median(errors))
-            out[f"{key}/n"] = float(len(correct))
-            for view in sorted(set(query_views)) if weights_per_row else ():
-                out[f"{key}/w_{view}"] = float(np.mean([w[view] for w in weights_per_row.values()]))
-    return out
-
-
-def _cross_fitted_weights(
-    hits: Mapping[tuple[str, int], Sequence[Sequence[Mapping[str, Any]] | None]],
-    queries: Sequence[tuple[str, int]],
-    places: Sequence[Any],
-    rows: Sequence[int],
-    *,
-    index: GeoIndex,
-    folds: int,
-    seed: int,
-) -> dict[int, dict[str, float]]:
-    """Place row -> view weights fitted on the places of the other folds (``weighted`` fusion, evaluation)."""
-    indexed = index.place_ids()
-    labelled = [i for i in rows if str(places[i].place_id) in indexed and all(hits[q][i] for q in queries)]
-    if len(labelled) < 2 * folds:
-        raise GeoBridgeError(f"weighted fusion needs at least {2 * folds} evaluated places in the index to cross-fit")
-    fold_of = {i: f for f, part in enumerate(np.array_split(np.random.default_rng(seed).permutation(labelled), folds))
-               for i in part.tolist()}
-    out: dict[int, dict[str, float]] = {}
-    for fold in range(folds):
-        train = [i for i in labelled if fold_of[i] != fold]
-        data = CalibrationSet.from_hits([(view, [hits[(view, nth)][i] for i in train]) for view, nth in queries],
-                                        [str(places[i].place_id) for i in train], n_places=len(indexed))
-        weights = fit_view_weights(data)
-        for i in rows:
-            if fold_of.get(i, fold) == fold and i not in out:
-                out[i] = weights
-    return out
-
-
-def _parse_combo(combo: str) -> tuple[tuple[str, int], ...]:
-    """``"drone*2+text"`` -> ``(("drone", 0), ("drone", 1), ("text", 0))``: (view, n-th item of that view)."""
-    queries: list[tuple[str, int]] = []
-    for part in (p.strip() for p in combo.split("+")):
-        view, _, count = part.partition("*")
-        if view not in VIEWS:
-            raise GeoBridgeError(f"bad combination {combo!r}: unknown view {view!r}; expected views from {VIEWS}")
-        if count and (not count.isdigit() or int(count) < 1):
-            raise GeoBridgeError(f"bad combination {combo!r}: {part!r} needs a positive count after '*'")
-        start = sum(1 for v, _ in queries if v == view)
-        queries += [(view, start + k) for k in range(int(count or 1))]
-    return tuple(queries)
 
 
 def _describe(item: Any) -> str:

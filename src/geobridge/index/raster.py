@@ -228,6 +228,35 @@ def count_raster_tiles(path: str | Path, *, tile_m: float, stride_m: float, scal
         raise DataError(f"cannot read raster {path}: {exc}") from exc
 
 
+def _check_tiling(
+    model: Any,
+    rasters: Sequence[str | Path],
+    *,
+    tile_m: float,
+    stride_m: float,
+    scales: tuple[float, ...],
+    tile_px: int | None,
+    max_nodata: float,
+) -> int:
+    """Refuse empty or non-positive tiling settings; returns the tile size in pixels (default: the model's
+    satellite input width)."""
+    if not rasters:
+        raise GeoBridgeError("no rasters given; pass at least one GeoTIFF")
+    for name, value in (("tile_m", tile_m), ("stride_m", stride_m), *((f"scale {s}", s) for s in scales)):
+        if not math.isfinite(value) or value <= 0:
+            raise GeoBridgeError(f"{name} must be a positive number, got {value}")
+    if not scales:
+        raise GeoBridgeError("scales is empty; pass at least one scale (e.g. 1)")
+    if not 0.0 <= max_nodata <= 1.0:
+        raise GeoBridgeError(f"max_nodata must be in [0, 1], got {max_nodata}")
+    if tile_px is None:
+        config = getattr(model, "config", None)
+        tile_px = int(config.image.input_size["satellite"][1]) if config is not None else DEFAULT_TILE_PX
+    if tile_px < 1:
+        raise GeoBridgeError(f"tile_px must be >= 1, got {tile_px}")
+    return tile_px
+
+
 def build_raster_index(
     model: Any,
     rasters: Sequence[str | Path],
@@ -254,20 +283,8 @@ def build_raster_index(
 
     stride_m = tile_m if stride_m is None else stride_m
     scales = tuple(float(s) for s in scales)
-    if not rasters:
-        raise GeoBridgeError("no rasters given; pass at least one GeoTIFF")
-    for name, value in (("tile_m", tile_m), ("stride_m", stride_m), *((f"scale {s}", s) for s in scales)):
-        if not math.isfinite(value) or value <= 0:
-            raise GeoBridgeError(f"{name} must be a positive number, got {value}")
-    if not scales:
-        raise GeoBridgeError("scales is empty; pass at least one scale (e.g. 1)")
-    if not 0.0 <= max_nodata <= 1.0:
-        raise GeoBridgeError(f"max_nodata must be in [0, 1], got {max_nodata}")
-    if tile_px is None:
-        config = getattr(model, "config", None)
-        tile_px = int(config.image.input_size["satellite"][1]) if config is not None else DEFAULT_TILE_PX
-    if tile_px < 1:
-        raise GeoBridgeError(f"tile_px must be >= 1, got {tile_px}")
+    tile_px = _check_tiling(model, rasters, tile_m=tile_m, stride_m=stride_m, scales=scales, tile_px=tile_px,
+                            max_nodata=max_nodata)
     total = sum(count_raster_tiles(p, tile_m=tile_m, stride_m=stride_m, scales=scales) for p in rasters)
     if show_progress_bar is None:
         show_progress_bar = logger.getEffectiveLevel() <= logging.INFO

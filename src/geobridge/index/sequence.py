@@ -301,18 +301,18 @@ def locate_sequence(
     max_step_m: float | None = None,
     slack_m: float = 0.0,
     window: int | None = None,
-    near: tuple[float, float] | None = None,
-    near_radius_km: float | None = None,
+    prior: Any = None,
 ) -> TrackResult:
-    """Locate every frame on its own (its ``top_k`` matches are its candidates) and smooth them into one track."""
+    """Locate every frame on its own (its ``top_k`` matches are its candidates, within ``prior``, a
+    ``geobridge.index.locate.Prior``, if given) and smooth them into one track."""
     from geobridge.index.locate import locate
 
     if top_k < 1:
         raise GeoBridgeError(f"top_k must be >= 1, got {top_k}")
     candidates = []
     for frame in frames:
-        result = locate(model, index, images=[(view, frame.path)], top_k=top_k, fusion="score", near=near,
-                        near_radius_km=near_radius_km)
+        result = locate(model, index, images=[(view, frame.path)], top_k=top_k, fusion="score",
+                        prior=prior)
         candidates.append([{"lat": m.lat, "lon": m.lon, "score": m.score, "place_id": m.place_id}
                            for m in result.matches])
     return build_track(candidates, frames, max_speed_mps=max_speed_mps, max_step_m=max_step_m, slack_m=slack_m,

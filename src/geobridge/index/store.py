@@ -20,6 +20,14 @@ import faiss
 import numpy as np
 
 from geobridge.errors import GeoBridgeError, IndexFormatError
+from geobridge.index.arrays import (
+    as_matrix,
+    check_near,
+    empty_ids,
+    empty_scores,
+    faiss_message,
+    sorted_member,
+)
 from geobridge.index.checks import METRICS, REQUIRED_KEYS, check_faiss_header, check_meta, check_record  # noqa: F401
 from geobridge.index.exact import process_chooser
 from geobridge.index.factory import parse_factory
@@ -64,7 +72,7 @@ class GeoIndex:
         try:
             base = faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as exc:
-            raise GeoBridgeError(f"bad faiss factory string {factory!r} for dim {dim}: {_faiss_message(exc)}") from exc
+            raise GeoBridgeError(f"bad faiss factory string {factory!r} for dim {dim}: {faiss_message(exc)}") from exc
         self._index = faiss.IndexIDMap2(base)
         self._base = base  # keep the Python proxy alive with the wrapper
         # id -> record; a LazyRecords (columns + memory-mapped lines) for a loaded index folder until it is changed
@@ -161,7 +169,7 @@ class GeoIndex:
     def train(self, vectors: Any) -> None:
         """Train an IVF/PQ index on (N, D) vectors (normalised here); a no-op for indexes that need no training."""
         self._check_writable("train")
-        x = _as_matrix(vectors, self.dim, what="training vectors")
+        x = as_matrix(vectors, self.dim, what="training vectors")
         if self._index.is_trained:
             return
         if len(x) == 0:
@@ -171,7 +179,7 @@ class GeoIndex:
         except RuntimeError as exc:
             raise GeoBridgeError(
                 f"could not train index {self.factory!r} on {len(x)} vectors (IVF<n> needs at least n vectors, "
-                f"PQ needs at least 256 for 8-bit codes; use more vectors or a smaller index): {_faiss_message(exc)}"
+                f"PQ needs at least 256 for 8-bit codes; use more vectors or a smaller index): {faiss_message(exc)}"
             ) from exc
 
     def add(self, vectors: Any, metadata: Sequence[Mapping[str, Any]]) -> np.ndarray:
@@ -182,7 +190,7 @@ class GeoIndex:
         these vectors first.
         """
         self._check_writable("add to")
-        x = _as_matrix(vectors, self.dim, what="vectors")
+        x = as_matrix(vectors, self.dim, what="vectors")
         if isinstance(metadata, Mapping) or len(metadata) != len(x):
             n_meta = "a mapping" if isinstance(metadata, Mapping) else len(metadata)
             raise GeoBridgeError(f"got {len(x)} vectors but {n_meta} metadata records; pass one record per vector")
@@ -267,7 +275,7 @@ class GeoIndex:
         has ``k`` hits or the whole index was fetched (so a filtered Flat search stays exact). ``nprobe`` (IVF),
         ``ef_search`` (HNSW) and ``k_factor`` (refine indexes) override the index's settings for this call only.
         """
-        x = _as_matrix(queries, self.dim, what="queries")
+        x = as_matrix(queries, self.dim, what="queries")
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise GeoBridgeError(f"k must be a positive integer, got {k!r}")
         k = int(k)
@@ -277,10 +285,10 @@ class GeoIndex:
             raise GeoBridgeError("near=(lat, lon) and radius_km go together; pass both or neither")
         if near is not None:
             within = self.ids_within(near, radius_km=float(radius_km))  # (M,) sorted, from the kd-tree
-            allowed = within if allowed is None else within[_sorted_member(within, allowed)]
+            allowed = within if allowed is None else within[sorted_member(within, allowed)]
         n_allowed = total if allowed is None else len(allowed)
         if n_queries == 0 or total == 0 or n_allowed == 0:
-            return SearchResult(_empty_scores(n_queries, k), _empty_ids(n_queries, k), {})
+            return SearchResult(empty_scores(n_queries, k), empty_ids(n_queries, k), {})
         if near is not None:
             selected = self._selector_search(x, k, allowed, nprobe=nprobe, ef_search=ef_search)
             if selected is not None:
@@ -307,7 +315,7 @@ class GeoIndex:
             ids = raw_ids.astype(np.int64, copy=False)
             scores = np.where(keep, raw_scores, -np.inf).astype(np.float32, copy=False)
         else:
-            scores, ids = _empty_scores(n_queries, k), _empty_ids(n_queries, k)
+            scores, ids = empty_scores(n_queries, k), empty_ids(n_queries, k)
             for q in range(n_queries):
                 row_ids, row_scores = raw_ids[q][keep[q]][:k], raw_scores[q][keep[q]][:k]
                 ids[q, : len(row_ids)] = row_ids
@@ -323,7 +331,7 @@ class GeoIndex:
         """
         from geobridge.index.prior import DiscLookup
 
-        lat, lon = _check_near(near)
+        lat, lon = check_near(near)
         if isinstance(radius_km, bool) or not math.isfinite(radius_km) or radius_km <= 0:
             raise GeoBridgeError(f"radius_km must be a positive number of km, got {radius_km!r}")
         if "#centres" not in self._id_cache:
@@ -367,7 +375,7 @@ class GeoIndex:
             return None
         fetch = min(k, len(allowed))
         raw_scores, raw_ids = self._index.search(x, fetch, params=params)  # (Q, fetch)
-        scores, ids = _empty_scores(len(x), k), _empty_ids(len(x), k)
+        scores, ids = empty_scores(len(x), k), empty_ids(len(x), k)
         keep = raw_ids >= 0
         scores[:, :fetch] = np.where(keep, raw_scores, -np.inf)
         ids[:, :fetch] = np.where(keep, raw_ids, -1)
@@ -421,7 +429,7 @@ class GeoIndex:
         -inf and id -1 where k' < k."""
         if top_rows.shape[1] == k:
             return top_scores.astype(np.float32, copy=False), self._storage_ids()[top_rows]
-        scores, ids = _empty_scores(len(top_rows), k), _empty_ids(len(top_rows), k)
+        scores, ids = empty_scores(len(top_rows), k), empty_ids(len(top_rows), k)
         scores[:, : top_scores.shape[1]] = top_scores
         ids[:, : top_rows.shape[1]] = self._storage_ids()[top_rows]
         return scores, ids
@@ -582,63 +590,3 @@ class GeoIndex:
         out._next_id = int(meta["next_id"])
         out.fusion_weights = meta.get("fusion_weights")  # absent in files written before fusion weights existed
         return out
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# helpers
-
-
-def _as_matrix(vectors: Any, dim: int, *, what: str) -> np.ndarray:
-    """Any (N, D) array-like (or one (D,) vector) -> C-contiguous float32 (N, D) with unit rows."""
-    try:
-        x = np.array(vectors, dtype=np.float32, order="C")  # a copy: normalised in place below
-    except (TypeError, ValueError) as exc:
-        raise GeoBridgeError(f"{what} must be a numeric (N, {dim}) array: {exc}") from exc
-    if x.ndim == 1 and x.shape[0] == dim:
-        x = x[None, :]
-    if x.ndim == 2 and x.shape[0] == 0:
-        x = x.reshape(0, dim)
-    if x.ndim != 2 or x.shape[1] != dim:
-        raise GeoBridgeError(f"{what} must have shape (N, {dim}), got {x.shape}")
-    squares = np.einsum("ij,ij->i", x, x, dtype=np.float64)  # (N,) in float64: no overflow of large floats
-    if len(squares) and not (np.minimum.reduce(squares) > 0 and np.maximum.reduce(squares) < np.inf):
-        # NaN or inf anywhere in a row makes its sum NaN or inf (and NaN fails both comparisons)
-        if not np.isfinite(squares).all():
-            bad = int(np.argwhere(~np.isfinite(x))[0, 0])
-            raise GeoBridgeError(f"{what} row {bad} holds NaN or inf")
-        raise GeoBridgeError(f"{what} row {int(np.argmin(squares))} is all zeros and cannot be normalised")
-    x /= np.sqrt(squares).astype(np.float32)[:, None]
-    return x
-
-
-def _empty_scores(n_queries: int, k: int) -> np.ndarray:
-    return np.full((n_queries, k), -np.inf, dtype=np.float32)  # (Q, k) the padding of missing hits
-
-
-def _empty_ids(n_queries: int, k: int) -> np.ndarray:
-    return np.full((n_queries, k), -1, dtype=np.int64)  # (Q, k)
-
-
-def _sorted_member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
-    """(M,) bool: which of ``values`` occur in the sorted 1-D ``sorted_set``, in O(M log N) (no sort of the set)."""
-    if sorted_set.size == 0:
-        return np.zeros(values.shape, dtype=bool)
-    at = np.minimum(np.searchsorted(sorted_set, values), sorted_set.size - 1)
-    return sorted_set[at] == values
-
-
-def _check_near(near: Any) -> tuple[float, float]:
-    """A prior's centre ``(lat, lon)`` as floats within [-90, 90] x [-180, 180]."""
-    try:
-        lat, lon = (float(v) for v in near)
-    except (TypeError, ValueError):
-        raise GeoBridgeError(f"near must be (lat, lon) in degrees, got {near!r}") from None
-    if not (math.isfinite(lat) and math.isfinite(lon) and abs(lat) <= 90 and abs(lon) <= 180):
-        raise GeoBridgeError(f"near=({lat}, {lon}) is outside [-90, 90] x [-180, 180]")
-    return lat, lon
-
-
-def _faiss_message(exc: BaseException) -> str:
-    """The useful last line of a faiss C++ exception."""
-    text = str(exc).strip()
-    return text.split("Error: ")[-1].splitlines()[0] if "Error: " in text else text.splitlines()[-1] if text else ""

@@ -237,25 +237,56 @@ async def parse_multipart(content_type_header: str, stream: AsyncIterator[bytes]
     boundary = options.get(b"boundary")
     if media_type != b"multipart/form-data" or not boundary:
         raise ApiError(415, "unsupported_media_type", "send the request as multipart/form-data with a boundary")
+    collector = _PartCollector(limits)
+    try:  # the constructor refuses over-long boundaries, so it is inside the try as well
+        parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
+        async for chunk in stream:
+            if chunk:
+                parser.write(chunk)
+        parser.finalize()
+    except FormParserError as exc:
+        raise ApiError(400, "bad_multipart", f"malformed multipart body: {exc}") from exc
+    return collector.form
 
-    form = ParsedForm()
-    state: dict[str, Any] = {"part": _Part(), "header_name": b"", "header_value": b""}
 
-    def on_part_begin() -> None:
-        state["part"] = _Part()
+class _PartCollector:
+    """The multipart parser's callbacks: each part's headers, then its bytes into a file or a text field, with
+    every limit checked as the bytes arrive."""
 
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        state["header_name"] += data[start:end]
+    def __init__(self, limits: FormLimits) -> None:
+        self.limits = limits
+        self.form = ParsedForm()
+        self.part = _Part()
+        self.header_name, self.header_value = b"", b""
 
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        state["header_value"] += data[start:end]
+    def callbacks(self) -> dict[str, Any]:
+        return {
+            "on_part_begin": self.on_part_begin,
+            "on_part_data": self.on_part_data,
+            "on_part_end": self.on_part_end,
+            "on_header_field": self.on_header_field,
+            "on_header_value": self.on_header_value,
+            "on_header_end": self.on_header_end,
+            "on_headers_finished": self.on_headers_finished,
+        }
 
-    def on_header_end() -> None:
-        state["part"].headers[state["header_name"].lower()] = state["header_value"]
-        state["header_name"], state["header_value"] = b"", b""
+    def on_part_begin(self) -> None:
+        self.part = _Part()
 
-    def on_headers_finished() -> None:
-        part: _Part = state["part"]
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self.header_name += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self.header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        self.part.headers[self.header_name.lower()] = self.header_value
+        self.header_name, self.header_value = b"", b""
+
+    def on_headers_finished(self) -> None:
+        from python_multipart.multipart import parse_options_header
+
+        part, form, limits = self.part, self.form, self.limits
         _, disposition = parse_options_header(part.headers.get(b"content-disposition", b""))
         if b"name" not in disposition:
             raise ApiError(400, "bad_multipart", "a multipart part has no Content-Disposition name")
@@ -271,8 +302,8 @@ async def parse_multipart(content_type_header: str, stream: AsyncIterator[bytes]
         elif sum(len(v) for v in form.fields.values()) >= limits.max_fields:
             raise ApiError(413, "too_many_fields", f"at most {limits.max_fields} form fields per request")
 
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        part: _Part = state["part"]
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        part, limits = self.part, self.limits
         if part.file is not None:
             if len(part.file.data) + (end - start) > limits.max_file_bytes:
                 raise ApiError(
@@ -289,26 +320,6 @@ async def parse_multipart(content_type_header: str, stream: AsyncIterator[bytes]
                 )
             part.value += data[start:end]
 
-    def on_part_end() -> None:
-        part: _Part = state["part"]
-        if part.file is None:
-            form.fields.setdefault(part.name, []).append(_utf8(bytes(part.value), name=part.name))
-
-    callbacks = {
-        "on_part_begin": on_part_begin,
-        "on_part_data": on_part_data,
-        "on_part_end": on_part_end,
-        "on_header_field": on_header_field,
-        "on_header_value": on_header_value,
-        "on_header_end": on_header_end,
-        "on_headers_finished": on_headers_finished,
-    }
-    try:  # the constructor refuses over-long boundaries, so it is inside the try as well
-        parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
-        async for chunk in stream:
-            if chunk:
-                parser.write(chunk)
-        parser.finalize()
-    except FormParserError as exc:
-        raise ApiError(400, "bad_multipart", f"malformed multipart body: {exc}") from exc
-    return form
+    def on_part_end(self) -> None:
+        if self.part.file is None:
+            self.form.fields.setdefault(self.part.name, []).append(_utf8(bytes(self.part.value), name=self.part.name))

@@ -204,38 +204,8 @@ def _cast(scene: Scene, lighting: Lighting, cam: tuple[float, float, float], bea
     # Facades: the cell's side colour, Lambert-shaded by its normal, with windows on buildings.
     wall_sel = is_wall & on_grid
     if wall_sel.any():
-        wi, wj = hi[wall_sel], hj[wall_sel]
-        normal = lighting.wall_normal[wi, wj]  # (M, 2)
-        sun_h = lighting.sun[:2] / max(float(np.linalg.norm(lighting.sun[:2])), 1e-6)
-        diffuse = np.clip(normal @ sun_h, 0, 1) * math.sqrt(max(1 - float(lighting.sun[2]) ** 2, 0.0))
-        r_hit = r_prev[wall_sel]
-        z_hit = cz + t[:, 0][np.nonzero(wall_sel)[0]] * r_hit
-        z_rel = z_hit - scene.ground[wi, wj]
-        top_rel = scene.height[wi, wj] - scene.ground[wi, wj]
-        ao = 0.7 + 0.3 * np.clip(z_rel / 4.0, 0, 1)
-        shade = (0.45 + 0.75 * diffuse) * ao
-        wc = scene.wall[wi, wj] * shade[:, None]
-        foliage = scene.material[wi, wj] == Material.TREE
-        if foliage.any():  # leafy texture: a hash of the cell and of the height band
-            band = np.floor(z_rel * 1.6).astype(np.int64)
-            hashed = ((wi * 73856093) ^ (wj * 19349663) ^ (band * 83492791)) % 1000
-            leaf = 0.78 + 0.44 * (hashed / 1000.0)
-            wc = np.where(foliage[:, None], wc * leaf[:, None].astype(np.float32) * 1.15, wc)
-        building = scene.material[wi, wj] == Material.BUILDING
-        if building.any():
-            hx = px[cols[wall_sel], kc[wall_sel]]
-            hy = py[cols[wall_sel], kc[wall_sel]]
-            along = -normal[:, 1] * hx + normal[:, 0] * hy
-            fw = np.mod(along / 2.8, 1.0)
-            fz = np.mod(z_rel / 3.1, 1.0)
-            window = (
-                building & (fw > 0.25) & (fw < 0.72) & (fz > 0.35) & (fz < 0.8)
-                & (z_rel > 1.0) & (z_rel < top_rel - 0.8)
-            )
-            amp = (0.6 * np.clip(1.7 - r_hit / 70.0, 0, 1))[:, None]
-            glass = np.asarray([0.16, 0.2, 0.26], np.float32)
-            wc = np.where(window[:, None], wc * (1 - amp) + glass * amp, wc)
-        colour[wall_sel] = wc
+        colour[wall_sel] = _facades(scene, lighting, wall_sel, hi=hi, hj=hj, r_prev=r_prev, t=t, cz=cz,
+                                    hx=px[cols[wall_sel], kc[wall_sel]], hy=py[cols[wall_sel], kc[wall_sel]])
 
     # Beyond the samples: flat far ground below the horizon, sky above.
     below = ~hit & (t < 0)
@@ -249,6 +219,44 @@ def _cast(scene: Scene, lighting: Lighting, cam: tuple[float, float, float], bea
         w = np.clip(elev / (math.pi / 2.6), 0, 1)[:, None] ** 0.6
         colour[sky_px] = sky.horizon * (1 - w) + sky.zenith * w
     return colour.astype(np.float32)
+
+
+def _facades(scene: Scene, lighting: Lighting, wall_sel: np.ndarray, *, hi: np.ndarray, hj: np.ndarray,
+             r_prev: np.ndarray, t: np.ndarray, cz: float, hx: np.ndarray, hy: np.ndarray) -> np.ndarray:
+    """(M, 3) colours of the M pixels whose ray meets a wall (``wall_sel`` (V, U)): the cell's side colour,
+    Lambert-shaded by its normal, with leafy texture on trees and windows on buildings. ``hi``/``hj`` (V, U) the
+    hit cells, ``r_prev`` (V, U) the distance where the ray entered them, ``t`` (V, 1) the rows' elevation
+    tangents, ``hx``/``hy`` (M,) the hit points (east, north)."""
+    wi, wj = hi[wall_sel], hj[wall_sel]
+    normal = lighting.wall_normal[wi, wj]  # (M, 2)
+    sun_h = lighting.sun[:2] / max(float(np.linalg.norm(lighting.sun[:2])), 1e-6)
+    diffuse = np.clip(normal @ sun_h, 0, 1) * math.sqrt(max(1 - float(lighting.sun[2]) ** 2, 0.0))
+    r_hit = r_prev[wall_sel]
+    z_hit = cz + t[:, 0][np.nonzero(wall_sel)[0]] * r_hit
+    z_rel = z_hit - scene.ground[wi, wj]
+    top_rel = scene.height[wi, wj] - scene.ground[wi, wj]
+    ao = 0.7 + 0.3 * np.clip(z_rel / 4.0, 0, 1)
+    shade = (0.45 + 0.75 * diffuse) * ao
+    wc = scene.wall[wi, wj] * shade[:, None]
+    foliage = scene.material[wi, wj] == Material.TREE
+    if foliage.any():  # leafy texture: a hash of the cell and of the height band
+        band = np.floor(z_rel * 1.6).astype(np.int64)
+        hashed = ((wi * 73856093) ^ (wj * 19349663) ^ (band * 83492791)) % 1000
+        leaf = 0.78 + 0.44 * (hashed / 1000.0)
+        wc = np.where(foliage[:, None], wc * leaf[:, None].astype(np.float32) * 1.15, wc)
+    building = scene.material[wi, wj] == Material.BUILDING
+    if building.any():
+        along = -normal[:, 1] * hx + normal[:, 0] * hy
+        fw = np.mod(along / 2.8, 1.0)
+        fz = np.mod(z_rel / 3.1, 1.0)
+        window = (
+            building & (fw > 0.25) & (fw < 0.72) & (fz > 0.35) & (fz < 0.8)
+            & (z_rel > 1.0) & (z_rel < top_rel - 0.8)
+        )
+        amp = (0.6 * np.clip(1.7 - r_hit / 70.0, 0, 1))[:, None]
+        glass = np.asarray([0.16, 0.2, 0.26], np.float32)
+        wc = np.where(window[:, None], wc * (1 - amp) + glass * amp, wc)
+    return wc
 
 
 def render_drone(scene: Scene, lighting: Lighting, camera: DroneCamera, *, size: int, rng: np.random.Generator,

@@ -15,6 +15,7 @@ water, roads and trees (``_landscape``), buildings (``_buildings``) and the land
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -102,34 +103,8 @@ def build_scene(style: CountryStyle, rng: np.random.Generator, *, terrain: str |
     if landmark not in LANDMARK_KINDS and landmark != "none":
         raise ValueError(f"unknown landmark {landmark!r}; expected one of {', '.join(LANDMARK_KINDS)} or 'none'")
 
-    # -- terrain relief and base ground colour
-    hills = {"rural": 2.5, "forest": 3.0, "suburban": 1.0, "coastal": 1.2, "urban": 0.3}[terrain]
-    canvas.ground[:] = hills * _noise2(rng, 48.0)
-    tex = 1 + 0.07 * _noise2(rng, 5.0)[..., None] + 0.05 * _noise2(rng, 18.0)[..., None]
-    base_rgb = {
-        "urban": pal.pavement,
-        "suburban": pal.grass,
-        "rural": pal.grass,
-        "coastal": 0.7 * pal.grass + 0.3 * pal.ground,
-        "forest": 0.55 * pal.vegetation + 0.45 * pal.ground,
-    }[terrain]
-    patches = np.clip(_noise2(rng, 22.0), 0, 1)[..., None]
-    canvas.albedo[:] = (base_rgb * (1 - 0.45 * patches) + pal.ground * 0.45 * patches) * tex
-    canvas.material[:] = Material.GRASS if terrain in ("suburban", "rural", "coastal") else Material.GROUND
-
-    # -- water
-    water_kind: str | None = None
-    if terrain == "coastal":
-        water_kind = "coast"
-    else:
-        odds = {"urban": (0.25, 0.05), "suburban": (0.2, 0.15), "rural": (0.3, 0.2), "forest": (0.2, 0.3)}[terrain]
-        r = rng.random()
-        water_kind = "river" if r < odds[0] else "lake" if r < odds[0] + odds[1] else None
-    if landmark == "bridge" and water_kind != "river":
-        if water_kind == "coast":
-            landmark = "tower"
-        else:
-            water_kind = "river"
+    base_rgb = _paint_ground(canvas, terrain, pal, rng)
+    water_kind, landmark = _choose_water(terrain, landmark, rng)
     wf = _make_water(water_kind, canvas, rng, winding_bias=0.5) if water_kind else None
     if wf is not None:
         # Flatten the relief near water so that rivers and lakes lie in a valley, then paint the water.
@@ -143,12 +118,218 @@ def build_scene(style: CountryStyle, rng: np.random.Generator, *, terrain: str |
         field_names = _paint_fields(canvas, style, rng)
 
     # -- roads
+    bearing = style.grid_angle if style.grid_angle is not None else float(rng.uniform(0, 90))
+    bearing = (bearing + (rng.normal(0, 3) if style.grid_angle is not None and style.wobble_m > 0 else 0)) % 180
+    grid, lines, mask, dist, roads, paved, sidewalk = _lay_roads(canvas, terrain, style, bearing, rng)
+
+    # -- landmark position (before buildings, which must keep clear of it)
+    lm, lm_rgb, mask, dist = _site_landmark(canvas, landmark, rng, water=wf, grid=grid, lines=lines, roads=roads,
+                                            mask=mask, dist=dist)
+    _paint_roads(canvas, mask, dist, roads.width, pal, paved=paved, sidewalk=sidewalk, rng=rng)
+    canvas.height[:] = canvas.ground
+    if lm is not None:
+        canvas.blocked |= np.hypot(canvas.X - lm.x, canvas.Y - lm.y) < lm.radius + 5
+
+    # -- buildings
+    buildings = _raise_buildings(canvas, terrain, style, pal, rng, grid=grid, lines=lines, roads=roads,
+                                 sidewalk=sidewalk, extra=extra)
+
+    # -- trees
+    density = _tree_density(canvas, terrain, style, rng)
+    trees = _plant_trees(canvas, density, style, pal, rng)
+
+    # -- landmark raster last (it overwrites whatever lies under it)
+    if lm is not None and lm_rgb is not None:
+        _draw_landmark(canvas, lm, lm_rgb, rng, water=wf, grid_bearing=bearing, pal=pal)
+
+    _finish_surfaces(canvas, rng)  # fine texture on every surface, and walls of bare terrain
+
+    return _scene(canvas, style, terrain, pal, rng, base_rgb=base_rgb, buildings=buildings, roads=roads, landmark=lm,
+                  water=wf, trees=trees, field_names=field_names, extra=extra)
+
+
+def _scene(
+    canvas: _Canvas,
+    style: CountryStyle,
+    terrain: str,
+    pal: _Palette,
+    rng: np.random.Generator,
+    *,
+    base_rgb: np.ndarray,
+    buildings: list[Building],
+    roads: Roads,
+    landmark: Landmark | None,
+    water: Any,
+    trees: Any,
+    field_names: list[str],
+    extra: dict[str, float],
+) -> Scene:
+    """The finished ``Scene``: the canvas's rasters and what was built, with the sun (from the hemisphere's side
+    of the sky), the street panorama's point and the horizon colour."""
+    north = style.bbox[0] + style.bbox[1] >= 0
+    sun_az = float(rng.uniform(120, 240) if north else rng.uniform(-60, 60) % 360)
+    far = base_rgb if terrain != "urban" else 0.5 * pal.pavement + 0.5 * pal.grass
+    palette = {name: float(w) for name, w in zip(pal.roof_names, pal.roof_weights, strict=True)}
+    return Scene(
+        country=style.code,
+        terrain=terrain,
+        height=canvas.height,
+        ground=canvas.ground,
+        material=canvas.material,
+        albedo=canvas.albedo,
+        wall=canvas.wall,
+        buildings=buildings,
+        roads=roads,
+        landmark=landmark,
+        water=water.water if water is not None else None,
+        trees=trees,
+        roof_palette=palette,
+        field_colours=field_names,
+        pools=int(extra.get("pool_count", 0)),
+        sun_azimuth=sun_az,
+        sun_elevation=float(rng.uniform(32, 65)),
+        street_xy=_street_point(canvas, rng, landmark),
+        far_rgb=tuple(float(c) for c in far),
+        extra={"height_scale": extra["height_scale"], "parks": float(extra.get("parks", 0))},
+    )
+
+
+def _raise_buildings(
+    canvas: _Canvas,
+    terrain: str,
+    style: CountryStyle,
+    pal: _Palette,
+    rng: np.random.Generator,
+    *,
+    grid: _Grid | None,
+    lines: list[tuple[float, float, float, float]],
+    roads: Roads,
+    sidewalk: float,
+    extra: dict[str, float],
+) -> list[Building]:
+    """Blocks of buildings along a street grid (urban: dense and tall, else houses with gardens), or farms and
+    cabins along country roads; none where there is neither."""
+    buildings: list[Building] = []
+    if style.pools > 0 and terrain in ("suburban", "coastal"):
+        extra["pools"] = style.pools
+    if grid is not None:
+        if terrain == "urban":
+            plan = _BlockPlan(built=0.84, park=0.08, plaza=0.04, parking=0.04, field=0.0,
+                              lot_m=(style.lot_m * 1.3, style.lot_m * 1.3), fill=(0.85, 1.0),
+                              heights=style.urban_height, setback=0.5, sidewalk=sidewalk)
+        else:
+            plan = _BlockPlan(built=0.85, park=0.08, plaza=0.0, parking=0.02, field=0.05,
+                              lot_m=(style.lot_m, style.lot_m * 1.4), fill=(0.45, 0.7),
+                              heights=style.house_height, setback=2.0, sidewalk=0.0)
+        buildings = _fill_blocks(canvas, grid, plan, style, pal, rng, extra=extra)
+    elif roads.pattern != "none" or terrain == "forest":
+        buildings = _scatter_farms(canvas, lines, style, pal, rng, terrain=terrain)
+    return buildings
+
+
+def _finish_surfaces(canvas: _Canvas, rng: np.random.Generator) -> None:
+    """Fine texture on every surface, and walls of bare terrain."""
+    canvas.albedo *= 1 + 0.035 * rng.standard_normal((GRID_CELLS, GRID_CELLS, 1)).astype(np.float32)
+    np.clip(canvas.albedo, 0, 1, out=canvas.albedo)
+    bare = np.isin(canvas.material, (Material.GROUND, Material.GRASS, Material.FIELD, Material.SAND,
+                                      Material.ROAD, Material.PAVEMENT, Material.WATER, Material.POOL))
+    canvas.wall[bare] = canvas.albedo[bare] * 0.75
+
+
+def _site_landmark(
+    canvas: _Canvas,
+    landmark: str,
+    rng: np.random.Generator,
+    *,
+    water: Any,
+    grid: _Grid | None,
+    lines: list[tuple[float, float, float, float]],
+    roads: Roads,
+    mask: np.ndarray,
+    dist: np.ndarray,
+) -> tuple[Landmark | None, np.ndarray | None, np.ndarray, np.ndarray]:
+    """Place the landmark (``"none"``: no landmark), add the road a bridge carries or a roundabout's cross street
+    to the road ``mask``/``dist``, and keep buildings and trees clear of its footprint. Returns the landmark, its
+    RGB and the updated road mask and distance."""
+    lm: Landmark | None = None
+    lm_rgb = None
+    if landmark != "none":
+        colour = list(LANDMARK_COLOURS)[int(rng.integers(len(LANDMARK_COLOURS)))]
+        lm_rgb = _rgb(LANDMARK_COLOURS[colour])
+        x, y = _place_landmark(canvas, landmark, rng, water=water, grid=grid, lines=lines)
+        size = {
+            "tower": (rng.uniform(3.5, 6.0), rng.uniform(40, 85)),
+            "stadium": (rng.uniform(34, 46), rng.uniform(14, 22)),
+            "church": (rng.uniform(14, 20), rng.uniform(30, 45)),
+            "bridge": ((water.water.width / 2 + 14) if water else 20.0, rng.uniform(16, 30)),
+            "roundabout": (rng.uniform(15, 20), rng.uniform(7, 12)),
+        }[landmark]
+        lm = Landmark(kind=landmark, colour=colour, x=x, y=y, radius=float(size[0]), height=float(size[1]))
+        if landmark == "bridge" and water is not None:
+            # The bridge carries a road across the river.
+            b = water.water.bearing + 90
+            extra_mask, extra_dist = _road_mask_lines(canvas, [(x, y, b % 180, 0.0)], 10.0, rng)
+            reach = np.hypot(canvas.X - x, canvas.Y - y) < 75
+            mask = mask | (extra_mask & reach)
+            dist = np.where(extra_mask & reach, np.minimum(dist, extra_dist), dist)
+        if landmark == "roundabout" and roads.pattern in ("single", "parallel", "none"):
+            cross, cross_dist = _road_mask_lines(canvas, [(x, y, (roads.bearing + 90) % 180, 0.0)],
+                                                 max(roads.width, 6.0), rng)
+            reach = np.hypot(canvas.X - x, canvas.Y - y) < 60
+            mask = mask | (cross & reach)
+            dist = np.where(cross & reach, np.minimum(dist, cross_dist), dist)
+        # Keep buildings and trees clear of the landmark's footprint.
+        clear = np.hypot(canvas.X - x, canvas.Y - y) < lm.radius + 5
+        canvas.blocked |= clear
+    return lm, lm_rgb, mask, dist
+
+
+def _paint_ground(canvas: _Canvas, terrain: str, pal: _Palette, rng: np.random.Generator) -> np.ndarray:
+    """Terrain relief and the base ground colour and material; returns the terrain's base RGB."""
+    hills = {"rural": 2.5, "forest": 3.0, "suburban": 1.0, "coastal": 1.2, "urban": 0.3}[terrain]
+    canvas.ground[:] = hills * _noise2(rng, 48.0)
+    tex = 1 + 0.07 * _noise2(rng, 5.0)[..., None] + 0.05 * _noise2(rng, 18.0)[..., None]
+    base_rgb = {
+        "urban": pal.pavement,
+        "suburban": pal.grass,
+        "rural": pal.grass,
+        "coastal": 0.7 * pal.grass + 0.3 * pal.ground,
+        "forest": 0.55 * pal.vegetation + 0.45 * pal.ground,
+    }[terrain]
+    patches = np.clip(_noise2(rng, 22.0), 0, 1)[..., None]
+    canvas.albedo[:] = (base_rgb * (1 - 0.45 * patches) + pal.ground * 0.45 * patches) * tex
+    canvas.material[:] = Material.GRASS if terrain in ("suburban", "rural", "coastal") else Material.GROUND
+    return base_rgb
+
+
+def _choose_water(terrain: str, landmark: str, rng: np.random.Generator) -> tuple[str | None, str]:
+    """The place's water (``coast``, ``river``, ``lake`` or None) and its landmark, changed where a bridge needs
+    a river (a coast's bridge becomes a tower)."""
+    water_kind: str | None = None
+    if terrain == "coastal":
+        water_kind = "coast"
+    else:
+        odds = {"urban": (0.25, 0.05), "suburban": (0.2, 0.15), "rural": (0.3, 0.2), "forest": (0.2, 0.3)}[terrain]
+        r = rng.random()
+        water_kind = "river" if r < odds[0] else "lake" if r < odds[0] + odds[1] else None
+    if landmark == "bridge" and water_kind != "river":
+        if water_kind == "coast":
+            landmark = "tower"
+        else:
+            water_kind = "river"
+    return water_kind, landmark
+
+
+def _lay_roads(
+    canvas: _Canvas, terrain: str, style: CountryStyle, bearing: float, rng: np.random.Generator
+) -> tuple[_Grid | None, list[tuple[float, float, float, float]], np.ndarray, np.ndarray, Roads, bool, float]:
+    """The place's road network: a street grid (urban, suburban, most coastal places), one or two country roads
+    (rural, coastal, most forests) or none. Returns the grid (or None), the country roads' lines, the road mask
+    and distance to it, the ``Roads`` summary, whether the roads are paved and the sidewalk width."""
     grid: _Grid | None = None
     lines: list[tuple[float, float, float, float]] = []
     paved = True
     sidewalk = 0.0
-    bearing = style.grid_angle if style.grid_angle is not None else float(rng.uniform(0, 90))
-    bearing = (bearing + (rng.normal(0, 3) if style.grid_angle is not None and style.wobble_m > 0 else 0)) % 180
     if terrain in ("urban", "suburban") or (terrain == "coastal" and rng.random() < 0.75):
         lo, hi = style.block_m
         if terrain == "urban":
@@ -182,101 +363,7 @@ def build_scene(style: CountryStyle, rng: np.random.Generator, *, terrain: str |
     else:
         mask, dist = np.zeros_like(canvas.blocked), np.full(canvas.X.shape, 1e9, np.float32)
         roads = Roads(pattern="none", bearing=0.0, spacing=0.0, width=0.0, curvy=False, paved=False)
-
-    # -- landmark position (before buildings, which must keep clear of it)
-    lm: Landmark | None = None
-    lm_rgb = None
-    if landmark != "none":
-        colour = list(LANDMARK_COLOURS)[int(rng.integers(len(LANDMARK_COLOURS)))]
-        lm_rgb = _rgb(LANDMARK_COLOURS[colour])
-        x, y = _place_landmark(canvas, landmark, rng, water=wf, grid=grid, lines=lines)
-        size = {
-            "tower": (rng.uniform(3.5, 6.0), rng.uniform(40, 85)),
-            "stadium": (rng.uniform(34, 46), rng.uniform(14, 22)),
-            "church": (rng.uniform(14, 20), rng.uniform(30, 45)),
-            "bridge": ((wf.water.width / 2 + 14) if wf else 20.0, rng.uniform(16, 30)),
-            "roundabout": (rng.uniform(15, 20), rng.uniform(7, 12)),
-        }[landmark]
-        lm = Landmark(kind=landmark, colour=colour, x=x, y=y, radius=float(size[0]), height=float(size[1]))
-        if landmark == "bridge" and wf is not None:
-            # The bridge carries a road across the river.
-            b = wf.water.bearing + 90
-            extra_mask, extra_dist = _road_mask_lines(canvas, [(x, y, b % 180, 0.0)], 10.0, rng)
-            reach = np.hypot(canvas.X - x, canvas.Y - y) < 75
-            mask = mask | (extra_mask & reach)
-            dist = np.where(extra_mask & reach, np.minimum(dist, extra_dist), dist)
-        if landmark == "roundabout" and roads.pattern in ("single", "parallel", "none"):
-            cross, cross_dist = _road_mask_lines(canvas, [(x, y, (roads.bearing + 90) % 180, 0.0)],
-                                                 max(roads.width, 6.0), rng)
-            reach = np.hypot(canvas.X - x, canvas.Y - y) < 60
-            mask = mask | (cross & reach)
-            dist = np.where(cross & reach, np.minimum(dist, cross_dist), dist)
-        # Keep buildings and trees clear of the landmark's footprint.
-        clear = np.hypot(canvas.X - x, canvas.Y - y) < lm.radius + 5
-        canvas.blocked |= clear
-    _paint_roads(canvas, mask, dist, roads.width, pal, paved=paved, sidewalk=sidewalk, rng=rng)
-    canvas.height[:] = canvas.ground
-    if lm is not None:
-        canvas.blocked |= np.hypot(canvas.X - lm.x, canvas.Y - lm.y) < lm.radius + 5
-
-    # -- buildings
-    buildings: list[Building] = []
-    if style.pools > 0 and terrain in ("suburban", "coastal"):
-        extra["pools"] = style.pools
-    if grid is not None:
-        if terrain == "urban":
-            plan = _BlockPlan(built=0.84, park=0.08, plaza=0.04, parking=0.04, field=0.0,
-                              lot_m=(style.lot_m * 1.3, style.lot_m * 1.3), fill=(0.85, 1.0),
-                              heights=style.urban_height, setback=0.5, sidewalk=sidewalk)
-        else:
-            plan = _BlockPlan(built=0.85, park=0.08, plaza=0.0, parking=0.02, field=0.05,
-                              lot_m=(style.lot_m, style.lot_m * 1.4), fill=(0.45, 0.7),
-                              heights=style.house_height, setback=2.0, sidewalk=0.0)
-        buildings = _fill_blocks(canvas, grid, plan, style, pal, rng, extra=extra)
-    elif roads.pattern != "none" or terrain == "forest":
-        buildings = _scatter_farms(canvas, lines, style, pal, rng, terrain=terrain)
-
-    # -- trees
-    density = _tree_density(canvas, terrain, style, rng)
-    trees = _plant_trees(canvas, density, style, pal, rng)
-
-    # -- landmark raster last (it overwrites whatever lies under it)
-    if lm is not None and lm_rgb is not None:
-        _draw_landmark(canvas, lm, lm_rgb, rng, water=wf, grid_bearing=bearing, pal=pal)
-
-    # Fine texture on every surface, and walls of bare terrain.
-    canvas.albedo *= 1 + 0.035 * rng.standard_normal((GRID_CELLS, GRID_CELLS, 1)).astype(np.float32)
-    np.clip(canvas.albedo, 0, 1, out=canvas.albedo)
-    bare = np.isin(canvas.material, (Material.GROUND, Material.GRASS, Material.FIELD, Material.SAND,
-                                      Material.ROAD, Material.PAVEMENT, Material.WATER, Material.POOL))
-    canvas.wall[bare] = canvas.albedo[bare] * 0.75
-
-    north = style.bbox[0] + style.bbox[1] >= 0
-    sun_az = float(rng.uniform(120, 240) if north else rng.uniform(-60, 60) % 360)
-    far = base_rgb if terrain != "urban" else 0.5 * pal.pavement + 0.5 * pal.grass
-    palette = {name: float(w) for name, w in zip(pal.roof_names, pal.roof_weights, strict=True)}
-    return Scene(
-        country=style.code,
-        terrain=terrain,
-        height=canvas.height,
-        ground=canvas.ground,
-        material=canvas.material,
-        albedo=canvas.albedo,
-        wall=canvas.wall,
-        buildings=buildings,
-        roads=roads,
-        landmark=lm,
-        water=wf.water if wf is not None else None,
-        trees=trees,
-        roof_palette=palette,
-        field_colours=field_names,
-        pools=int(extra.get("pool_count", 0)),
-        sun_azimuth=sun_az,
-        sun_elevation=float(rng.uniform(32, 65)),
-        street_xy=_street_point(canvas, rng, lm),
-        far_rgb=tuple(float(c) for c in far),
-        extra={"height_scale": extra["height_scale"], "parks": float(extra.get("parks", 0))},
-    )
+    return grid, lines, mask, dist, roads, paved, sidewalk
 
 
 def _paint_fields(canvas: _Canvas, style: CountryStyle, rng: np.random.Generator) -> list[str]:
