@@ -60,6 +60,9 @@ def _cosine(a: Any, b: Any) -> float:
 def measure_config(ctx: Context, spec: dict[str, Any], *, tmp: Path) -> dict[str, Any]:
     import torch
 
+    from geobridge.models.view_norm import active_view
+    from geobridge.views import IMAGE_VIEWS
+
     name, n, batch_size = spec["config"], spec["n_images"], spec["batch_size"]
     model = make_model(name)
     height, width = model.config.image.input_size["drone"]
@@ -76,8 +79,8 @@ def measure_config(ctx: Context, spec: dict[str, Any], *, tmp: Path) -> dict[str
     backbone = model.image.backbone
     out: dict[str, Any] = {"config": name, "input_size": [height, width], **spec}
 
-    def bare() -> None:
-        with torch.no_grad():
+    def bare() -> None:  # the drone view's BatchNorm statistics, as encode uses (per-view statistics)
+        with torch.no_grad(), active_view(IMAGE_VIEWS.index("drone")):
             for _ in range(n_batches):
                 backbone(tensor)
 
