@@ -154,3 +154,25 @@ def test_text_only_and_image_only_arms():
     assert set(image_only) == {"drone_satellite_loss", "drone_street_loss", "satellite_street_loss"}
     with pytest.raises(ValueError, match="loss.objective"):
         GeoBridgeLoss(objective="clip")
+
+
+def test_loss_is_built_from_its_config_section_or_keywords():
+    from geobridge.losses import LossConfig
+
+    emb, labels = _batch(seed=2, n=4)
+    scale = torch.tensor(1.5)
+    config = LossConfig(pair_weight=2.0, pair_weights={"drone_street": 0.3}, label_smoothing=0.0)
+    from_config = GeoBridgeLoss(config)(emb, labels, logit_scale=scale)
+    from_keywords = GeoBridgeLoss(pair_weight=2.0, pair_weights={"drone_street": 0.3}, label_smoothing=0.0)(
+        emb, labels, logit_scale=scale
+    )
+    assert from_config.keys() == from_keywords.keys()
+    for key in from_config:
+        assert from_config[key].item() == pytest.approx(from_keywords[key].item())
+    overridden = GeoBridgeLoss(config, use_anchors=False)  # keywords override the section's fields
+    assert overridden.use_anchors is False and overridden.pair_weights["drone_street"] == 0.3
+    assert config.use_anchors is True  # the section itself is not changed
+    with pytest.raises(ValueError, match="loss.label_smoothing"):
+        GeoBridgeLoss(config, label_smoothing=1.0)
+    with pytest.raises(ValueError, match="unknown key"):
+        GeoBridgeLoss(temperature=0.07)

@@ -354,3 +354,47 @@ def test_channels_last_trains_the_same_model_and_saves_contiguous_weights(tmp_pa
                                        trainer.model.encode_image(images, view="drone"), rtol=1e-4, atol=1e-5)
         trainer.close()
     assert losses[True] == pytest.approx(losses[False], rel=1e-3)  # the same model; only the summation order differs
+
+
+def test_training_takes_its_evaluation_from_the_caller(world, tmp_path):
+    """The trainer imports no evaluation code: periodic evaluation needs an evaluator, and the one given is used."""
+    from geobridge.train.trainer import Trainer, train
+
+    common = [f"data.root={world}", "optim.epochs=1", "train.max_steps=1", *TINY]
+    with pytest.raises(GeoBridgeError, match="needs an evaluator"):
+        Trainer(load_config(None, [*common, f"out={tmp_path / 'a'}", "train.eval_every=1"]))
+    seen = []
+
+    def evaluator(model):
+        seen.append(type(model).__name__)
+        return {"probe/R@1": 42.0}
+
+    result = train(load_config(None, [*common, f"out={tmp_path / 'b'}", "train.eval_every=1"]), evaluator=evaluator)
+    assert seen == ["GeoBridge", "GeoBridge"]  # after the epoch (eval_every) and at the end
+    assert result["probe/R@1"] == 42.0
+    assert json.loads((tmp_path / "b" / "eval.json").read_text()) == {"probe/R@1": 42.0}
+    log = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert log[0]["eval/probe/R@1"] == 42.0
+    bare = Trainer(load_config(None, [*common, f"out={tmp_path / 'c'}"]))
+    with pytest.raises(GeoBridgeError, match="no evaluator"):
+        bare.evaluate()
+
+
+@pytest.mark.parametrize("pipeline", ["tensor", "pil"])
+def test_training_data_builds_either_pipeline_without_a_trainer(world, pipeline):
+    """data/pipeline.py: the places, sampler and batches of a run from the data and sampler sections alone."""
+    from geobridge.data.pipeline import ImageInputs, TrainingData
+
+    config = load_config(None, [f"data.root={world}", f"data.pipeline={pipeline}", "data.robust_augment=true",
+                                "data.robust_from_epoch=1", *TINY])
+    image = ImageInputs(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
+                        input_size={"drone": (32, 32), "satellite": (32, 32), "street": (16, 32)})
+    data = TrainingData(config.data, config.sampler, views=["drone", "satellite", "street", "text"], image=image,
+                        batch_size=8, seed=0, device=torch.device("cpu"), show_progress_bar=False)
+    assert len(data) == len(data.places) // 8 == 3  # 30 training places, full batches of 8
+    data.set_epoch(0)
+    batch = next(iter(data))
+    assert batch["place_index"].shape == (8,) and len(set(batch["place_index"].tolist())) == 8
+    assert batch["images"]["street"].shape == (8, 3, 16, 32) and batch["images"]["drone"].shape == (8, 3, 32, 32)
+    assert len(batch["text"]) == batch["text_index"].shape[0] == 8  # one description per place
+    assert data.robust_at(0) is None and data.robust_at(1) == config.data.robust
