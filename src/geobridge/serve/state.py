@@ -25,6 +25,8 @@ THUMB_SIZE = 192
 
 @dataclass
 class ServiceState:
+    """Everything the routes share; built once by ``create_app``."""
+
     model: Any  # a loaded GeoBridge (or its ONNX encoder)
     index: Any  # a loaded GeoIndex
     limits: FormLimits
@@ -52,6 +54,7 @@ class ServiceState:
 
 
 def service_of(request: Request) -> ServiceState:
+    """The state of the app that is answering ``request`` (``create_app`` put it there)."""
     return request.app.state.service
 
 
