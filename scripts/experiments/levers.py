@@ -33,6 +33,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from geobridge.data import load_places
+    from geobridge.data.types import sample_images
     from geobridge.eval.embed import evaluate_model
     from geobridge.models import GeoBridge
     from geobridge.synth import WorldConfig, generate_world
@@ -60,11 +61,7 @@ def main() -> None:
     results["train"] = _flat(_evaluate_places(model, [train_places[i] for i in
                                                        sorted(rng.choice(len(train_places), 200, replace=False))]))
     if model.config.image.norm != "group":
-        items = {}
-        for view in ("drone", "satellite", "street"):
-            paths = [p for place in train_places for p in place.images.get(view, [])]
-            chosen = rng.choice(len(paths), size=min(args.renorm_images, len(paths)), replace=False)
-            items[view] = [paths[i] for i in sorted(chosen)]
+        items = sample_images(train_places, ("drone", "satellite", "street"), limit=args.renorm_images, rng=rng)
         test_places = load_places(world, split="test")
         probe = {v: [p.images[v][0] for p in test_places if p.images.get(v)] for v in items}
         as_trained = {v: model.encode(x, view=v, show_progress_bar=False) for v, x in probe.items()}

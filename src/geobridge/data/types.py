@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -49,3 +51,17 @@ def samples_of(places: list[Place], view: str) -> list[Sample]:
         else:
             out.extend(Sample(path=path, **common) for path in place.images.get(view, ()))
     return out
+
+
+def sample_images(places: Sequence[Place], views: Sequence[str], *, limit: int, rng: Any) -> dict[str, list[Any]]:
+    """Per view, up to ``limit`` of the places' images of that view drawn without replacement by ``rng`` (a
+    ``numpy.random.Generator``), in their order among the places; views with fewer than two images are left out.
+    Precise BN's sample of plain training images, and its check."""
+    out = {}
+    for view in views:
+        paths = [path for place in places for path in place.images.get(view, [])]
+        if len(paths) >= 2:
+            chosen = rng.choice(len(paths), size=min(limit, len(paths)), replace=False)
+            out[view] = [paths[i] for i in sorted(chosen)]
+    return out
+

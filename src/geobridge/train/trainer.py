@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from geobridge._atomic import atomic_write_bytes
 from geobridge.data.pipeline import ImageInputs, TrainingData
+from geobridge.data.types import sample_images
 from geobridge.errors import CheckpointError, GeoBridgeError
 from geobridge.losses import GeoBridgeLoss
 from geobridge.models import GeoBridge
@@ -398,12 +399,7 @@ class Trainer:
         if not limit or not has_batch_norm:
             return {}
         rng = np.random.default_rng(self.config.train.seed)
-        items = {}
-        for view in self.image_views:
-            paths = [path for place in self.data.places for path in place.images.get(view, [])]
-            if len(paths) >= 2:
-                chosen = rng.choice(len(paths), size=min(limit, len(paths)), replace=False)
-                items[view] = [paths[i] for i in sorted(chosen)]
+        items = sample_images(self.data.places, self.image_views, limit=limit, rng=rng)
         counts = self.model.reestimate_norm_statistics(items, batch_size=64, show_progress_bar=self.show_progress_bar)
         if self.show_progress_bar:
             tqdm.write("BatchNorm statistics re-estimated per view on plain training images: "
