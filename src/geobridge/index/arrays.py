@@ -50,14 +50,15 @@ def sorted_member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
     return sorted_set[at] == values
 
 
-def check_near(near: Any) -> tuple[float, float]:
-    """A prior's centre ``(lat, lon)`` as floats within [-90, 90] x [-180, 180]."""
+def check_near(near: Any, *, name: str = "near") -> tuple[float, float]:
+    """A point ``(lat, lon)`` (a prior's centre, a true position: ``name`` in the message) as floats within
+    [-90, 90] x [-180, 180]."""
     try:
         lat, lon = (float(v) for v in near)
     except (TypeError, ValueError):
-        raise GeoBridgeError(f"near must be (lat, lon) in degrees, got {near!r}") from None
+        raise GeoBridgeError(f"{name} must be (lat, lon) in degrees, got {near!r}") from None
     if not (math.isfinite(lat) and math.isfinite(lon) and abs(lat) <= 90 and abs(lon) <= 180):
-        raise GeoBridgeError(f"near=({lat}, {lon}) is outside [-90, 90] x [-180, 180]")
+        raise GeoBridgeError(f"{name}=({lat}, {lon}) is outside [-90, 90] x [-180, 180]")
     return lat, lon
 
 

@@ -38,6 +38,7 @@ import numpy as np
 from geobridge.errors import GeoBridgeError
 from geobridge.fusions import FUSIONS, LOCATE_FUSIONS, score_meaning
 from geobridge.geodesy import haversine_km, spherical_centroid
+from geobridge.index.arrays import check_near
 from geobridge.index.search import DEFAULT_CANDIDATES, search_depth
 from geobridge.index.store import GeoIndex
 from geobridge.views import IMAGE_VIEWS, VIEWS
@@ -282,9 +283,8 @@ class Prior:
     source: str = "near"
 
     def __post_init__(self) -> None:
-        lat, lon, radius = float(self.lat), float(self.lon), float(self.radius_km)
-        if not (math.isfinite(lat) and math.isfinite(lon) and abs(lat) <= 90 and abs(lon) <= 180):
-            raise GeoBridgeError(f"a prior's centre ({lat}, {lon}) is outside [-90, 90] x [-180, 180]")
+        check_near((self.lat, self.lon), name="prior")
+        radius = float(self.radius_km)
         if not (math.isfinite(radius) and radius > 0):
             raise GeoBridgeError(f"a prior's radius must be a positive number of km, got {self.radius_km!r}")
 
@@ -359,9 +359,7 @@ def locate(
                  query_views=[q[0] for q in queries], view_weights=view_weights, gallery_places=gallery_places)
     checked = None
     if truth is not None:
-        true_lat, true_lon = (float(v) for v in truth)
-        if not (math.isfinite(true_lat) and math.isfinite(true_lon) and abs(true_lat) <= 90 and abs(true_lon) <= 180):
-            raise GeoBridgeError(f"truth=({true_lat}, {true_lon}) is outside [-90, 90] x [-180, 180]")
+        true_lat, true_lon = check_near(truth, name="truth")
         error_m = 1000.0 * float(haversine_km(true_lat, true_lon, fused.lat, fused.lon))
         checked = {"lat": true_lat, "lon": true_lon, "error_m": error_m}
     return replace(fused, queries=described, prior=prior_record, native=native_position(fused), truth=checked)

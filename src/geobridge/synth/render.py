@@ -205,7 +205,7 @@ def _cast(scene: Scene, lighting: Lighting, cam: tuple[float, float, float], bea
     wall_sel = is_wall & on_grid
     if wall_sel.any():
         colour[wall_sel] = _facades(scene, lighting, wall_sel, hi=hi, hj=hj, r_prev=r_prev, t=t, cz=cz,
-                                    hx=px[cols[wall_sel], kc[wall_sel]], hy=py[cols[wall_sel], kc[wall_sel]])
+                                    samples=(px, py, cols, kc))
 
     # Beyond the samples: flat far ground below the horizon, sky above.
     below = ~hit & (t < 0)
@@ -222,11 +222,13 @@ def _cast(scene: Scene, lighting: Lighting, cam: tuple[float, float, float], bea
 
 
 def _facades(scene: Scene, lighting: Lighting, wall_sel: np.ndarray, *, hi: np.ndarray, hj: np.ndarray,
-             r_prev: np.ndarray, t: np.ndarray, cz: float, hx: np.ndarray, hy: np.ndarray) -> np.ndarray:
+             r_prev: np.ndarray, t: np.ndarray, cz: float,
+             samples: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
     """(M, 3) colours of the M pixels whose ray meets a wall (``wall_sel`` (V, U)): the cell's side colour,
     Lambert-shaded by its normal, with leafy texture on trees and windows on buildings. ``hi``/``hj`` (V, U) the
     hit cells, ``r_prev`` (V, U) the distance where the ray entered them, ``t`` (V, 1) the rows' elevation
-    tangents, ``hx``/``hy`` (M,) the hit points (east, north)."""
+    tangents, ``samples`` the column samples' east and north (U, K) with each pixel's column and sample (V, U),
+    read only where a window may be (building walls)."""
     wi, wj = hi[wall_sel], hj[wall_sel]
     normal = lighting.wall_normal[wi, wj]  # (M, 2)
     sun_h = lighting.sun[:2] / max(float(np.linalg.norm(lighting.sun[:2])), 1e-6)
@@ -246,6 +248,8 @@ def _facades(scene: Scene, lighting: Lighting, wall_sel: np.ndarray, *, hi: np.n
         wc = np.where(foliage[:, None], wc * leaf[:, None].astype(np.float32) * 1.15, wc)
     building = scene.material[wi, wj] == Material.BUILDING
     if building.any():
+        px, py, cols, kc = samples
+        hx, hy = px[cols[wall_sel], kc[wall_sel]], py[cols[wall_sel], kc[wall_sel]]  # (M,) hit points
         along = -normal[:, 1] * hx + normal[:, 0] * hy
         fw = np.mod(along / 2.8, 1.0)
         fz = np.mod(z_rel / 3.1, 1.0)
