@@ -22,8 +22,12 @@ def refuse_pickle(path: Path) -> None:
     head = b""
     if path.is_file():
         with open(path, "rb") as fh:
-            head = fh.read(4)
-    is_pickle = head[:1] == b"\x80" or head[:2] == b"PK"  # raw pickle protocol 2+, or torch.save's zip container
+            head = fh.read(9)
+    # a safetensors file opens with its header's length (8 bytes, little-endian: any first byte, 0x80 included)
+    # and then the JSON header's "{"
+    is_safetensors = head[8:9] == b"{"
+    # raw pickle protocol 2+, or torch.save's zip container
+    is_pickle = not is_safetensors and (head[:1] == b"\x80" or head[:2] == b"PK")
     if path.suffix in PICKLE_SUFFIXES or is_pickle:
         raise CheckpointError(
             f"refusing to load {path}: it is a pickle-based file, and unpickling can run arbitrary code. "

@@ -76,17 +76,57 @@ class TextTowerConfig:
 
 
 @dataclass
+class ClipConfig:
+    """CLIP towers (``image.backbone="clip"``, ``text.kind="clip"``; models/clip/): the architecture, and where its
+    weights are.
+
+    The architecture fields name a CLIP ViT the same way for both libraries that run one: ``library="hf"`` builds
+    ``transformers``' CLIPModel, ``library="open_clip"`` open_clip's CLIP. Loading ``weights`` (a local Hugging
+    Face CLIP folder, or an open_clip ``.safetensors`` file) sets ``library`` from the layout it finds.
+    """
+
+    # a local path: a Hugging Face CLIP folder (config.json + model.safetensors + tokenizer files) or an open_clip
+    # checkpoint in safetensors; read when an untrained model is built, never downloaded. None: random weights.
+    weights: str | None = None
+    library: str = "open_clip"  # "hf" or "open_clip": which library's modules run the towers
+    embed_dim: int = 512  # the joint space of the checkpoint (its projections' output)
+    image_size: int = 224
+    patch_size: int = 16
+    vision_width: int = 768
+    vision_layers: int = 12
+    vision_heads: int = 12
+    context_length: int = 77
+    vocab_size: int = 49408
+    text_width: int = 512
+    text_layers: int = 12
+    text_heads: int = 8
+    activation: str = "quick_gelu"  # OpenAI's CLIP; "gelu" for most LAION-trained open_clip models
+    # the Hugging Face folder's own CLIPConfig (token ids, norms' eps, ...), kept so that a saved model rebuilds
+    # exactly the modules its weights came from; empty for open_clip and for random weights
+    hf_config: dict[str, Any] = field(default_factory=dict)
+    # the folder of the Hugging Face tokenizer files (library "hf"); None: the weights folder. A saved GeoBridge
+    # model keeps a copy and names it relative to its own folder. open_clip uses its bundled CLIP BPE.
+    tokenizer: str | None = None
+    # a description longer than the context: "chunks" embeds runs of whole sentences that fit and averages them;
+    # "truncate" keeps the tokens that fit (CLIP's own behaviour). models/clip/tokens.py
+    long_text: str = "chunks"
+
+
+@dataclass
 class GeoBridgeConfig:
     name: str = "custom"
     embed_dim: int = 128
     image: ImageTowerConfig = field(default_factory=ImageTowerConfig)
     text: TextTowerConfig = field(default_factory=TextTowerConfig)
     init_logit_scale: float = 2.6593  # log(1 / 0.07), as in CLIP
+    clip: ClipConfig | None = None  # the CLIP architecture and weights, for CLIP towers
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, where: str = "") -> GeoBridgeConfig:
         """Build and validate a config; ``ConfigError`` (a ValueError) names the bad key, prefixed by ``where``."""
-        return build(cls, data, rules=MODEL_RULES, where=where)
+        config = build(cls, data, rules=MODEL_RULES, where=where)
+        check_clip_fields(config)
+        return config
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -94,6 +134,33 @@ class GeoBridgeConfig:
     def validate(self) -> None:
         """Check every field again (types, ranges, known names), e.g. after a field was changed in code."""
         check(self, rules=MODEL_RULES)
+        check_clip_fields(self)
+
+
+def check_clip_fields(config: GeoBridgeConfig) -> None:
+    """CLIP towers and the ``clip`` section come together, at the checkpoint's embedding size and image size."""
+    uses_clip = config.image.backbone == CLIP_BACKBONE or config.text.kind == "clip"
+    if not uses_clip:
+        if config.clip is not None:
+            raise ConfigError("clip: set, but neither image.backbone nor text.kind is 'clip'")
+        return
+    clip = config.clip
+    if clip is None:
+        raise ConfigError("clip: missing; image.backbone='clip' and text.kind='clip' need the CLIP architecture")
+    if config.embed_dim != clip.embed_dim:
+        raise ConfigError(f"embed_dim: {config.embed_dim} differs from clip.embed_dim {clip.embed_dim}: "
+                          "CLIP towers embed into the checkpoint's own space")
+    if config.image.backbone == CLIP_BACKBONE:
+        wrong = {v: s for v, s in config.image.input_size.items() if s != [clip.image_size, clip.image_size]}
+        if wrong:
+            raise ConfigError(f"image.input_size: {wrong} differ from the CLIP tower's {clip.image_size} px square "
+                              "(its position embeddings fit one grid)")
+    for key, width, heads in (("vision", clip.vision_width, clip.vision_heads),
+                              ("text", clip.text_width, clip.text_heads)):
+        if width % heads:
+            raise ConfigError(f"clip.{key}_heads: {heads} does not divide clip.{key}_width {width}")
+    if clip.image_size % clip.patch_size:
+        raise ConfigError(f"clip.patch_size: {clip.patch_size} does not divide clip.image_size {clip.image_size}")
 
 
 def _check_input_size(value: dict[str, list[int]], key: str) -> None:
@@ -116,6 +183,8 @@ def _check_rgb(value: list[float], key: str) -> None:
 def _check_backbone(value: str, key: str) -> None:
     import timm  # only here: timm is heavy, and only a backbone name needs it
 
+    if value == CLIP_BACKBONE:
+        return
     if not timm.is_model(value):
         close = difflib.get_close_matches(value, timm.list_models(), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models()"
@@ -129,6 +198,7 @@ def _check_weights_package(value: str | None, key: str) -> None:
         raise ConfigError(f"{key}: unknown pretrained weights package {value!r}; known: {sorted(WEIGHTS_PACKAGES)}")
 
 
+CLIP_BACKBONE = "clip"  # image.backbone: the CLIP vision encoder of the ``clip`` section, not a timm model
 NORMS = ("view_batch", "batch", "group")  # image.norm (models/view_norm.py)
 MIN_SIDE, MAX_SIDE = 8, 4096  # image input sides, pixels
 MAX_WIDTH = 1 << 16  # hidden widths
@@ -147,7 +217,21 @@ MODEL_RULES = {
     "image.adapter": Choice(("residual", "none")),
     "image.norm": Choice(NORMS),
     "image.test_time_augment.*": Choice(IMAGE_VIEWS),
-    "text.kind": Choice(("minilm", "hashing")),
+    "text.kind": Choice(("minilm", "hashing", "clip")),
+    "clip.library": Choice(("hf", "open_clip")),
+    "clip.embed_dim": Range(1, MAX_EMBED_DIM),
+    "clip.image_size": Range(MIN_SIDE, MAX_SIDE),
+    "clip.patch_size": Range(1, MAX_SIDE),
+    "clip.vision_width": Range(1, MAX_WIDTH),
+    "clip.vision_layers": Range(1, 256),
+    "clip.vision_heads": Range(1, 1024),
+    "clip.context_length": Range(3, 4096),
+    "clip.vocab_size": Range(1, 1 << 24),
+    "clip.text_width": Range(1, MAX_WIDTH),
+    "clip.text_layers": Range(1, 256),
+    "clip.text_heads": Range(1, 1024),
+    "clip.activation": Choice(("quick_gelu", "gelu")),
+    "clip.long_text": Choice(("chunks", "truncate")),
     "text.pooling": Choice(("text", "sentences")),
     "image.trainable_blocks": Range(0, 4096),
     "text.trainable_layers": Range(0, 1024),

@@ -25,7 +25,8 @@ from geobridge.models.checkpoint import (
     refuse_pickle,
     save_tensors,
 )
-from geobridge.models.config import GeoBridgeConfig, get_model_config
+from geobridge.models.clip import ClipImageTower, ClipTextTower, clip_parts
+from geobridge.models.config import CLIP_BACKBONE, GeoBridgeConfig, get_model_config
 from geobridge.models.encoding import ImageItems, as_items, default_num_workers, image_batches, normalise
 from geobridge.models.image_tower import ImageTower
 from geobridge.models.precision import autocast, check_precision
@@ -41,6 +42,7 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 CHECKPOINT_FORMAT = "geobridge-model"
 CHECKPOINT_VERSION = 1
+CLIP_TOKENIZER_DIR = "clip_tokenizer"  # a saved model's copy of its Hugging Face CLIP tokenizer files
 
 ImageLike = Image.Image | str | Path | np.ndarray | torch.Tensor
 
@@ -58,15 +60,29 @@ class GeoBridge(nn.Module):
         *,
         backbone_file: str | Path | None = None,
         load_pretrained: bool = True,
+        clip_tokenizer: str | Path | None = None,
     ) -> None:
-        """``load_pretrained=False`` builds the architecture without reading ``config.image.pretrained``."""
+        """``load_pretrained=False`` builds the architecture without reading ``config.image.pretrained`` or
+        ``config.clip.weights``; ``clip_tokenizer`` is a folder of Hugging Face CLIP tokenizer files."""
         super().__init__()
         config.validate()
         self.config = config
-        self.image = ImageTower(
-            config.image, embed_dim=config.embed_dim, backbone_file=backbone_file, load_pretrained=load_pretrained
-        )
-        self.text = TextTower(config.text, embed_dim=config.embed_dim)
+        clip = None
+        if config.clip is not None:  # CLIP towers (models/clip/): the checkpoint's encoders and temperature
+            clip = clip_parts(config, load_weights=load_pretrained,
+                              tokenizer_dir=Path(clip_tokenizer) if clip_tokenizer is not None else None)
+        self.image: ImageTower | ClipImageTower
+        if clip is not None and config.image.backbone == CLIP_BACKBONE:
+            self.image = ClipImageTower(config.image, encoder=clip.vision, embed_dim=config.embed_dim)
+        else:
+            self.image = ImageTower(
+                config.image, embed_dim=config.embed_dim, backbone_file=backbone_file, load_pretrained=load_pretrained
+            )
+        self.text: TextTower | ClipTextTower
+        if clip is not None and config.text.kind == "clip":
+            self.text = ClipTextTower(config.text, clip=config.clip, encoder=clip.text, tokens=clip.tokens)
+        else:
+            self.text = TextTower(config.text, embed_dim=config.embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(float(config.init_logit_scale)))
 
     @classmethod
@@ -270,9 +286,13 @@ class GeoBridge(nn.Module):
         skip = tuple(f"text.{prefix}" for prefix in self.text.frozen_prefixes())
         tensors = {k: v for k, v in self.state_dict().items() if not k.startswith(skip)}
         save_tensors(path / WEIGHTS_NAME, tensors, metadata={"format": CHECKPOINT_FORMAT})
+        config = self.config.to_dict()
+        if isinstance(self.text, ClipTextTower) and self.text.tokens.folder is not None:
+            self.text.tokens.save(path / CLIP_TOKENIZER_DIR)  # the Hugging Face tokenizer files, file by file
+            config["clip"]["tokenizer"] = CLIP_TOKENIZER_DIR  # relative to the checkpoint folder
         atomic_write_json(
             path / CONFIG_NAME,
-            {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "model": self.config.to_dict()},
+            {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "model": config},
         )
         return path
 
@@ -293,8 +313,11 @@ class GeoBridge(nn.Module):
             if not (path / WEIGHTS_NAME).is_file():
                 refuse_pickle(pickled)
         config = _read_checkpoint_config(path / CONFIG_NAME)
+        tokenizer = None
+        if config.clip is not None and config.clip.tokenizer is not None:
+            tokenizer = path / config.clip.tokenizer  # an absolute path stays as it is
         try:
-            model = cls(config, load_pretrained=False)  # the backbone's weights are in the checkpoint
+            model = cls(config, load_pretrained=False, clip_tokenizer=tokenizer)  # the weights are in the checkpoint
         except ConfigError as exc:  # e.g. backbone_kwargs the backbone does not take
             raise CheckpointError(f"bad model config in {path / CONFIG_NAME}: {exc}") from exc
         tensors = load_tensors(path / WEIGHTS_NAME)

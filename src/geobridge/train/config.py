@@ -23,6 +23,9 @@ from geobridge.views import IMAGE_VIEWS, VIEWS
 class ModelSection:
     name: str = "gb-tiny"  # a built-in config name or a JSON path
     backbone_file: str | None = None  # local timm weights (.safetensors) for the image backbone
+    # local CLIP weights for a CLIP model (gb-clip-*): a Hugging Face CLIP folder or an open_clip .safetensors
+    # file (models/clip/weights.py); sets the model config's clip.weights
+    clip_weights: str | None = None
     init_from: str | None = None  # a saved GeoBridge model folder to fine-tune from
     text_kind: str | None = None  # override the config's text tower kind ("minilm" or "hashing")
     text_freeze: bool | None = None  # override the config's freeze flag

@@ -37,6 +37,11 @@ def build_model(config: TrainConfig) -> GeoBridge:
             model_config.text.trainable_layers = section.text_trainable_layers
         if section.grad_checkpointing is not None:
             model_config.image.grad_checkpointing = section.grad_checkpointing
+        if section.clip_weights is not None:
+            if model_config.clip is None:
+                raise GeoBridgeError(f"model.clip_weights: model {section.name!r} has no CLIP towers; "
+                                     "use a gb-clip-* model")
+            model_config.clip.weights = section.clip_weights
         model = GeoBridge(model_config, backbone_file=section.backbone_file)
     for view, size in section.image_input_size.items():
         model.config.image.input_size[view] = [int(v) for v in size]  # the transforms and caches read these
@@ -60,6 +65,8 @@ def _check_init_overrides(model: GeoBridge, config: TrainConfig) -> None:
             )
     if config.model.backbone_file:
         raise GeoBridgeError("model.backbone_file and model.init_from are exclusive: the checkpoint holds the backbone")
+    if config.model.clip_weights:
+        raise GeoBridgeError("model.clip_weights and model.init_from are exclusive: the checkpoint holds the towers")
 
 
 def lr_at(step: int, *, total_steps: int, warmup_steps: int, base_lr: float, min_lr_ratio: float) -> float:
