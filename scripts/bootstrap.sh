@@ -11,7 +11,7 @@ fi
 python -m pip install --quiet --upgrade pip
 # torch + torchvision first: these exact builds lie on this machine's disk, so pip never fetches another torch.
 python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
-python -m pip install --quiet -e ".[serve,geo,dev,onnx]"
+python -m pip install --quiet -e ".[serve,geo,dev,onnx,clip]"
 # Headless Chromium + chromedriver for the browser tests (tests/test_browser.py); best effort, never fatal.
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
     if command -v apt-get >/dev/null 2>&1; then

@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "geobridge"
 LAYERS: tuple[tuple[str, ...], ...] = (
     # leaf modules, shared by every floor (they may import one another)
     ("_atomic", "_hashing", "_provenance", "errors", "views", "version", "schema", "images", "hashing_text",
-     "geodesy", "fusions", "robust", "seasons", "preprocess", "protocols"),
+     "geodesy", "fusions", "robust", "seasons", "preprocess", "protocols", "text_runs"),
     ("data", "models"),  # what a place is and how it is read; what embeds it: neither imports the other
     ("losses",),
     ("train",),

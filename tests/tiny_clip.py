@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from geobridge.models.clip.modules import build_clip
+from geobridge.models.clip.tokens import write_clip_bpe
 from geobridge.models.config import ClipConfig
 
 TINY = dict(embed_dim=24, image_size=32, patch_size=8, vision_width=32, vision_layers=3, vision_heads=2,
@@ -35,25 +36,10 @@ def write_hf_clip(folder: Path, *, seed: int = 0, **changes) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     model = tiny_clip("hf", seed=seed, **changes)
     model.save_pretrained(str(folder))
-    write_hf_tokenizer(folder)
+    write_clip_bpe(folder, context_length=TINY["context_length"])
     (folder / "preprocessor_config.json").write_text(json.dumps(
         {"image_mean": CLIP_MEAN, "image_std": CLIP_STD, "crop_size": TINY["image_size"]}))
     return folder
-
-
-def write_hf_tokenizer(folder: Path) -> None:
-    """vocab.json and merges.txt of CLIP's BPE, from the vocabulary open_clip ships."""
-    from open_clip.tokenizer import SimpleTokenizer
-
-    bpe = SimpleTokenizer()
-    names = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}  # OpenAI's spelling
-    (folder / "vocab.json").write_text(json.dumps({names.get(k, k): v for k, v in bpe.encoder.items()}))
-    merges = sorted(bpe.bpe_ranks, key=bpe.bpe_ranks.get)
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
-    (folder / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "CLIPTokenizer", "model_max_length": TINY["context_length"],
-        "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
-        "pad_token": "<|endoftext|>", "do_lower_case": True}))
 
 
 def write_open_clip(file: Path, *, seed: int = 0, **changes) -> Path:

@@ -3,7 +3,8 @@
 Each image graph maps (B, 3, H, W) normalised float32 images to (B, D) unit vectors, test-time augmentation
 included for the views the config lists. The text graph maps token ids and masks to (N, D) unit vectors: the
 MiniLM transformer, mean pooling and normalisation, then the projection (the tokenizer is saved beside it), or
-the hashing encoder's bag of ids. Each graph's metadata holds the preprocessing (mean, std, input size,
+the hashing encoder's bag of ids, or CLIP's text encoder over runs of whole sentences that fit its context
+(averaged by the runtime). Each graph's metadata holds the preprocessing (mean, std, input size,
 interpolation), the view, the embedding dimension and the checkpoint's hash; ``manifest.json`` lists them all.
 
 The folder is written under a temporary name beside ``out`` and renamed into place only after the self-check
@@ -38,7 +39,8 @@ from geobridge.views import IMAGE_VIEWS
 DEFAULT_OPSET = 17
 MIN_COSINE = 0.9999
 # short texts, and one past MiniLM's 256 tokens (the truncation path)
-CHECK_TEXTS = ("a red tower beside a river", "green fields and a small village", "harbour, cranes and ships " * 60)
+CHECK_TEXTS = ("a red tower beside a river", "green fields and a small village", "harbour, cranes and ships " * 60,
+               "A white church north of the lake. " * 12)  # several sentences past CLIP's 77 tokens: its runs
 
 
 class _ImageGraph(nn.Module):
@@ -85,6 +87,21 @@ class _MiniLMTextGraph(nn.Module):
         if self.normalize:
             pooled = F.normalize(pooled, dim=-1)
         return F.normalize(self.proj(pooled), dim=-1)
+
+
+class _ClipTextGraph(nn.Module):
+    """CLIP's text encoder and projection over one run of tokens: (R, L) ids and mask -> (R, E) features.
+
+    Unnormalised: the runtime averages a long text's runs (``text_runs.pack_runs``) and normalises the mean, as
+    ``ClipTextTower`` does.
+    """
+
+    def __init__(self, model: GeoBridge) -> None:
+        super().__init__()
+        self.encoder = model.text.encoder
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.encoder(input_ids, attention_mask)
 
 
 def checkpoint_hash(folder: Path) -> dict[str, str]:
@@ -193,6 +210,8 @@ def _export_text(model: GeoBridge, folder: Path, *, opset: int) -> dict[str, Any
                 inputs={"input_ids": {0: "batch", 1: "tokens"}, "mask": {0: "batch", 1: "tokens"}},
                 outputs={"embeddings": {0: "batch"}})
         return {"file": TEXT_GRAPH, "kind": "hashing", "vocab_size": text_config.vocab_size}
+    if text_config.kind == "clip":
+        return _export_clip_text(model, folder, opset=opset)
     st = model.text.encoder.model
     tokenizer = st[0].tokenizer
     tokenizer_dir = folder / "tokenizer"
@@ -210,16 +229,34 @@ def _export_text(model: GeoBridge, folder: Path, *, opset: int) -> dict[str, Any
             "pad_token": str(tokenizer.pad_token)}
 
 
+def _export_clip_text(model: GeoBridge, folder: Path, *, opset: int) -> dict[str, Any]:
+    clip = model.config.clip
+    tokens = model.text.tokens
+    (folder / "tokenizer").mkdir()
+    tokens.save_fast(folder / "tokenizer" / "tokenizer.json")
+    ids, mask = tokens(["a short text", "a somewhat longer text for the export"])  # (2, L) each
+    axes = {0: "runs", 1: "tokens"}
+    _export(_ClipTextGraph(model), (ids, mask), folder / TEXT_GRAPH, opset=opset,
+            inputs={"input_ids": axes, "attention_mask": axes}, outputs={"features": {0: "runs"}})
+    return {"file": TEXT_GRAPH, "kind": "clip", "tokenizer": "tokenizer/tokenizer.json",
+            "context_length": clip.context_length, "pad_id": tokens.pad_id, "long_text": clip.long_text}
+
+
 def _export(
     module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, *, opset: int,
     inputs: dict[str, dict[int, str]], outputs: dict[str, dict[int, str]],
 ) -> None:
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    # nn.MultiheadAttention's inference fast path (open_clip's CLIP) is one fused op the ONNX exporter lacks
+    torch.backends.mha.set_fastpath_enabled(False)
     with _quiet(), torch.no_grad():
         try:
             torch.onnx.export(module.eval(), args, str(path), input_names=list(inputs), output_names=list(outputs),
                               dynamic_axes={**inputs, **outputs}, opset_version=opset, dynamo=False)
         except Exception as exc:  # noqa: BLE001 - any exporter failure is reported with the graph's name
             raise ExportError(f"could not export {path.name}: {type(exc).__name__}: {exc}") from exc
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
 def _stamp(onnx: Any, path: Path, metadata: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ from PIL import Image
 from geobridge.errors import CheckpointError, GeoBridgeError
 from geobridge.hashing_text import hash_text
 from geobridge.images import as_image
+from geobridge.text_runs import pack_runs
 from geobridge.views import check_view
 
 logger = logging.getLogger(__name__)
@@ -156,7 +157,15 @@ class OnnxEncoder:
                 raise TypeError(f"view='text' expects strings, got {type(text).__name__}")
         if not texts:
             raise ValueError("encode_text needs at least one text")
-        return self._sessions["text"].run(None, self._tokenizer(texts))[0]  # (N, D)
+        if self.manifest["text"]["kind"] != "clip":
+            return self._sessions["text"].run(None, self._tokenizer(texts))[0]  # (N, D)
+        feed, owner = self._tokenizer(texts)
+        session = self._sessions["text"]
+        inputs = {i.name for i in session.get_inputs()}  # open_clip's graph has no mask: causal, pooled at the end
+        features = session.run(None, {k: v for k, v in feed.items() if k in inputs})[0]  # (R, E): one per run
+        sums = np.zeros((len(texts), features.shape[1]), dtype=np.float32)
+        np.add.at(sums, np.asarray(owner), features)
+        return sums / np.bincount(owner, minlength=len(texts))[:, None].astype(np.float32)  # (N, E)
 
 
 def image_pixels(
@@ -214,11 +223,13 @@ def _load_tokenizer(path: Path, entry: dict[str, Any]) -> Any:
     try:
         from tokenizers import Tokenizer
     except ImportError as exc:
-        raise GeoBridgeError("the MiniLM text graph needs the 'tokenizers' package: pip install tokenizers") from exc
+        raise GeoBridgeError("the text graph needs the 'tokenizers' package: pip install tokenizers") from exc
     file = path / entry["tokenizer"]
     if not file.is_file():
         raise CheckpointError(f"{file} is missing from the ONNX export {path}")
     tokenizer = Tokenizer.from_file(str(file))
+    if entry["kind"] == "clip":
+        return _clip_runs(tokenizer, entry)
     tokenizer.enable_truncation(max_length=int(entry["max_length"]))
     tokenizer.enable_padding(pad_id=int(entry["pad_id"]), pad_token=str(entry["pad_token"]))
 
@@ -231,3 +242,31 @@ def _load_tokenizer(path: Path, entry: dict[str, Any]) -> Any:
         }
 
     return wordpiece
+
+
+def _clip_runs(tokenizer: Any, entry: dict[str, Any]) -> Any:
+    """texts -> (the CLIP text graph's feed, the text index of each run): runs of whole sentences that fit the
+    context (``text_runs.pack_runs``), or each text truncated (``long_text: truncate``)."""
+    from tokenizers import Tokenizer
+
+    context = int(entry["context_length"])
+    counter = Tokenizer.from_str(tokenizer.to_str())  # a copy without padding and truncation, to count tokens
+    counter.no_padding()
+    counter.no_truncation()
+    tokenizer.enable_truncation(max_length=context)
+    tokenizer.enable_padding(pad_id=int(entry["pad_id"]), length=context)
+
+    def count(text: str) -> int:
+        return len(counter.encode(text, add_special_tokens=False).ids)
+
+    def clip(texts: list[str]) -> tuple[dict[str, np.ndarray], list[int]]:
+        if entry["long_text"] == "truncate":
+            runs, owner = texts, list(range(len(texts)))
+        else:
+            runs, owner = pack_runs(texts, count=count, limit=context - 2)
+        encoded = tokenizer.encode_batch(runs)
+        feed = {"input_ids": np.asarray([e.ids for e in encoded], dtype=np.int64),  # (R, L)
+                "attention_mask": np.asarray([e.attention_mask for e in encoded], dtype=np.int64)}
+        return feed, owner
+
+    return clip

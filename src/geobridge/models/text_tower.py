@@ -12,26 +12,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from geobridge import text_runs
 from geobridge.errors import CheckpointError
 from geobridge.hashing_text import hash_text
 from geobridge.models.config import TextTowerConfig
 
 _LAYER = re.compile(r"\.layer\.(\d+)\.")  # a BERT encoder layer in a parameter name
-_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")  # a sentence ends at . ! ? or ; followed by space
 
 
 def split_sentences(texts: list[str]) -> tuple[list[str], torch.Tensor]:
-    """The sentences of every text, in order, and the (S,) index of the text each belongs to.
-
-    A text without sentence punctuation (or an empty one) is one sentence of its own, so every text owns at least
-    one.
-    """
-    pieces: list[str] = []
-    owner: list[int] = []
-    for i, text in enumerate(texts):
-        parts = [p.strip() for p in _SENTENCE_END.split(text) if p.strip()] or [text]
-        pieces.extend(parts)
-        owner.extend([i] * len(parts))
+    """The sentences of every text, in order, and the (S,) index of the text each belongs to (``text_runs``)."""
+    pieces, owner = text_runs.split_sentences(texts)
     return pieces, torch.tensor(owner, dtype=torch.long)
 
 

@@ -22,7 +22,7 @@ import torch
 
 from geobridge._atomic import atomic_write_bytes
 from geobridge.errors import CheckpointError
-from geobridge.models.text_tower import split_sentences
+from geobridge.text_runs import pack_runs
 
 SPECIAL_TOKENS = 2  # <|startoftext|> and <|endoftext|>
 
@@ -46,6 +46,17 @@ class OpenClipTokens:
         ids = self._tokenizer(texts)  # (N, L), zero-padded
         return ids, (ids != 0).long()
 
+    pad_id = 0
+
+    def save_fast(self, file: Path) -> None:
+        """The same BPE as a ``tokenizers`` JSON file (for the ONNX runtime, which runs without torch)."""
+        from transformers import CLIPTokenizerFast
+
+        with tempfile.TemporaryDirectory() as tmp:
+            write_clip_bpe(Path(tmp))
+            fast = CLIPTokenizerFast.from_pretrained(tmp, local_files_only=True)
+            fast.backend_tokenizer.save(str(file))
+
 
 class HFTokens:
     """A Hugging Face CLIP tokenizer read from local files."""
@@ -64,12 +75,20 @@ class HFTokens:
             ) from exc
 
     def count(self, text: str) -> int:
-        return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self._tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
     def __call__(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         out = self._tokenizer(texts, padding="max_length", truncation=True, max_length=self.context_length,
                               return_tensors="pt")
         return out["input_ids"], out["attention_mask"]  # (N, L), (N, L)
+
+    @property
+    def pad_id(self) -> int:
+        return int(self._tokenizer.pad_token_id)
+
+    def save_fast(self, file: Path) -> None:
+        """The tokenizer as a ``tokenizers`` JSON file (for the ONNX runtime)."""
+        self._tokenizer.backend_tokenizer.save(str(file))
 
     def save(self, folder: Path) -> None:
         """Write the tokenizer files into ``folder``, each atomically."""
@@ -80,28 +99,24 @@ class HFTokens:
 
 
 def chunk_texts(texts: list[str], *, count: Callable[[str], int], limit: int) -> tuple[list[str], torch.Tensor]:
-    """Runs of whole sentences of at most ``limit`` tokens, in order, and the (R,) index of each run's text.
-
-    ``count(text)`` is a text's token count. A text within ``limit`` is one run of its own, unchanged.
-    """
-    runs: list[str] = []
-    owner: list[int] = []
-    for i, text in enumerate(texts):
-        if count(text) <= limit:
-            runs.append(text)
-            owner.append(i)
-            continue
-        sentences, _ = split_sentences([text])
-        current: list[str] = []
-        used = 0
-        for sentence in sentences:
-            tokens = count(sentence)
-            if current and used + tokens > limit:
-                runs.append(" ".join(current))
-                owner.append(i)
-                current, used = [], 0
-            current.append(sentence)
-            used += tokens
-        runs.append(" ".join(current))
-        owner.append(i)
+    """Runs of whole sentences of at most ``limit`` tokens and the (R,) index of each run's text (``text_runs``)."""
+    runs, owner = pack_runs(texts, count=count, limit=limit)
     return runs, torch.tensor(owner, dtype=torch.long)
+
+
+def write_clip_bpe(folder: Path, *, context_length: int = 77) -> None:
+    """CLIP's BPE as Hugging Face tokenizer files (vocab.json, merges.txt, tokenizer_config.json), made from the
+    vocabulary open_clip ships, with OpenAI's spelling of the start and end markers."""
+    import json
+
+    from open_clip.tokenizer import SimpleTokenizer
+
+    bpe = SimpleTokenizer()
+    names = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}
+    (folder / "vocab.json").write_text(json.dumps({names.get(k, k): v for k, v in bpe.encoder.items()}))
+    merges = sorted(bpe.bpe_ranks, key=bpe.bpe_ranks.get)
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "CLIPTokenizer", "model_max_length": context_length, "bos_token": "<|startoftext|>",
+        "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>",
+        "do_lower_case": True}))

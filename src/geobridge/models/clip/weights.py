@@ -65,7 +65,11 @@ def _load_hf_folder(path: Path, config: ClipConfig) -> nn.Module:
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise CheckpointError(f"{path / HF_CONFIG}: not a CLIP config: {_one_line(exc)}") from exc
     found = architecture_of(hf_config)
+    activation = found.pop("activation")  # the folder's own (OpenAI's quick_gelu, LAION's gelu): adopted
+    if activation not in ("quick_gelu", "gelu"):
+        raise CheckpointError(f"{path / HF_CONFIG}: hidden_act {activation!r} is not CLIP's (quick_gelu or gelu)")
     _check_architecture(found, config, source=path / HF_CONFIG)
+    config.activation = activation
     config.library = "hf"
     config.hf_config = hf_config.to_dict()
     model = build_clip(config)
