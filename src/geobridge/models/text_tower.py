@@ -12,17 +12,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from geobridge import text_runs
 from geobridge.errors import CheckpointError
 from geobridge.hashing_text import hash_text
 from geobridge.models.config import TextTowerConfig
+from geobridge.text_runs import split_sentences as split_text_sentences
 
 _LAYER = re.compile(r"\.layer\.(\d+)\.")  # a BERT encoder layer in a parameter name
 
 
 def split_sentences(texts: list[str]) -> tuple[list[str], torch.Tensor]:
     """The sentences of every text, in order, and the (S,) index of the text each belongs to (``text_runs``)."""
-    pieces, owner = text_runs.split_sentences(texts)
+    pieces, owner = split_text_sentences(texts)
     return pieces, torch.tensor(owner, dtype=torch.long)
 
 
