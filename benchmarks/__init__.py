@@ -5,7 +5,7 @@ from __future__ import annotations
 
 BENCHMARKS = (
     "search", "scaling", "ann", "encode", "train", "train_step", "synth", "eval_memory", "serve", "deploy", "prior",
-    "embed", "index_load",
+    "embed", "index_load", "clip_step",
 )
 
 __all__ = ["BENCHMARKS"]

@@ -42,6 +42,7 @@ def _entry_point(name: str) -> tuple[Callable[[Context], dict[str, Any]], str]:
         "prior": ("benchmarks.bench_prior", "bench"),
         "embed": ("benchmarks.bench_embed", "bench"),
         "index_load": ("benchmarks.bench_index_load", "bench"),
+        "clip_step": ("benchmarks.bench_clip_step", "bench"),
     }[name]
     module = importlib.import_module(module_name)
     return getattr(module, function), getattr(module, "TITLE", name)

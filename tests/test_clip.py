@@ -4,6 +4,7 @@ layouts inside the test's folder, goes through the code a user's checkpoint take
 from __future__ import annotations
 
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -158,15 +159,23 @@ def test_a_safetensors_file_whose_header_length_starts_with_0x80_is_not_a_pickle
     assert torch.equal(next(iter(load_tensors(path).values())), torch.zeros(2))
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
-def test_trains_saves_loads_and_exports(weights, tmp_path, layout):
-    world = make_geoloc(tmp_path / "world", n=14)  # 12 training places
-    config = tmp_path / "gb-clip-tiny.json"
+@pytest.fixture(scope="module", params=LAYOUTS)
+def trained(request, weights, tmp_path_factory) -> dict:
+    """A tiny CLIP of each layout trained for a few steps through the CLI, on a generated world."""
+    layout = request.param
+    root = tmp_path_factory.mktemp(f"trained-{layout}")
+    world = make_geoloc(root / "world", n=14)  # 12 training places
+    config = root / "gb-clip-tiny.json"
     config.write_text(json.dumps(tiny_clip_model_config(None)))
-    run = tmp_path / "run"
+    run = root / "run"
     assert main(["train", "--data", str(world), "--out", str(run), f"model.name={config}",
                  f"model.clip_weights={weights[layout]}", "optim.epochs=6", "optim.batch_size=4", "optim.lr=1e-3",
                  "optim.text_lr=1e-3", "data.num_workers=0", "train.norm_recalibration_images=0"]) == 0
+    return {"layout": layout, "run": run, "world": world}
+
+
+def test_trains_saves_loads_and_exports(weights, trained, tmp_path):
+    layout, run = trained["layout"], trained["run"]
     losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()
               if '"loss"' in line]
     assert losses[-1] < losses[0] * 0.8, losses  # it learns the training places
@@ -219,3 +228,43 @@ def test_activation_checkpointing_gives_the_same_gradients(weights, layout):
         model.image(images, view="satellite").square().sum().backward()
         grads.append([p.grad for p in model.image.backbone_for("satellite").parameters()])
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads, strict=True))
+
+
+def test_fine_tunes_only_the_last_layers_from_a_trained_clip_run(trained, tmp_path):
+    out = tmp_path / "finetuned"
+    assert main(["train", "--data", str(trained["world"]), "--out", str(out), f"model.init_from={trained['run']}",
+                 "model.image_trainable_blocks=1", "model.text_trainable_layers=1", "optim.epochs=1",
+                 "optim.batch_size=4", "optim.lr=1e-3", "optim.text_lr=1e-3", "data.num_workers=0",
+                 "train.norm_recalibration_images=0"]) == 0
+    before = GeoBridge.from_pretrained(trained["run"]).state_dict()
+    after = GeoBridge.from_pretrained(out).state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    last_vision, last_text = str(TINY["vision_layers"] - 1), str(TINY["text_layers"] - 1)
+    for key in changed:
+        if key.startswith("image.") and (".layers." in key or ".resblocks." in key):
+            assert re.search(rf"\.(layers|resblocks)\.{last_vision}\.", key), key
+        if key.startswith("text.") and (".layers." in key or ".resblocks." in key):
+            assert re.search(rf"\.(layers|resblocks)\.{last_text}\.", key), key
+        assert "embedding" not in key and "conv1" not in key and "pre_layrnorm" not in key, key
+    assert any(".resblocks." in k or ".layers." in k for k in changed)  # the last blocks did train
+    assert with_prefix(changed, "text.") and with_prefix(changed, "image.")
+
+
+def with_prefix(keys: set[str], prefix: str) -> bool:
+    return any(k.startswith(prefix) for k in keys)
+
+
+@pytest.mark.parametrize("name", ["geoloc-pretrain-clip", "university1652-finetune-clip"])
+def test_the_clip_recipes_are_the_papers(name):
+    from geobridge.train import load_config
+
+    root = Path(__file__).parents[1]
+    shipped = root / "configs" / f"{name}.yaml"
+    assert shipped.resolve() == (root / "src/geobridge/train/recipes" / f"{name}.yaml").resolve()
+    config = load_config(shipped)
+    assert config.model.name == "gb-clip-l14" and config.optim.lr == config.optim.text_lr == 1e-5
+    assert config.optim.weight_decay == 0.0  # Adam
+    if name.startswith("geoloc"):
+        assert config.optim.epochs == 200 and config.loss.use_anchors
+    else:
+        assert config.model.image_trainable_blocks == config.model.text_trainable_layers == 3

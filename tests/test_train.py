@@ -49,7 +49,8 @@ def test_config_layers_and_errors(tmp_path):
         load_config(None, ["loss.pair_weights.street_drone=0.5"])
 
 
-@pytest.mark.parametrize("name", ["tiny", "geoloc-pretrain", "university1652-finetune"])
+@pytest.mark.parametrize("name", ["tiny", "geoloc-pretrain", "university1652-finetune", "geoloc-pretrain-clip",
+                                  "university1652-finetune-clip"])
 def test_shipped_recipes_load(name):
     from geobridge.losses import GeoBridgeLoss
     from geobridge.models import get_model_config

@@ -43,7 +43,11 @@ def build_model(config: TrainConfig) -> GeoBridge:
                                      "use a gb-clip-* model")
             model_config.clip.weights = section.clip_weights
         model = GeoBridge(model_config, backbone_file=section.backbone_file)
+    clip = model.config.clip
     for view, size in section.image_input_size.items():
+        if clip is not None and model.config.image.backbone == "clip" and list(size) != [clip.image_size] * 2:
+            raise GeoBridgeError(f"model.image_input_size.{view}: a CLIP tower takes {clip.image_size} px squares "
+                                 f"(its position embeddings fit one grid), got {list(size)}")
         model.config.image.input_size[view] = [int(v) for v in size]  # the transforms and caches read these
     if section.image_trainable_blocks is not None:
         try:
