@@ -17,7 +17,7 @@ pytest.importorskip("faiss")
 
 # eval_memory, synth and serve start subprocesses (seconds of imports each); they have their own tests. embed and
 # index_load (torchrun launches, fresh load subprocesses) run in quick mode in test_quick_embed_and_index_load.
-SMOKE = ["search", "scaling", "ann", "encode", "train", "train_step"]
+SMOKE = ["search", "scaling", "ann", "encode", "train", "train_step", "clip_step"]
 ENTRY_KEYS = {"name", "title", "status", "parameters", "medians", "baseline_medians", "ratios", "target", "met", "rows"}
 
 

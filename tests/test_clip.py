@@ -268,3 +268,62 @@ def test_the_clip_recipes_are_the_papers(name):
         assert config.optim.epochs == 200 and config.loss.use_anchors
     else:
         assert config.model.image_trainable_blocks == config.model.text_trainable_layers == 3
+
+
+def test_indexes_locates_and_serves_with_clip_towers(trained, tmp_path, capsys):
+    index = tmp_path / "sat.gbx"
+    assert main(["index", "build", "--checkpoint", str(trained["run"]), "--data", str(trained["world"]), "--views",
+                 "satellite", "--out", str(index), "--no-progress"]) == 0
+    capsys.readouterr()
+    drone = next((trained["world"] / "drone").glob("*/*.png"))
+    long_text = "A red tower by the river. " * 20  # a description past CLIP's context: runs of sentences
+    assert main(["locate", "--index", str(index), "--image", str(drone), "--view", "drone", "--text", long_text,
+                 "--top-k", "2"]) == 0  # the world has 2 test places
+    matches = json.loads(capsys.readouterr().out)["matches"]
+    assert len(matches) == 2 and all(np.isfinite(m["score"]) for m in matches)
+
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from geobridge.index import GeoIndex
+    from geobridge.serve.app import create_app
+
+    app = create_app(model=GeoBridge.from_pretrained(trained["run"]), index=GeoIndex.load(index),
+                     max_upload_bytes=1 << 20, max_pixels=1_000_000, workers=1)
+    with TestClient(app) as client:
+        files = [("images", ("d.png", drone.read_bytes(), "image/png"))]
+        response = client.post("/locate", files=files, data={"view": "drone", "text": long_text, "top_k": "2"})
+    assert response.status_code == 200, response.text
+    served = response.json()["matches"]
+    assert [m["place_id"] for m in served] == [m["place_id"] for m in matches]  # the CLI's answer
+    assert served[0]["score"] == pytest.approx(matches[0]["score"], abs=1e-4)
+
+
+def test_torchrun_two_processes_train_the_same_clip_model_as_one(weights, tmp_path):
+    """2-process gloo DDP on the CPU vs one process on the same global batch: the same weights (only the order of
+    floating-point sums differs), the per-view towers' and the text tower's included."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    world = make_geoloc(tmp_path / "world", n=18)
+    config = tmp_path / "gb-clip-tiny.json"
+    config.write_text(json.dumps(tiny_clip_model_config(None)))
+    args = ["train", "--data", str(world), "--no-eval", f"model.name={config}",
+            f"model.clip_weights={weights['open_clip']}", "optim.epochs=1", "train.max_steps=2", "optim.batch_size=8",
+            "data.augment=false", "data.num_workers=0", "train.norm_recalibration_images=0"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    for name, launcher in (("single", [sys.executable]), ("ddp", [torchrun, "--standalone", "--nproc_per_node=2"])):
+        done = subprocess.run([*launcher, "-m", "geobridge.cli.main", *args, "--out", str(tmp_path / name)],
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+    single = load_file(str(tmp_path / "single" / "model" / "model.safetensors"))
+    ddp = load_file(str(tmp_path / "ddp" / "model" / "model.safetensors"))
+    assert set(single) == set(ddp)
+    start = load_file(str(weights["open_clip"]))["visual.proj"]
+    assert not torch.equal(single["image.view_backbones.drone.visual.proj"], start)  # it did train
+    for key in single:
+        torch.testing.assert_close(ddp[key], single[key], rtol=0, atol=1e-5)
