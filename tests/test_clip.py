@@ -254,7 +254,8 @@ def with_prefix(keys: set[str], prefix: str) -> bool:
     return any(k.startswith(prefix) for k in keys)
 
 
-@pytest.mark.parametrize("name", ["geoloc-pretrain-clip", "university1652-finetune-clip"])
+@pytest.mark.parametrize("name", ["geoloc-pretrain-clip", *(f"{b}-finetune-clip" for b in (
+    "university1652", "cvusa", "cvact", "vigor", "geotext1652"))])
 def test_the_clip_recipes_are_the_papers(name):
     from geobridge.train import load_config
 
@@ -266,8 +267,12 @@ def test_the_clip_recipes_are_the_papers(name):
     assert config.optim.weight_decay == 0.0  # Adam
     if name.startswith("geoloc"):
         assert config.optim.epochs == 200 and config.loss.use_anchors
-    else:
+    else:  # as the benchmark's own recipe, with the paper's CLIP settings
         assert config.model.image_trainable_blocks == config.model.text_trainable_layers == 3
+        assert config.model.image_input_size == {}  # CLIP's 224 px squares
+        plain = load_config(root / "configs" / name.replace("-clip", ".yaml"))
+        assert (config.data, config.sampler, config.optim.epochs, config.train.eval_protocol) == (
+            plain.data, plain.sampler, plain.optim.epochs, plain.train.eval_protocol)
 
 
 def test_indexes_locates_and_serves_with_clip_towers(trained, tmp_path, capsys):
