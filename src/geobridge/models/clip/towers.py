@@ -8,6 +8,7 @@ both starting as the identity. Either way an untrained tower embeds exactly as t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def clip_parts(config: GeoBridgeConfig, *, load_weights: bool, tokenizer_dir: Pa
         normalisation = image_normalisation(Path(clip.weights).expanduser())  # type: ignore[arg-type]
         if normalisation is not None:
             config.image.mean, config.image.std = normalisation
-        config.init_logit_scale = min(max(logit_scale, 0.0), 4.605170185988091)  # CLIP's cap: log(100)
+        config.init_logit_scale = min(max(logit_scale, 0.0), math.log(100.0))  # CLIP clamps it at log(100)
     return ClipParts(vision=vision, text=text, tokens=clip_tokens(clip, folder=tokenizer_dir), logit_scale=logit_scale)
 
 
