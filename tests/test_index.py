@@ -486,7 +486,7 @@ def test_prior_search_equals_brute_force_with_views_k_beyond_the_disc_and_after_
 
 
 def test_flat_subset_path_gives_faiss_selector_answers_ties_included(monkeypatch):
-    from geobridge.index import prior, store
+    from geobridge.index import prior, selection
 
     vectors, recs, _, _ = _prior_world(400, seed=4)
     vectors[10:400:7] = vectors[3]  # many identical vectors: exact ties among the hits
@@ -499,8 +499,8 @@ def test_flat_subset_path_gives_faiss_selector_answers_ties_included(monkeypatch
     queries = np.concatenate([vectors[[3]], np.random.default_rng(5).standard_normal((30, 16))]).astype(np.float32)
     cases = [((0.0, 0.0), 20.0, None, 12), ((0.0, 0.0), 20.0, "drone", 200), ((89.99, 30.0), 15.0, None, 40)]
     subset = [index.search(queries, k=k, near=near, radius_km=r, view=v) for near, r, v, k in cases]
-    assert len(calls) == len(cases) and all(0 < c <= store.FLAT_SUBSET_MAX_SHARE * len(index) for c in calls)
-    monkeypatch.setattr(store, "FLAT_SUBSET_MAX_SHARE", 0.0)  # force faiss's ID selector for the same searches
+    assert len(calls) == len(cases) and all(0 < c <= selection.FLAT_SUBSET_MAX_SHARE * len(index) for c in calls)
+    monkeypatch.setattr(selection, "FLAT_SUBSET_MAX_SHARE", 0.0)  # force faiss's ID selector for the same searches
     for (near, r, v, k), got in zip(cases, subset, strict=True):
         selected = index.search(queries, k=k, near=near, radius_km=r, view=v)
         np.testing.assert_array_equal(got.ids, selected.ids)

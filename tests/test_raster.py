@@ -198,14 +198,15 @@ def _geodesic_km(lat0: float, lon0: float, lat: np.ndarray, lon: np.ndarray) -> 
 
 
 def test_prior_search_equals_brute_force_within_the_radius(monkeypatch):
-    from geobridge.index import GeoIndex
 
     index, vectors, lat, lon, views = _scattered_index("Flat")
+    from geobridge.index import store
+
     calls = []
-    original = GeoIndex._selector_search
-    monkeypatch.setattr(GeoIndex, "_selector_search",
-                        lambda self, x, k, allowed, **kw: calls.append((k, len(allowed))) or original(
-                            self, x, k, allowed, **kw))
+    original = store.selector_search
+    monkeypatch.setattr(store, "selector_search",
+                        lambda geo, x, k, allowed, **kw: calls.append((k, len(allowed))) or original(
+                            geo, x, k, allowed, **kw))
     rng = np.random.default_rng(1)
     queries = rng.normal(size=(5, vectors.shape[1])).astype(np.float32)
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)

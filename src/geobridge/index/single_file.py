@@ -40,7 +40,7 @@ def save_file(index: Any, path: str | Path) -> Path:
         meta_bytes = json.dumps(index._meta(), sort_keys=True, allow_nan=False).encode()
     except (TypeError, ValueError) as exc:
         raise GeoBridgeError(f"index metadata or model_info is not JSON-compatible: {exc}") from exc
-    index_bytes = faiss.serialize_index(index._serialisable_index()).tobytes()
+    index_bytes = faiss.serialize_index(_serialisable(index)).tobytes()
     payload = meta_bytes + index_bytes
     header = {
         "format": FORMAT,
@@ -123,3 +123,13 @@ def _header_problem(header: Any) -> str | None:
     if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
         return f"sha256: expected 64 hex digits, got {digest!r}"
     return None
+
+
+def _serialisable(index: Any) -> Any:
+    """The faiss index to serialise into a single file: a memory-mapped one would serialise a reference to its
+    folder's file, so that file is read whole instead (read-only, so unchanged), with this index's nprobe."""
+    if index._mapped_from is None:
+        return index._index
+    whole = faiss.read_index(str(index._mapped_from))
+    faiss.extract_index_ivf(whole).nprobe = faiss.extract_index_ivf(index._index).nprobe
+    return whole

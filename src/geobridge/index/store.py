@@ -22,7 +22,6 @@ import numpy as np
 from geobridge.errors import GeoBridgeError, IndexFormatError
 from geobridge.index.arrays import (
     as_matrix,
-    check_near,
     empty_ids,
     empty_scores,
     faiss_message,
@@ -34,13 +33,9 @@ from geobridge.index.factory import parse_factory
 from geobridge.index.faiss_ops import apply_search_params, rebuild_without, remove_from_ivf
 from geobridge.index.records import LazyRecords
 from geobridge.index.results import HitRecords, SearchResult
+from geobridge.index.selection import disc_ids, overfetch_search, selector_search, view_ids
 from geobridge.index.single_file import FORMAT, FORMAT_VERSION, load_file, save_file
 from geobridge.views import VIEWS
-
-# a prior on a Flat index scores only the allowed rows (index/prior.py) when they are at most this share of the
-# index, else faiss searches with an ID selector. Measured, one query, 256-d (benchmarks/bench_prior.py): 100k,
-# subset vs selector 2.2 vs 13.8 ms at 10 %, 12.1 vs 15.6 ms at 50 %, 16.3 vs 15.2 ms at 90 % (parity)
-FLAT_SUBSET_MAX_SHARE = 0.5
 
 
 class GeoIndex:
@@ -267,13 +262,14 @@ class GeoIndex:
         ``view`` keeps only gallery items of that view (or views); ``exclude_views`` drops items of those views.
         ``near=(lat, lon)`` with ``radius_km`` keeps only items whose ``lat``/``lon`` lie within ``radius_km``
         (great circle) of it: a search within a prior. The items in the disc come from a kd-tree (``ids_within``).
-        On a Flat index where they (after any view filter) are at most ``FLAT_SUBSET_MAX_SHARE`` of its items, only
-        their stored vectors are scored, in place, with the top k kept in faiss's heap: the answer of faiss with an
-        ID selector. Otherwise, and on IVF and HNSW indexes, the allowed ids go to faiss as an ID selector
-        (``SearchParameters(sel=IDSelectorBatch)``) and faiss is asked for exactly ``k``. Without a prior (and for
-        other index types) filters are applied by over-fetching and filtering, doubling the fetch until every query
-        has ``k`` hits or the whole index was fetched (so a filtered Flat search stays exact). ``nprobe`` (IVF),
-        ``ef_search`` (HNSW) and ``k_factor`` (refine indexes) override the index's settings for this call only.
+        On a Flat index where they (after any view filter) are at most ``FLAT_SUBSET_MAX_SHARE`` of its items
+        (``index/selection.py``), only their stored vectors are scored, in place, with the top k kept in faiss's
+        heap: the answer of faiss with an ID selector. Otherwise, and on IVF and HNSW indexes, the allowed ids go to
+        faiss as an ID selector (``SearchParameters(sel=IDSelectorBatch)``) and faiss is asked for exactly ``k``.
+        Without a prior (and for other index types) filters are applied by over-fetching and filtering, doubling the
+        fetch until every query has ``k`` hits or the whole index was fetched (so a filtered Flat search stays
+        exact). ``nprobe`` (IVF), ``ef_search`` (HNSW) and ``k_factor`` (refine indexes) override the index's
+        settings for this call only.
         """
         x = as_matrix(queries, self.dim, what="queries")
         if not isinstance(k, (int, np.integer)) or k < 1:
@@ -290,7 +286,7 @@ class GeoIndex:
         if n_queries == 0 or total == 0 or n_allowed == 0:
             return SearchResult(empty_scores(n_queries, k), empty_ids(n_queries, k), {})
         if near is not None:
-            selected = self._selector_search(x, k, allowed, nprobe=nprobe, ef_search=ef_search)
+            selected = selector_search(self, x, k, allowed, nprobe=nprobe, ef_search=ef_search)
             if selected is not None:
                 return self._result(*selected)
         if allowed is None:
@@ -300,27 +296,9 @@ class GeoIndex:
             return self._result(*exact)
         saved = self._apply_params(nprobe=nprobe, ef_search=ef_search, k_factor=k_factor)
         try:
-            fetch = min(total, k if allowed is None else k * math.ceil(total / n_allowed) + k)
-            while True:
-                raw_scores, raw_ids = self._index.search(x, fetch)  # (Q, fetch)
-                keep = raw_ids >= 0
-                if allowed is not None:
-                    keep &= np.isin(raw_ids, allowed)
-                if fetch >= total or bool((keep.sum(axis=1) >= k).all()):
-                    break
-                fetch = min(total, fetch * 2)
+            return self._result(*overfetch_search(self._index, x, k, allowed))
         finally:
             self._apply_params(**saved)
-        if allowed is None and fetch == k:  # the common case: faiss's answer is the answer
-            ids = raw_ids.astype(np.int64, copy=False)
-            scores = np.where(keep, raw_scores, -np.inf).astype(np.float32, copy=False)
-        else:
-            scores, ids = empty_scores(n_queries, k), empty_ids(n_queries, k)
-            for q in range(n_queries):
-                row_ids, row_scores = raw_ids[q][keep[q]][:k], raw_scores[q][keep[q]][:k]
-                ids[q, : len(row_ids)] = row_ids
-                scores[q, : len(row_ids)] = row_scores
-        return self._result(scores, ids)
 
     def ids_within(self, near: tuple[float, float], *, radius_km: float) -> np.ndarray:
         """(M,) sorted int64 ids of the items whose ``lat``/``lon`` lie within ``radius_km`` of ``near=(lat, lon)``.
@@ -329,70 +307,7 @@ class GeoIndex:
         unit-sphere positions, built on the first call and kept until the next add or remove; the haversine is
         computed for the candidates only (``index/prior.py``), which gives the same ids as a scan of every item.
         """
-        from geobridge.index.prior import DiscLookup
-
-        lat, lon = check_near(near)
-        if isinstance(radius_km, bool) or not math.isfinite(radius_km) or radius_km <= 0:
-            raise GeoBridgeError(f"radius_km must be a positive number of km, got {radius_km!r}")
-        if "#centres" not in self._id_cache:
-            records = self._records
-            if isinstance(records, LazyRecords):  # the columns, already in id order
-                self._id_cache["#centres"] = np.asarray(records.ids, dtype=np.int64)
-                self._id_cache["#disc"] = DiscLookup(records.lat, records.lon)
-            else:
-                order = np.asarray(sorted(records), dtype=np.int64)
-                self._id_cache["#centres"] = order
-                self._id_cache["#disc"] = DiscLookup(
-                    np.asarray([records[i]["lat"] for i in order.tolist()], dtype=np.float64),
-                    np.asarray([records[i]["lon"] for i in order.tolist()], dtype=np.float64),
-                )
-        key = (lat, lon, float(radius_km))  # locate asks for the disc, then search asks again: answer it once
-        last = self._id_cache.get("#last_disc")
-        if last is None or last[0] != key:
-            ids = self._id_cache["#centres"][self._id_cache["#disc"].within(lat, lon, radius_km=float(radius_km))]
-            ids.flags.writeable = False  # shared by the callers of the same disc
-            last = self._id_cache["#last_disc"] = (key, ids)
-        return last[1]
-
-    def _selector_search(
-        self, x: np.ndarray, k: int, allowed: np.ndarray, *, nprobe: int | None, ef_search: int | None
-    ) -> tuple[np.ndarray, np.ndarray] | None:
-        """Top-k among the sorted ``allowed`` ids: on a Flat index where they are at most ``FLAT_SUBSET_MAX_SHARE``
-        of it, by scoring only their rows (``index/prior.py``); else by a faiss ID selector; None when this index
-        type takes no selector. Either way rows with fewer hits are padded with id -1 and score -inf."""
-        base = self._base
-        self._check_params(nprobe=nprobe, ef_search=ef_search)
-        if isinstance(base, faiss.IndexFlat) and len(allowed) <= FLAT_SUBSET_MAX_SHARE * len(self):
-            return self._flat_subset_search(x, k, allowed)
-        selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
-        if isinstance(base, faiss.IndexFlat):
-            params = faiss.SearchParameters(sel=selector)
-        elif isinstance(base, faiss.IndexIVF):
-            params = faiss.SearchParametersIVF(sel=selector, nprobe=int(nprobe or base.nprobe))
-        elif isinstance(base, faiss.IndexHNSW):
-            params = faiss.SearchParametersHNSW(sel=selector, efSearch=int(ef_search or base.hnsw.efSearch))
-        else:
-            return None
-        fetch = min(k, len(allowed))
-        raw_scores, raw_ids = self._index.search(x, fetch, params=params)  # (Q, fetch)
-        scores, ids = empty_scores(len(x), k), empty_ids(len(x), k)
-        keep = raw_ids >= 0
-        scores[:, :fetch] = np.where(keep, raw_scores, -np.inf)
-        ids[:, :fetch] = np.where(keep, raw_ids, -1)
-        return scores, ids
-
-    def _flat_subset_search(self, x: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(Q, k) scores and ids of the top k among ``allowed`` ids of a Flat index, scored in place by faiss."""
-        from geobridge.index.prior import flat_subset_search
-
-        if "#rows" not in self._id_cache:  # storage rows in id order, and those ids, for an id -> row lookup
-            storage_ids = self._storage_ids()
-            rows = np.argsort(storage_ids, kind="stable")
-            self._id_cache["#rows"] = (rows, storage_ids[rows])
-        by_id, sorted_ids = self._id_cache["#rows"]
-        rows = np.sort(by_id[np.searchsorted(sorted_ids, allowed)])  # (M,) storage order, as faiss scans
-        top_scores, top_rows = flat_subset_search(self._base, x, rows, k)  # (Q, min(k, M))
-        return self._hits_from_rows(top_scores, top_rows, k)
+        return disc_ids(self._records, self._id_cache, near, radius_km=radius_km)
 
     def _result(self, scores: np.ndarray, ids: np.ndarray) -> SearchResult:
         """Wrap (Q, k) scores and ids with the hits' metadata records, read when first asked for (a snapshot: an
@@ -441,24 +356,7 @@ class GeoIndex:
         return self._id_cache["#storage"]
 
     def _allowed_ids(self, view: str | Sequence[str] | None, exclude_views: Sequence[str] | None) -> np.ndarray | None:
-        if view is None and not exclude_views:
-            return None
-        include = set(VIEWS if view is None else ([view] if isinstance(view, str) else view))
-        exclude = set([exclude_views] if isinstance(exclude_views, str) else (exclude_views or ()))
-        for name in include | exclude:
-            if name not in VIEWS:
-                raise GeoBridgeError(f"unknown view {name!r}; expected one of {', '.join(VIEWS)}")
-        key = ",".join(sorted(include - exclude))
-        if key not in self._id_cache:
-            wanted = include - exclude
-            records = self._records
-            if isinstance(records, LazyRecords):  # the view column, ids already sorted
-                self._id_cache[key] = np.asarray(records.ids[records.view_mask(wanted)], dtype=np.int64)
-            else:
-                self._id_cache[key] = np.asarray(
-                    sorted(i for i, r in records.items() if r["view"] in wanted), dtype=np.int64
-                )
-        return self._id_cache[key]
+        return view_ids(self._records, self._id_cache, view, exclude_views)
 
     def _apply_params(
         self, *, nprobe: int | None = None, ef_search: int | None = None, k_factor: float | None = None
@@ -535,15 +433,6 @@ class GeoIndex:
             "next_id": self._next_id,
             "records": [{"id": i, **r} for i, r in sorted(self._records.items())],
         }
-
-    def _serialisable_index(self) -> Any:
-        """The faiss index to serialise into a single file: a memory-mapped one would serialise a reference to its
-        folder's file, so that file is read whole instead (read-only, so unchanged), with this index's nprobe."""
-        if self._mapped_from is None:
-            return self._index
-        whole = faiss.read_index(str(self._mapped_from))
-        faiss.extract_index_ivf(whole).nprobe = faiss.extract_index_ivf(self._index).nprobe
-        return whole
 
     @classmethod
     def load(cls, path: str | Path, *, mmap: bool = True, verify: bool = True) -> GeoIndex:
