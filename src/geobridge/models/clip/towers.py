@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from geobridge.models.clip.modules import copies, split_clip
+from geobridge.models.clip.modules import build_clip, copies, split_clip
 from geobridge.models.clip.tokens import SPECIAL_TOKENS, HFTokens, OpenClipTokens, chunk_texts
 from geobridge.models.clip.weights import image_normalisation, load_clip
 from geobridge.models.config import ClipConfig, GeoBridgeConfig, ImageTowerConfig, TextTowerConfig
@@ -40,8 +40,6 @@ def clip_parts(config: GeoBridgeConfig, *, load_weights: bool, tokenizer_dir: Pa
     ``preprocessor_config.json``, when it has one) and ``init_logit_scale`` (the checkpoint's temperature) in
     ``config``, which a saved model then keeps. ``tokenizer_dir`` overrides where Hugging Face tokenizer files are.
     """
-    from geobridge.models.clip.modules import build_clip
-
     clip = config.clip
     assert clip is not None
     loading = load_weights and clip.weights is not None
