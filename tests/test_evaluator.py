@@ -38,6 +38,7 @@ RESULT_FIELDS = (
     "positive_ranks",
     "positive_offsets",
     "first_positive_rank",
+    "hit",
 )
 
 
@@ -45,7 +46,7 @@ def assert_same_result(a, b):
     for field in RESULT_FIELDS:
         np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
     np.testing.assert_array_equal(a.average_precision, b.average_precision)  # NaN == NaN here
-    assert a.n_gallery == b.n_gallery and a.ap_variant == b.ap_variant
+    assert a.n_gallery == b.n_gallery and a.ap_variant == b.ap_variant and a.ties == b.ties
 
 
 def integer_problem(seed, n_query=41, n_gallery=97, dim=5):
@@ -71,6 +72,10 @@ def test_chunked_equals_dense_with_ties_junk_and_groups(seed):
         {},
         {"query_groups": rng.integers(0, 2, len(ql)), "gallery_groups": rng.integers(0, 2, len(gl))},
         {"junk_fn": lambda rows: (rows[:, None] + np.arange(len(gl))[None, :]) % 5 == 0},
+        {"ties": "optimistic"},
+        {"ties": "optimistic", "semi_fn": lambda rows: (rows[:, None] * 3 + np.arange(len(gl))[None, :]) % 4 == 0,
+         "junk_fn": lambda rows: (rows[:, None] + np.arange(len(gl))[None, :]) % 7 == 0},
+        {"semi_fn": lambda rows: (rows[:, None] * 3 + np.arange(len(gl))[None, :]) % 4 == 0},
     ]
     for opts in options:
         for k in (1, 7, 200):  # 200 > gallery size: clipped
@@ -80,21 +85,36 @@ def test_chunked_equals_dense_with_ties_junk_and_groups(seed):
                 assert_same_result(compute_retrieval(query, gallery, ql, gl, k=k, chunk_size=chunk, **opts), dense)
 
 
-def test_retrieval_against_brute_force_per_query():
+@pytest.mark.parametrize("ties", ["pessimistic", "optimistic"])
+def test_retrieval_against_brute_force_per_query(ties):
     query, gallery, ql, gl = integer_problem(3)
     qg = np.arange(len(ql)) % 3
     gg = np.arange(len(gl)) % 3
-    result = compute_retrieval(query, gallery, ql, gl, k=6, chunk_size=5, query_groups=qg, gallery_groups=gg)
+    semi_all = np.random.default_rng(8).random((len(ql), len(gl))) < 0.2  # (N, M) semi-positives
+
+    def semi_fn(rows):
+        return semi_all[rows]
+
+    result = compute_retrieval(query, gallery, ql, gl, k=6, chunk_size=5, query_groups=qg, gallery_groups=gg,
+                               ties=ties, semi_fn=semi_fn)
     scores = query @ gallery.T  # exact for integers
+    optimistic = ties == "optimistic"
     for q in range(len(ql)):
         positive = (gl == ql[q]) & (gl >= 0)
         junk = (gl < 0) | (positive & (gg == qg[q]))  # the same-label-same-group rule
         positive &= ~junk
         items = [j for j in range(len(gl)) if not junk[j]]
-        ranking = sorted(items, key=lambda j: (-scores[q, j], bool(positive[j]), j))
+        ranking = sorted(items, key=lambda j: (-scores[q, j], bool(positive[j]) != optimistic, j))
         ranks = [pos for pos, j in enumerate(ranking) if positive[j]]
         assert result.ranks_of(q).tolist() == ranks
-        assert result.ranks_of(q).tolist() == positive_ranks_from_scores(scores[q], positive, is_junk=junk).tolist()
+        if not optimistic:
+            assert result.ranks_of(q).tolist() == positive_ranks_from_scores(scores[q], positive,
+                                                                             is_junk=junk).tolist()
+        # a hit: the best positive is beaten by no gallery item that is neither junk, positive nor semi-positive
+        others = [scores[q, j] for j in items if not positive[j] and not semi_all[q, j]]
+        best = max((scores[q, j] for j in items if positive[j]), default=None)
+        beaten = best is None or any(o > best if optimistic else o >= best for o in others)
+        assert result.hit[q] == (not beaten)
         assert result.topk_indices[q].tolist() == ranking[:6]
         assert result.topk_is_positive[q].tolist() == [bool(positive[j]) for j in ranking[:6]]
         np.testing.assert_array_equal(result.topk_scores[q], scores[q, ranking[:6]])
@@ -185,6 +205,7 @@ def test_evaluator_keys_values_and_units():
         "R@5",
         "R@10",
         "R@1%",
+        "R@1%_K",
         "AP",
         "MRR",
         "median_km",

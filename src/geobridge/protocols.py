@@ -28,7 +28,9 @@ NoPositive = Literal["miss", "exclude", "error"]
 # the K of "R@1%" (geobridge.eval.metrics.k_for_one_percent)
 KRule = Literal["round-half-up", "round-plus-one", "floor-plus-one", "floor"]
 K_RULES: tuple[str, ...] = ("round-half-up", "round-plus-one", "floor-plus-one", "floor")
-METRICS: tuple[str, ...] = ("recall", "R@1%", "AP", "hit_rate", "localisation", "r_mean")
+# "localisation": median and mean metres to the top-1 item; "km": median and mean km and the share within each
+# distance threshold (the generated world's and GeoLoc's report)
+METRICS: tuple[str, ...] = ("recall", "R@1%", "AP", "MRR", "hit_rate", "localisation", "km", "r_mean")
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,13 @@ from geobridge.eval.evaluator import (
     EmbeddingSet,
     RetrievalEvaluator,
     all_directions,
-    direction_metrics,
     errors_km,
     evaluate_direction,
     evaluate_groups,
     mean_summaries,
     place_labels,
     retrieve,
+    world_protocol,
 )
 from geobridge.eval.geo import (
     DEFAULT_THRESHOLDS_KM,
@@ -56,6 +56,7 @@ from geobridge.eval.plots import (
     plot_recall_curves,
     plot_retrieval_grid,
 )
+from geobridge.eval.protocol_score import direction_metrics, score_split
 from geobridge.eval.report import write_report
 from geobridge.eval.retrieval import RetrievalResult, auto_chunk_size, compute_retrieval
 from geobridge.protocols import PROTOCOLS, Protocol, default_protocol, get_protocol, list_protocols
@@ -99,6 +100,8 @@ __all__ = [
     "recall_k_for_percent",
     "reciprocal_ranks",
     "retrieve",
+    "score_split",
     "top1_errors_km",
+    "world_protocol",
     "write_report",
 ]

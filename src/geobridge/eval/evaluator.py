@@ -7,7 +7,7 @@ the drone images of an orbit, or several texts).
 Keys of one direction (e.g. ``drone->satellite``), with their units:
 
 * ``<dir>/R@1``, ``<dir>/R@5``, ``<dir>/R@10``: Recall@K in percent (0..100), a hit = any positive in the top K;
-* ``<dir>/R@1%``: Recall@K with K = max(1, round-half-up(0.01 * gallery size)), percent;
+* ``<dir>/R@1%``: Recall@K with K = max(1, round-half-up(0.01 * gallery size)), percent; ``<dir>/R@1%_K``: that K;
 * ``<dir>/AP``: mAP in percent, **University-1652's trapezoid AP** (comparable with published tables;
   ``ap_variant="standard"`` switches to the plain non-interpolated AP under the same key);
 * ``<dir>/MRR``: mean reciprocal rank of the first positive, percent (100 = always first);
@@ -23,6 +23,10 @@ Ranking metrics average over queries that have a positive; km metrics over queri
 top-1 item location are known (a query needs no positive to have a km error). Keys whose value is undefined
 (no query qualifies) are omitted. Counts are floats so that the whole dict is ``dict[str, float]``.
 
+These are the conventions of :func:`world_protocol`: the directions are scored and measured by the same code as
+the benchmarks' protocols (:func:`geobridge.eval.retrieval.compute_retrieval`,
+:func:`geobridge.eval.protocol_score.direction_metrics`).
+
 :class:`RetrievalEvaluator` adds ``mean/<metric>`` (the unweighted mean over the evaluated directions of R@K, R@1%,
 AP and MRR) and ``primary_metric`` (the *name* of the headline metric, a str; its value is under that name).
 """
@@ -37,15 +41,35 @@ from dataclasses import dataclass
 import numpy as np
 
 from geobridge.errors import DataError
-from geobridge.eval.geo import DEFAULT_THRESHOLDS_KM, geodesic_metrics, top1_errors_km
-from geobridge.eval.metrics import AP_VARIANTS, APVariant, mean_average_precision, recall_k_for_percent
+from geobridge.eval.geo import DEFAULT_THRESHOLDS_KM, top1_errors_km
+from geobridge.eval.metrics import AP_VARIANTS, APVariant
+from geobridge.eval.protocol_score import direction_metrics
 from geobridge.eval.retrieval import ChunkSize, RetrievalResult, compute_retrieval
+from geobridge.protocols import Protocol
 from geobridge.views import VIEWS, check_view, direction_key, parse_direction
 
 logger = logging.getLogger(__name__)
 
 MEAN_METRICS: tuple[str, ...] = ("R@1", "R@5", "R@10", "R@1%", "AP", "MRR")
 GROUP_PREFIXES: tuple[str, str] = ("in_domain", "out_of_domain")
+
+
+def world_protocol(*, ks: Sequence[int] = (1, 5, 10)) -> Protocol:
+    """GeoBridge's own conventions (the generated world, GeoLoc-style data): every direction between the views,
+    pessimistic ties, junk (place id None or -1) removed, queries without a positive left out, K of R@1% rounded
+    half up, and the metrics of the module docstring."""
+    return Protocol(
+        name="geobridge",
+        layout="geobridge",
+        directions=tuple((q, g) for q in VIEWS for g in VIEWS if q != g),
+        k_rule="round-half-up",
+        ties="pessimistic",
+        no_positive="exclude",
+        distractors="junk",
+        metrics=("recall", "R@1%", "AP", "MRR", "km"),
+        recall_ks=tuple(ks),
+        description="every direction of the generated world; queries without a positive are left out",
+    )
 
 
 @dataclass
@@ -136,9 +160,10 @@ def retrieve(
     ap_variant: APVariant = "university1652",
     show_progress_bar: bool | None = None,
 ) -> RetrievalResult:
-    """Rank ``gallery`` for every item of ``query`` (matching by place id); the details behind the metrics."""
+    """Rank ``gallery`` for every item of ``query`` (matching by place id); the details behind the metrics, with
+    the top-1 errors in km (``errors_km``)."""
     qlabels, glabels = place_labels(query, gallery)
-    return compute_retrieval(
+    result = compute_retrieval(
         query.embeddings,
         gallery.embeddings,
         qlabels,
@@ -148,39 +173,14 @@ def retrieve(
         ap_variant=ap_variant,
         show_progress_bar=show_progress_bar,
     )
+    result.errors_km = errors_km(query, gallery, result)
+    return result
 
 
 def errors_km(query: EmbeddingSet, gallery: EmbeddingSet, result: RetrievalResult) -> np.ndarray:
     """(N,) km from each query's true location to its top-1 gallery item's location; NaN where unknown."""
     top1 = result.topk_indices[:, 0] if result.topk_indices.shape[1] else np.full(len(query), -1)
     return top1_errors_km(query.lat, query.lon, gallery.lat, gallery.lon, top1)
-
-
-def direction_metrics(
-    query: EmbeddingSet,
-    gallery: EmbeddingSet,
-    result: RetrievalResult,
-    *,
-    ks: Sequence[int] = (1, 5, 10),
-    thresholds_km: Sequence[float] = DEFAULT_THRESHOLDS_KM,
-) -> dict[str, float]:
-    """The metric dict of one direction from an existing :class:`RetrievalResult` (keys as in the module doc)."""
-    prefix = direction_key(query.view, gallery.view)
-    first = result.first_positive_rank
-    valid = first[first >= 0]
-    out: dict[str, float] = {}
-    if valid.size:
-        for k in ks:
-            out[f"R@{k}"] = 100.0 * float(np.count_nonzero(valid < k) / valid.size)
-        k_percent = recall_k_for_percent(result.n_gallery)
-        out["R@1%"] = 100.0 * float(np.count_nonzero(valid < k_percent) / valid.size)
-        out["AP"] = 100.0 * mean_average_precision(result.average_precision)
-        out["MRR"] = 100.0 * float(np.mean(1.0 / (valid + 1.0)))
-    out.update(geodesic_metrics(errors_km(query, gallery, result), thresholds_km=thresholds_km))
-    out["n_queries"] = float(valid.size)
-    out["n_no_positive"] = float(first.size - valid.size)
-    out["n_gallery"] = float(result.n_gallery)
-    return {f"{prefix}/{name}": value for name, value in out.items()}
 
 
 def evaluate_direction(
@@ -198,7 +198,8 @@ def evaluate_direction(
     result = retrieve(
         query, gallery, k=max(ks), chunk_size=chunk_size, ap_variant=ap_variant, show_progress_bar=show_progress_bar
     )
-    return direction_metrics(query, gallery, result, ks=ks, thresholds_km=thresholds_km)
+    metrics = direction_metrics(world_protocol(ks=ks), result, thresholds_km=thresholds_km)
+    return {f"{direction_key(query.view, gallery.view)}/{name}": value for name, value in metrics.items()}
 
 
 def _check_ks(ks: Sequence[int]) -> tuple[int, ...]:

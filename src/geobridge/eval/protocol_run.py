@@ -7,6 +7,7 @@ protocol's ``loader_options`` (VIGOR's ``mode``, CVACT's ``split``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 
 from geobridge.data.evalsplit import EvalItem, EvalSplit
 from geobridge.errors import DataError
-from geobridge.eval.protocol_score import DirectionResult, protocol_metrics, score_split
+from geobridge.eval.protocol_score import protocol_metrics, score_split
 from geobridge.eval.retrieval import RetrievalResult
 from geobridge.protocols import Protocol
 
@@ -68,7 +69,7 @@ def evaluate_protocol(
     *,
     batch_size: int = 64,
     show_progress_bar: bool | None = None,
-) -> tuple[dict[str, float | str], dict[str, DirectionResult]]:
+) -> tuple[dict[str, float | str], dict[str, RetrievalResult]]:
     """Embed and score every split; items shared by two directions (GeoText's) are embedded once."""
     cache: dict[tuple[str, tuple[str, ...]], np.ndarray] = {}
 
@@ -108,7 +109,7 @@ def run_protocol(
     metrics, results = evaluate_protocol(
         model, protocol, splits, batch_size=batch_size, show_progress_bar=show_progress_bar
     )
-    curves = {d: _as_retrieval_result(r, count_misses=protocol.no_positive != "exclude") for d, r in results.items()}
+    curves = {d: _curve_result(r, count_misses=protocol.no_positive != "exclude") for d, r in results.items()}
     plots = {"recall@K": plot_recall_curves(curves, out / "recall_curves.png", title=f"Recall@K ({protocol.name})")}
     body = {"Protocol": protocol_section(protocol, results, metrics), **(sections or {})}
     write_report(out, metrics, title=f"GeoBridge evaluation: {protocol.name}", sections=body, plots=plots, run=run)
@@ -116,7 +117,7 @@ def run_protocol(
 
 
 def protocol_section(
-    protocol: Protocol, results: dict[str, DirectionResult], metrics: dict[str, float | str]
+    protocol: Protocol, results: dict[str, RetrievalResult], metrics: dict[str, float | str]
 ) -> str:
     """Markdown: the protocol's conventions, the K of R@1% per direction, and its extra metrics."""
     lines = [
@@ -136,7 +137,7 @@ def protocol_section(
         extra = ", ".join(
             f"{name} {m[name]:.2f}" for name in ("AP", "hit_rate", "median_m", "mean_m") if name in m
         )
-        r1p, k = (f"{m['R@1%']:.2f}", str(result.k_percent)) if "R@1%" in m else ("-", "-")
+        r1p, k = (f"{m['R@1%']:.2f}", str(int(m["R@1%_K"]))) if "R@1%" in m else ("-", "-")
         lines.append(f"| `{direction}` | {result.n_queries} | {result.n_gallery} | {k} | {r1p} | {extra or '-'} |")
     means = [
         f"- {name} = {value:.2f}"
@@ -148,20 +149,11 @@ def protocol_section(
     return "\n".join(lines)
 
 
-def _as_retrieval_result(result: DirectionResult, *, count_misses: bool) -> RetrievalResult:
-    """A ranks-only :class:`RetrievalResult` for the recall plot; with ``count_misses`` a query without a positive
-    gets the rank M (outside every K), so the curve divides by all queries as the protocol does."""
-    first = result.first_rank.copy()
-    if count_misses:
-        first[first < 0] = result.n_gallery
-    n = first.shape[0]
-    return RetrievalResult(
-        topk_indices=np.zeros((n, 0), dtype=np.int64),
-        topk_scores=np.zeros((n, 0), dtype=np.float32),
-        topk_is_positive=np.zeros((n, 0), dtype=bool),
-        positive_ranks=result.positive_ranks,
-        positive_offsets=result.positive_offsets,
-        first_positive_rank=first,
-        average_precision=np.full(n, np.nan),
-        n_gallery=result.n_gallery,
-    )
+def _curve_result(result: RetrievalResult, *, count_misses: bool) -> RetrievalResult:
+    """The result for the recall plot; with ``count_misses`` a query without a positive gets the rank M (outside
+    every K), so the curve divides by all queries as the protocol does."""
+    if not count_misses:
+        return result
+    first = result.first_positive_rank.copy()
+    first[first < 0] = result.n_gallery
+    return dataclasses.replace(result, first_positive_rank=first)

@@ -1,16 +1,11 @@
-"""Scoring one :class:`~geobridge.data.evalsplit.EvalSplit` under a :class:`~geobridge.protocols.Protocol`.
+"""Scoring one :class:`~geobridge.data.evalsplit.EvalSplit` under a :class:`~geobridge.protocols.Protocol`, and
+the metrics of one direction under a protocol (the benchmarks' and the generated world's alike).
 
-The score of a (query, gallery item) pair is the dot product of their unit embeddings. For each query this module
-keeps the 0-based rank of every positive after junk removal, with the protocol's tie rule:
-
-* ``"pessimistic"``: ``rank_i = #{negatives with score >= s_i} + i`` (the rule of :mod:`geobridge.eval.metrics`
-  and :func:`geobridge.eval.retrieval.compute_retrieval`, which give the same ranks);
-* ``"optimistic"``: ``rank_i = #{negatives with score > s_i} + i`` -- what the CVUSA, CVACT and VIGOR scripts
-  compute when they count the gallery items scoring strictly better than the positive.
-
-(``s_0 >= s_1 >= ...`` are the query's positive scores.) The pessimistic-only core is not reused for the ranks
-because of the second rule; the metrics themselves come from :mod:`geobridge.eval.metrics`.
-Scores are computed ``chunk_size`` queries at a time, so the N x M matrix is never held.
+The split's conventions become labels and masks for :func:`geobridge.eval.retrieval.compute_retrieval`, the one
+scoring path of :mod:`geobridge.eval`: gallery places are labels (equal = positive), junk (distractors when the
+protocol removes them, semi-positives when it removes them) is taken out of the ranking, semi-positives that stay
+are marked for the hit rate, and the protocol's tie rule orders tied scores. The result is a
+:class:`~geobridge.eval.retrieval.RetrievalResult` with the top-1 errors and the direction's metrics filled in.
 """
 
 from __future__ import annotations
@@ -18,48 +13,21 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from geobridge.data.evalsplit import EvalItem, EvalSplit
 from geobridge.errors import DataError
-from geobridge.eval.geo import EARTH_RADIUS_KM, haversine_km
-from geobridge.eval.metrics import average_precision_batch, k_for_one_percent
-from geobridge.eval.retrieval import auto_chunk_size, block_scores, positive_offsets, positive_ranks
+from geobridge.eval.geo import DEFAULT_THRESHOLDS_KM, geodesic_metrics
+from geobridge.eval.metrics import k_for_one_percent
+from geobridge.eval.retrieval import JunkFn, RetrievalResult, auto_chunk_size, compute_retrieval
+from geobridge.geodesy import EARTH_RADIUS_KM, haversine_km
 from geobridge.protocols import Protocol
 
 logger = logging.getLogger(__name__)
 EARTH_RADIUS_M = 1000.0 * EARTH_RADIUS_KM
 BLOCK_BYTES = 64 * 2**20  # one float32 (chunk, M) score block; a few same-sized masks and copies sit beside it
-
-
-@dataclass
-class DirectionResult:
-    """What one direction of a protocol produced (N queries after multi-query merging, gallery of M items).
-
-    ``positive_ranks`` (P,) / ``positive_offsets`` (N + 1,): CSR ranks of each query's positives (protocol ties,
-    junk removed). ``first_rank`` (N,): rank of the best positive, ``-1`` without one. ``hit`` (N,) bool: no
-    gallery item other than positives and semi-positives scores above the best positive (VIGOR's hit rate).
-    ``top1`` (N,): the best-scoring non-junk gallery row. ``errors_m`` (N,): metres from the query's position to
-    its top-1 item's position (NaN where unknown). ``metrics``: the direction's flat metrics (percentages).
-    """
-
-    direction: str
-    n_gallery: int
-    k_percent: int
-    positive_ranks: np.ndarray
-    positive_offsets: np.ndarray
-    first_rank: np.ndarray
-    hit: np.ndarray
-    top1: np.ndarray
-    errors_m: np.ndarray
-    metrics: dict[str, float]
-
-    @property
-    def n_queries(self) -> int:
-        return int(self.first_rank.shape[0])
 
 
 def merge_multi_query(split: EvalSplit, embeddings: np.ndarray) -> tuple[EvalSplit, np.ndarray]:
@@ -101,15 +69,15 @@ def score_split(
     *,
     chunk_size: int | None = None,
     show_progress_bar: bool | None = None,
-) -> DirectionResult:
+) -> RetrievalResult:
     """Rank ``split.gallery`` for every query of ``split`` with ``protocol``'s conventions, and its metrics.
 
     ``query_embeddings`` (N, D) and ``gallery_embeddings`` (M, D) are in the order of ``split.queries`` and
     ``split.gallery``; rows are L2-normalised here, as every official script does. With ``protocol.multi_query``
-    the queries are merged first (:func:`merge_multi_query`).
+    the queries are merged first (:func:`merge_multi_query`). The result's top-k lists hold the best
+    ``max(protocol.recall_ks)`` non-junk gallery rows, ``errors_km`` the top-1 errors and ``metrics``
+    :func:`direction_metrics`.
     """
-    from tqdm.auto import tqdm
-
     qemb = np.asarray(query_embeddings)
     if protocol.multi_query:
         split, qemb = merge_multi_query(split, qemb)
@@ -123,114 +91,80 @@ def score_split(
         )
     if query.shape[1] != gallery.shape[1]:
         raise DataError(f"{split.name}: query dimension {query.shape[1]} != gallery dimension {gallery.shape[1]}")
-    qlabels, glabels = _labels(split)
-    semi_rows, semi_cols = _semi_pairs(split)
-    distractor = _distractor_mask(split)  # (M,)
-    size = chunk_size or auto_chunk_size(n_gallery, block_bytes=BLOCK_BYTES)
-    if show_progress_bar is None:
-        show_progress_bar = logger.getEffectiveLevel() <= logging.INFO
-    ranks, counts = [], np.zeros(n_query, dtype=np.int64)
-    hit = np.zeros(n_query, dtype=bool)
-    top1 = np.full(n_query, -1, dtype=np.int64)
-    strict = protocol.ties == "optimistic"
-    starts = range(0, n_query, size)
-    for start in tqdm(starts, desc=f"scoring {split.name}", unit="chunk", disable=not show_progress_bar):
-        rows = np.arange(start, min(start + size, n_query))
-        positive = (glabels[None, :] == qlabels[rows, None]) & (qlabels[rows, None] >= 0)  # (B, M)
-        semi = np.zeros_like(positive)
-        sel = (semi_rows >= rows[0]) & (semi_rows <= rows[-1])
-        semi[semi_rows[sel] - rows[0], semi_cols[sel]] = True
-        block_ranks, counts[rows], top1[rows], hit[rows] = _score_block(
-            protocol, block_scores(query[rows], gallery), positive, semi & ~positive, distractor, strict=strict
-        )
-        ranks.append(block_ranks)
-    flat = np.concatenate(ranks) if ranks else np.zeros(0, dtype=np.int64)
-    offsets, first = positive_offsets(flat, counts)
-    if protocol.no_positive == "error" and (counts == 0).any():
-        bad = split.queries[int(np.flatnonzero(counts == 0)[0])]
+    qlabels, glabels = _labels(split, distractors_junk=protocol.distractors == "junk")
+    semi = _semi_fn(split, qlabels, glabels)
+    result = compute_retrieval(
+        query,
+        gallery,
+        qlabels,
+        glabels,
+        k=max(protocol.recall_ks),
+        chunk_size=chunk_size or auto_chunk_size(n_gallery, block_bytes=BLOCK_BYTES),
+        junk_fn=semi if protocol.semi_positives == "junk" else None,
+        semi_fn=semi if protocol.semi_positives == "negative" else None,
+        ties=protocol.ties,
+        ap_variant="university1652",
+        show_progress_bar=show_progress_bar,
+    )
+    missing = ~result.has_positive
+    if protocol.no_positive == "error" and missing.any():
+        bad = split.queries[int(np.flatnonzero(missing)[0])]
         raise DataError(
             f"{split.name}: query {bad.key!r} has no positive in the gallery, which protocol {protocol.name!r} "
-            f"requires of every query ({int((counts == 0).sum())} such queries)"
+            f"requires of every query ({int(missing.sum())} such queries)"
         )
-    errors = _errors_m(split, first_positive_col=_first_positive_cols(qlabels, glabels), top1=top1)
-    k_percent = k_for_one_percent(n_gallery, rule=protocol.k_rule)
-    result = DirectionResult(
-        direction=f"{split.query_view}->{split.gallery_view}",
-        n_gallery=n_gallery,
-        k_percent=k_percent,
-        positive_ranks=flat,
-        positive_offsets=offsets,
-        first_rank=first,
-        hit=hit,
-        top1=top1,
-        errors_m=errors,
-        metrics={},
-    )
+    result.errors_km = _errors_m(split, first_positive_col=_first_positive_cols(qlabels, glabels),
+                                 top1=_argmax_top1(result)) / 1000
     result.metrics = direction_metrics(protocol, result)
     return result
 
 
-def _score_block(
-    protocol: Protocol,
-    block: np.ndarray,
-    positive: np.ndarray,
-    semi: np.ndarray,
-    distractor: np.ndarray,
-    *,
-    strict: bool,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One chunk of B queries against the M gallery items: ``block`` (B, M) scores, ``positive`` and ``semi``
-    (B, M) masks (semi-positives that are not positives), ``distractor`` (M,). Returns the positives' ranks
-    (flat, row by row) and their count per query, each query's top-1 column and whether its best positive
-    outranks every negative (B,)."""
-    junk = np.broadcast_to(distractor if protocol.distractors == "junk" else np.zeros_like(distractor),
-                           positive.shape).copy()
-    if protocol.semi_positives == "junk":
-        junk |= semi
-    positive = positive & ~junk
-    candidates = np.where(junk, -np.inf, block)
-    top1 = np.argmax(candidates, axis=1)
-    negatives = np.where(positive, -np.inf, candidates)  # (B, M): junk and positives can never outrank
-    block_ranks, block_counts = positive_ranks(candidates, *np.nonzero(positive), strict=strict)  # -inf'd
-    best = np.where(positive, block, -np.inf).max(axis=1)  # (B,) best positive score (-inf: none)
-    others = np.where(semi, -np.inf, negatives)
-    above = np.count_nonzero(others > best[:, None] if strict else others >= best[:, None], axis=1)
-    return block_ranks, block_counts, top1, np.isfinite(best) & (above == 0)
+def direction_metrics(
+    protocol: Protocol, result: RetrievalResult, *, thresholds_km: Sequence[float] = DEFAULT_THRESHOLDS_KM
+) -> dict[str, float]:
+    """The metrics of one direction that ``protocol`` reports, from its retrieval result.
 
-
-def direction_metrics(protocol: Protocol, result: DirectionResult) -> dict[str, float]:
-    """The protocol's metrics of one direction: percentages, except ``R@1%_K``, counts and metres."""
-    has = result.first_rank >= 0
-    denominator = result.n_queries if protocol.no_positive in ("miss", "error") else int(has.sum())
+    Percentages, except ``R@1%_K`` (the K), the km and metre errors and the counts. Rates divide by the queries the
+    protocol counts (``n_queries``): every query (a query without a positive is a miss), or only those with a
+    positive (``no_positive="exclude"``); undefined rates (no such query) are left out. ``n_no_positive``: queries
+    without a positive in the gallery.
+    """
+    has = result.has_positive
+    first = result.first_positive_rank
+    counted = result.n_queries if protocol.no_positive in ("miss", "error") else int(np.count_nonzero(has))
     out: dict[str, float] = {}
+    if counted:
+        def rate(mask: np.ndarray) -> float:
+            return 100.0 * float(np.count_nonzero(mask)) / counted
 
-    def rate(mask: np.ndarray) -> float:
-        return 100.0 * float(np.count_nonzero(mask)) / denominator if denominator else float("nan")
-
-    if "recall" in protocol.metrics:
-        for k in protocol.recall_ks:
-            out[f"R@{k}"] = rate(has & (result.first_rank < k))
-    if "R@1%" in protocol.metrics:
-        k = result.k_percent
-        out["R@1%"] = rate(has & (result.first_rank < k)) if k > 0 else 0.0
-        out["R@1%_K"] = float(k)
-    if "AP" in protocol.metrics:
-        ap = average_precision_batch(result.positive_ranks, result.positive_offsets, variant="university1652")
-        out["AP"] = 100.0 * float(np.nansum(ap[has])) / denominator if denominator else float("nan")
-    if "hit_rate" in protocol.metrics:
-        out["hit_rate"] = rate(result.hit)
+        if "recall" in protocol.metrics:
+            for k in protocol.recall_ks:
+                out[f"R@{k}"] = rate(has & (first < k))
+        if "R@1%" in protocol.metrics:
+            k = k_for_one_percent(result.n_gallery, rule=protocol.k_rule)
+            out["R@1%"] = rate(has & (first < k))
+            out["R@1%_K"] = float(k)
+        if "AP" in protocol.metrics:
+            out["AP"] = 100.0 * float(np.nansum(result.average_precision[has])) / counted
+        if "MRR" in protocol.metrics:
+            out["MRR"] = 100.0 * float(np.sum(1.0 / (first[has] + 1.0))) / counted
+        if "hit_rate" in protocol.metrics:
+            out["hit_rate"] = rate(result.hit)
+    errors = np.full(result.n_queries, np.nan) if result.errors_km is None else result.errors_km
     if "localisation" in protocol.metrics:
-        finite = result.errors_m[np.isfinite(result.errors_m)]
+        finite = 1000.0 * errors[np.isfinite(errors)]
         if finite.size:
             out["median_m"] = float(np.median(finite))
             out["mean_m"] = float(np.mean(finite))
-    out["n_queries"] = float(result.n_queries)
+    if "km" in protocol.metrics:
+        out.update(geodesic_metrics(errors, thresholds_km=thresholds_km))
+    out["n_queries"] = float(counted)
+    out["n_no_positive"] = float(np.count_nonzero(~has))
     out["n_gallery"] = float(result.n_gallery)
-    out["n_without_positive"] = float(np.count_nonzero(~has))
     return out
 
 
-def protocol_metrics(protocol: Protocol, results: Mapping[str, DirectionResult]) -> dict[str, float | str]:
+def protocol_metrics(protocol: Protocol, results: Mapping[str, RetrievalResult]) -> dict[str, float | str]:
     """Flat ``<q>-><g>/<metric>`` keys of every direction, GeoText's ``r_mean`` and the ``primary_metric``."""
     out: dict[str, float | str] = {}
     for direction, result in results.items():
@@ -265,29 +199,28 @@ def _unit_rows(x: np.ndarray, name: str) -> np.ndarray:
     return x / norms
 
 
-def _labels(split: EvalSplit) -> tuple[np.ndarray, np.ndarray]:
-    """Integer labels: equal = positive; unlabelled gallery items (place None) -1; queries without a place -2."""
+def _labels(split: EvalSplit, *, distractors_junk: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Integer labels (N,), (M,): equal = positive, -1 = junk (gallery) or no place (query). Distractors (items of
+    ``split.distractor_ids`` or without a place) are junk, or negatives under a label no query carries."""
+    shown = split.distractor_ids & {q.place_id for q in split.queries}
+    if shown:
+        raise DataError(f"{split.name}: distractor ids {sorted(shown)[:3]} are places of queries ({split.source})")
     ids: dict[str, int] = {}
-    glabels = np.array([-1 if g.place_id is None else ids.setdefault(g.place_id, len(ids)) for g in split.gallery],
-                       dtype=np.int64)
-    qlabels = np.array([ids.get(q.place_id, -2) if q.place_id is not None else -2 for q in split.queries],
+    for item in split.gallery:
+        if item.place_id is not None and not (distractors_junk and item.place_id in split.distractor_ids):
+            ids.setdefault(item.place_id, len(ids))
+    unlabelled = -1 if distractors_junk else len(ids)  # a label of no query: negatives for everyone
+    glabels = np.array([ids.get(g.place_id, unlabelled) if g.place_id is not None else unlabelled
+                        for g in split.gallery], dtype=np.int64)
+    qlabels = np.array([ids.get(q.place_id, -1) if q.place_id is not None else -1 for q in split.queries],
                        dtype=np.int64)
     return qlabels, glabels
 
 
-def _distractor_mask(split: EvalSplit) -> np.ndarray:
-    """(M,) bool: gallery items of ``split.distractor_ids`` or without a place. A distractor id that a query
-    carries would make one item both a positive and junk: a DataError naming the split."""
-    shown = split.distractor_ids & {q.place_id for q in split.queries}
-    if shown:
-        raise DataError(f"{split.name}: distractor ids {sorted(shown)[:3]} are places of queries ({split.source})")
-    return np.array([g.place_id is None or g.place_id in split.distractor_ids for g in split.gallery], dtype=bool)
-
-
-def _semi_pairs(split: EvalSplit) -> tuple[np.ndarray, np.ndarray]:
-    """(query row, gallery column) of every semi-positive pair."""
+def _semi_fn(split: EvalSplit, qlabels: np.ndarray, glabels: np.ndarray) -> JunkFn | None:
+    """``fn(query_rows) -> (B, M)`` the semi-positives of those queries that are not positives, or ``None``."""
     if not split.semi_positives:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return None
     gindex = {g.key: j for j, g in enumerate(split.gallery)}
     rows, cols = [], []
     for i, item in enumerate(split.queries):
@@ -296,7 +229,15 @@ def _semi_pairs(split: EvalSplit) -> tuple[np.ndarray, np.ndarray]:
                 raise DataError(f"{split.name}: semi-positive {key!r} of query {item.key!r} is not in the gallery")
             rows.append(i)
             cols.append(gindex[key])
-    return np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+    semi_rows, semi_cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+
+    def semi(query_rows: np.ndarray) -> np.ndarray:
+        mask = np.zeros((query_rows.size, glabels.size), dtype=bool)  # (B, M)
+        sel = np.isin(semi_rows, query_rows)
+        mask[np.searchsorted(query_rows, semi_rows[sel]), semi_cols[sel]] = True
+        return mask & ~((glabels[None, :] == qlabels[query_rows, None]) & (qlabels[query_rows, None] >= 0))
+
+    return semi
 
 
 def _first_positive_cols(qlabels: np.ndarray, glabels: np.ndarray) -> np.ndarray:
@@ -305,6 +246,18 @@ def _first_positive_cols(qlabels: np.ndarray, glabels: np.ndarray) -> np.ndarray
     for j, label in enumerate(glabels.tolist()):
         first.setdefault(label, j)
     return np.array([first.get(label, -1) if label >= 0 else -1 for label in qlabels.tolist()], dtype=np.int64)
+
+
+def _argmax_top1(result: RetrievalResult) -> np.ndarray:
+    """(N,) the top-1 gallery row as the scripts take it (``np.argmax`` of the scores: on a tie the lowest row,
+    positive or not), from the top-k lists; -1 where nothing was retrieved."""
+    scores, idx = result.topk_scores, result.topk_indices  # (N, k)
+    if idx.shape[1] == 0:
+        return np.full(idx.shape[0], -1, dtype=np.int64)
+    none = np.iinfo(np.int64).max
+    top1 = np.where((scores == scores[:, :1]) & (idx >= 0), idx, none).min(axis=1)  # (N,)
+    top1[top1 == none] = -1
+    return top1
 
 
 def _position(item: EvalItem) -> tuple[float, float]:

@@ -63,7 +63,7 @@ def write_report(
         lines += [f"Primary metric: **{primary} = {_fmt(primary, float(metrics[primary]))}**", ""]
     if run:
         lines += ["## Run", "", *(f"- {what}: {value}" for what, value in run.items()), ""]
-    own_k = any(str(k).endswith("/R@1%_K") for k in metrics)  # a named protocol: each direction has its own K
+    own_k = "protocol" in metrics  # a named protocol: each direction has its own K
     one_percent = "R@1% (the recall at the K listed per direction below)" if own_k else "R@1% (K = 1% of the gallery)"
     lines += [
         f"Recall@K, {one_percent}, AP (University-1652 variant), MRR and acc@ (share of queries whose "

@@ -16,9 +16,16 @@ ranking (they are neither positives nor negatives, and never appear in the top-k
   label **and** the query's group is junk (the "same camera" rule of person re-identification benchmarks);
 * ``junk_fn(query_rows) -> (B, M) bool`` marks any further junk for the queries ``query_rows`` (absolute indices).
 
-Ranks follow :mod:`geobridge.eval.metrics`: pessimistic ties (a negative tied with a positive is ranked first).
-The top-k lists use the same order -- score decreasing, then negatives before positives, then gallery index
-increasing -- so ``topk_is_positive[:, 0]`` is exactly "rank of the first positive == 0".
+Ties follow ``ties``: ``"pessimistic"`` (the rule of :mod:`geobridge.eval.metrics`: a negative tied with a
+positive is ranked first, ``rank_i = #{negatives >= s_i} + i``) or ``"optimistic"`` (ranked after it,
+``rank_i = #{negatives > s_i} + i``: what the CVUSA, CVACT and VIGOR scripts compute when they count the gallery
+items that score strictly better). The top-k lists use the same order -- score decreasing, then on ties negatives
+before positives (pessimistic) or after them (optimistic), then gallery index increasing -- so
+``topk_is_positive[:, 0]`` is exactly "rank of the first positive == 0".
+
+``semi_fn(query_rows) -> (B, M) bool`` marks semi-positives (VIGOR's neighbouring tiles): negatives for the
+ranks, but not counted against the query's ``hit`` (its best positive outranks every other gallery item that is
+neither a positive nor a semi-positive; without ``semi_fn`` a hit is exactly a first positive at rank 0).
 
 ``chunk_size=None`` selects a dense reference path (full score matrix, one explicit sort per query). It returns
 the same numbers as the chunked path whenever the dot products come out the same; BLAS may round a block's
@@ -31,7 +38,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -45,6 +52,7 @@ from geobridge.eval.metrics import (
     mean_reciprocal_rank,
     recall_at_k,
 )
+from geobridge.protocols import Ties
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +71,10 @@ class RetrievalResult:
     0-based ranks ``positive_ranks[positive_offsets[q]:positive_offsets[q + 1]]`` (junk removed, pessimistic ties).
     ``first_positive_rank`` (N,) int64, ``-1`` when the query has no positive.
     ``average_precision`` (N,) float64 per-query AP of the ``ap_variant`` kind, NaN when the query has no positive.
+    ``hit`` (N,) bool: the best positive outranks every gallery item that is neither a positive nor a semi-positive
+    (see the module docstring). ``errors_km`` (N,) float64: km from each query's true location to its top-1 item's,
+    NaN where unknown; ``None`` until a caller that knows the locations sets it. ``metrics``: the direction's
+    metrics (:func:`geobridge.eval.protocol_score.direction_metrics`) once a caller has computed them.
     """
 
     topk_indices: np.ndarray
@@ -73,7 +85,11 @@ class RetrievalResult:
     first_positive_rank: np.ndarray
     average_precision: np.ndarray
     n_gallery: int
+    hit: np.ndarray
     ap_variant: str = "university1652"
+    ties: str = "pessimistic"
+    errors_km: np.ndarray | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
 
     @property
     def n_queries(self) -> int:
@@ -129,6 +145,8 @@ def compute_retrieval(
     query_groups: np.ndarray | None = None,
     gallery_groups: np.ndarray | None = None,
     junk_fn: JunkFn | None = None,
+    semi_fn: JunkFn | None = None,
+    ties: Ties = "pessimistic",
     ap_variant: APVariant = "university1652",
     show_progress_bar: bool | None = None,
 ) -> RetrievalResult:
@@ -137,10 +155,10 @@ def compute_retrieval(
     ``query_embeddings`` (N, D) and ``gallery_embeddings`` (M, D): float32 (other float types are converted), normally
     L2-normalised so that the dot product is the cosine. ``query_labels`` (N,) and ``gallery_labels`` (M,): integer
     place labels; equal labels are positives, negative labels mark junk (see the module docstring, also for
-    ``query_groups``/``gallery_groups``/``junk_fn``). ``k`` is clipped to M. ``chunk_size``: queries scored per block,
-    ``"auto"`` for about 256 MB per block, ``None`` for the dense reference path. ``ap_variant`` selects the AP
-    stored in the result (``"university1652"`` or ``"standard"``, see
-    :func:`geobridge.eval.metrics.average_precision`).
+    ``query_groups``/``gallery_groups``/``junk_fn``, ``semi_fn`` and ``ties``). ``k`` is clipped to M.
+    ``chunk_size``: queries scored per block, ``"auto"`` for about 256 MB per block, ``None`` for the dense
+    reference path. ``ap_variant`` selects the AP stored in the result (``"university1652"`` or ``"standard"``,
+    see :func:`geobridge.eval.metrics.average_precision`).
     """
     query = _as_matrix(query_embeddings, "query")
     gallery = _as_matrix(gallery_embeddings, "gallery")
@@ -163,16 +181,19 @@ def compute_retrieval(
         raise ValueError(f"chunk_size must be a positive int, 'auto' or None, got {chunk_size!r}")
     if ap_variant not in ("university1652", "standard"):
         raise ValueError(f"unknown ap_variant {ap_variant!r}; expected one of university1652, standard")
+    if ties not in ("pessimistic", "optimistic"):
+        raise ValueError(f"unknown ties {ties!r}; expected pessimistic or optimistic")
     if show_progress_bar is None:
         show_progress_bar = logger.getEffectiveLevel() <= logging.INFO
     k_eff = min(int(k), n_gallery)
-    context = _Context(query, gallery, qlabels, glabels, qgroups, ggroups, junk_fn, k_eff)
+    context = _Context(query, gallery, qlabels, glabels, qgroups, ggroups, junk_fn, semi_fn, k_eff,
+                       strict=ties == "optimistic")
     if chunk_size is None:
         parts = _dense(context)
     else:
         size = auto_chunk_size(n_gallery) if chunk_size == "auto" else int(chunk_size)
         parts = _chunked(context, size, show_progress_bar=bool(show_progress_bar))
-    return _assemble(parts, n_query=n_query, n_gallery=n_gallery, k=k_eff, ap_variant=ap_variant)
+    return _assemble(parts, n_query=n_query, n_gallery=n_gallery, k=k_eff, ap_variant=ap_variant, ties=ties)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -188,7 +209,9 @@ class _Context:
     qgroups: np.ndarray | None  # (N,) int64
     ggroups: np.ndarray | None  # (M,) int64
     junk_fn: JunkFn | None
+    semi_fn: JunkFn | None
     k: int
+    strict: bool  # optimistic ties: only negatives scoring strictly above a positive outrank it
 
 
 @dataclass
@@ -200,6 +223,7 @@ class _Part:
     topk_is_positive: np.ndarray  # (B, k)
     ranks: np.ndarray  # (P_block,)
     counts: np.ndarray  # (B,)
+    hit: np.ndarray  # (B,)
 
 
 def _as_matrix(x: np.ndarray, name: str) -> np.ndarray:
@@ -244,13 +268,22 @@ def block_scores(query_rows: np.ndarray, gallery: np.ndarray) -> np.ndarray:
     return torch.mm(q, g.T).numpy()  # (B, M)
 
 
-def _junk_mask(ctx: _Context, rows: np.ndarray) -> np.ndarray | None:
-    if ctx.junk_fn is None:
+def _row_mask(fn: JunkFn | None, rows: np.ndarray, n_gallery: int, name: str) -> np.ndarray | None:
+    if fn is None:
         return None
-    mask = np.asarray(ctx.junk_fn(rows), dtype=bool)
-    if mask.shape != (rows.size, ctx.glabels.size):
-        raise ValueError(f"junk_fn must return a ({rows.size}, {ctx.glabels.size}) bool array, got {mask.shape}")
+    mask = np.asarray(fn(rows), dtype=bool)
+    if mask.shape != (rows.size, n_gallery):
+        raise ValueError(f"{name} must return a ({rows.size}, {n_gallery}) bool array, got {mask.shape}")
     return mask
+
+
+def _hits(negatives: np.ndarray, best: np.ndarray, semi: np.ndarray | None, *, strict: bool) -> np.ndarray:
+    """(B,) whether each row's best positive score ``best`` (-inf: none) outranks every negative of ``negatives``
+    (B, M; junk and positives -inf) that is not a semi-positive."""
+    if semi is not None:
+        negatives = np.where(semi, -np.inf, negatives)
+    above = np.greater if strict else np.greater_equal
+    return np.isfinite(best) & ~above(negatives, best[:, None]).any(axis=1)
 
 
 def _chunked(ctx: _Context, chunk_size: int, *, show_progress_bar: bool) -> list[_Part]:
@@ -278,20 +311,23 @@ def _chunked(ctx: _Context, chunk_size: int, *, show_progress_bar: bool) -> list
         keep = np.ones(prow.size, dtype=bool)
         if ctx.qgroups is not None:
             keep &= ctx.ggroups[pcol] != ctx.qgroups[rows][prow]
-        junk = _junk_mask(ctx, rows)
+        junk = _row_mask(ctx.junk_fn, rows, ctx.glabels.size, "junk_fn")
         if junk is not None:
             block[junk] = -np.inf
             keep &= ~junk[prow, pcol]
         block[prow[~keep], pcol[~keep]] = -np.inf
         prow, pcol = prow[keep], pcol[keep]
         topk = _block_topk(ctx, block, rows)
-        ranks, counts = positive_ranks(block, prow, pcol)
-        parts.append(_Part(*topk, ranks=ranks, counts=counts))
+        best = np.full(rows.size, -np.inf, dtype=block.dtype)  # (B,) best positive score
+        np.maximum.at(best, prow, block[prow, pcol])
+        ranks, counts = positive_ranks(block, prow, pcol, strict=ctx.strict)  # leaves only negatives finite
+        hit = _hits(block, best, _row_mask(ctx.semi_fn, rows, ctx.glabels.size, "semi_fn"), strict=ctx.strict)
+        parts.append(_Part(*topk, ranks=ranks, counts=counts, hit=hit))
     return parts
 
 
 def _block_topk(ctx: _Context, block: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Top-k of a (B, M) block whose junk is -inf, in the documented order (ties: negatives first, then index)."""
+    """Top-k of a (B, M) block whose junk is -inf, in the documented order (ties by the tie rule, then index)."""
     import torch
 
     k = ctx.k
@@ -307,9 +343,9 @@ def _block_topk(ctx: _Context, block: np.ndarray, rows: np.ndarray) -> tuple[np.
         cand = np.flatnonzero(block[r] >= kth[r])
         cand_scores = block[r, cand]
         cand_pos = (ctx.glabels[cand] == qlab[r]) & (qlab[r] >= 0)
-        take = np.lexsort((cand, cand_pos, -cand_scores))[:k]
+        take = np.lexsort((cand, cand_pos ^ ctx.strict, -cand_scores))[:k]
         idx[r], scores[r], positive[r] = cand[take], cand_scores[take], cand_pos[take]
-    order = np.lexsort((idx, positive, -scores), axis=-1)  # (B, k)
+    order = np.lexsort((idx, positive ^ ctx.strict, -scores), axis=-1)  # (B, k)
     idx = np.take_along_axis(idx, order, axis=1)
     scores = np.take_along_axis(scores, order, axis=1)
     positive = np.take_along_axis(positive, order, axis=1)
@@ -353,12 +389,14 @@ def _dense(ctx: _Context) -> list[_Part]:
     n_query = ctx.query.shape[0]
     scores = block_scores(ctx.query, ctx.gallery)  # (N, M)
     all_rows = np.arange(n_query)
-    junk = _junk_mask(ctx, all_rows)
+    junk = _row_mask(ctx.junk_fn, all_rows, ctx.glabels.size, "junk_fn")
+    semi = _row_mask(ctx.semi_fn, all_rows, ctx.glabels.size, "semi_fn")
     k = ctx.k
     topk_idx = np.full((n_query, k), -1, dtype=np.int64)
     topk_scores = np.full((n_query, k), -np.inf, dtype=np.float32)
     topk_pos = np.zeros((n_query, k), dtype=bool)
     ranks, counts = [], np.zeros(n_query, dtype=np.int64)
+    hit = np.zeros(n_query, dtype=bool)
     for q in range(n_query):
         valid = ctx.glabels >= 0  # (M,)
         positive = (ctx.glabels == ctx.qlabels[q]) & (ctx.qlabels[q] >= 0)
@@ -368,8 +406,14 @@ def _dense(ctx: _Context) -> list[_Part]:
             valid &= ~junk[q]
         positive &= valid
         cand = np.flatnonzero(valid)
-        order = cand[np.lexsort((cand, positive[cand], -scores[q, cand]))]  # the ranking, best first
+        order = cand[np.lexsort((cand, positive[cand] ^ ctx.strict, -scores[q, cand]))]  # the ranking, best first
         q_ranks = np.flatnonzero(positive[order])
+        if q_ranks.size:
+            others = valid & ~positive
+            if semi is not None:
+                others &= ~semi[q]
+            best = scores[q, positive].max()
+            hit[q] = not (scores[q, others] > best if ctx.strict else scores[q, others] >= best).any()
         ranks.append(q_ranks)
         counts[q] = q_ranks.size
         top = order[:k]
@@ -377,22 +421,26 @@ def _dense(ctx: _Context) -> list[_Part]:
         topk_scores[q, : top.size] = scores[q, top]
         topk_pos[q, : top.size] = positive[top]
     flat = np.concatenate(ranks).astype(np.int64) if ranks else np.zeros(0, dtype=np.int64)
-    return [_Part(topk_idx, topk_scores, topk_pos, ranks=flat, counts=counts)]
+    return [_Part(topk_idx, topk_scores, topk_pos, ranks=flat, counts=counts, hit=hit)]
 
 
-def _assemble(parts: list[_Part], *, n_query: int, n_gallery: int, k: int, ap_variant: APVariant) -> RetrievalResult:
+def _assemble(
+    parts: list[_Part], *, n_query: int, n_gallery: int, k: int, ap_variant: APVariant, ties: Ties
+) -> RetrievalResult:
     if parts:
         topk_idx = np.concatenate([p.topk_indices for p in parts])
         topk_scores = np.concatenate([p.topk_scores for p in parts]).astype(np.float32, copy=False)
         topk_pos = np.concatenate([p.topk_is_positive for p in parts])
         ranks = np.concatenate([p.ranks for p in parts])
         counts = np.concatenate([p.counts for p in parts])
+        hit = np.concatenate([p.hit for p in parts])
     else:
         topk_idx = np.full((n_query, k), -1, dtype=np.int64)
         topk_scores = np.full((n_query, k), -np.inf, dtype=np.float32)
         topk_pos = np.zeros((n_query, k), dtype=bool)
         ranks = np.zeros(0, dtype=np.int64)
         counts = np.zeros(n_query, dtype=np.int64)
+        hit = np.zeros(n_query, dtype=bool)
     offsets, first = positive_offsets(ranks, counts)
     ap = average_precision_batch(ranks, offsets, variant=ap_variant)
     return RetrievalResult(
@@ -404,5 +452,7 @@ def _assemble(parts: list[_Part], *, n_query: int, n_gallery: int, k: int, ap_va
         first_positive_rank=first,
         average_precision=ap,
         n_gallery=n_gallery,
+        hit=hit,
         ap_variant=ap_variant,
+        ties=ties,
     )
