@@ -223,7 +223,7 @@ class _Part:
     topk_is_positive: np.ndarray  # (B, k)
     ranks: np.ndarray  # (P_block,)
     counts: np.ndarray  # (B,)
-    hit: np.ndarray  # (B,)
+    hit: np.ndarray | None  # (B,); None: a first positive at rank 0 (no semi-positives)
 
 
 def _as_matrix(x: np.ndarray, name: str) -> np.ndarray:
@@ -277,11 +277,10 @@ def _row_mask(fn: JunkFn | None, rows: np.ndarray, n_gallery: int, name: str) ->
     return mask
 
 
-def _hits(negatives: np.ndarray, best: np.ndarray, semi: np.ndarray | None, *, strict: bool) -> np.ndarray:
+def _hits(negatives: np.ndarray, best: np.ndarray, semi: np.ndarray, *, strict: bool) -> np.ndarray:
     """(B,) whether each row's best positive score ``best`` (-inf: none) outranks every negative of ``negatives``
     (B, M; junk and positives -inf) that is not a semi-positive."""
-    if semi is not None:
-        negatives = np.where(semi, -np.inf, negatives)
+    negatives = np.where(semi, -np.inf, negatives)
     above = np.greater if strict else np.greater_equal
     return np.isfinite(best) & ~above(negatives, best[:, None]).any(axis=1)
 
@@ -318,10 +317,13 @@ def _chunked(ctx: _Context, chunk_size: int, *, show_progress_bar: bool) -> list
         block[prow[~keep], pcol[~keep]] = -np.inf
         prow, pcol = prow[keep], pcol[keep]
         topk = _block_topk(ctx, block, rows)
-        best = np.full(rows.size, -np.inf, dtype=block.dtype)  # (B,) best positive score
-        np.maximum.at(best, prow, block[prow, pcol])
+        semi = _row_mask(ctx.semi_fn, rows, ctx.glabels.size, "semi_fn")
+        if semi is not None:
+            best = np.full(rows.size, -np.inf, dtype=block.dtype)  # (B,) best positive score
+            np.maximum.at(best, prow, block[prow, pcol])
         ranks, counts = positive_ranks(block, prow, pcol, strict=ctx.strict)  # leaves only negatives finite
-        hit = _hits(block, best, _row_mask(ctx.semi_fn, rows, ctx.glabels.size, "semi_fn"), strict=ctx.strict)
+        # without semi-positives a hit is a first positive at rank 0 (_assemble): no second pass over the block
+        hit = None if semi is None else _hits(block, best, semi, strict=ctx.strict)
         parts.append(_Part(*topk, ranks=ranks, counts=counts, hit=hit))
     return parts
 
@@ -433,7 +435,7 @@ def _assemble(
         topk_pos = np.concatenate([p.topk_is_positive for p in parts])
         ranks = np.concatenate([p.ranks for p in parts])
         counts = np.concatenate([p.counts for p in parts])
-        hit = np.concatenate([p.hit for p in parts])
+        hit = None if any(p.hit is None for p in parts) else np.concatenate([p.hit for p in parts])
     else:
         topk_idx = np.full((n_query, k), -1, dtype=np.int64)
         topk_scores = np.full((n_query, k), -np.inf, dtype=np.float32)
@@ -442,6 +444,8 @@ def _assemble(
         counts = np.zeros(n_query, dtype=np.int64)
         hit = np.zeros(n_query, dtype=bool)
     offsets, first = positive_offsets(ranks, counts)
+    if hit is None:
+        hit = first == 0
     ap = average_precision_batch(ranks, offsets, variant=ap_variant)
     return RetrievalResult(
         topk_indices=topk_idx,
