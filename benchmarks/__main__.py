@@ -11,6 +11,7 @@ import argparse
 import importlib
 import json
 import os
+import resource
 import sys
 import time
 import traceback
@@ -79,6 +80,7 @@ def run_suite(
     results["mode"] = "quick" if quick else "full"
     results["notes"] = list(notes or [])
     suite_start = time.perf_counter()
+    clock_start = _cpu_clock()
     for position, name in enumerate(names, 1):
         ctx.log(name, f"--- benchmark {position}/{len(names)} ---")
         start = time.perf_counter()
@@ -105,6 +107,9 @@ def run_suite(
         ctx.log(name, f"done in {entry['elapsed_s']:.1f} s (status {entry['status']}, met {entry['met']})")
         _write_json(results_path, results)
     results["machine"]["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    results["machine"]["other_cpu_share"] = _other_cpu_share(clock_start, _cpu_clock(),
+                                                             seconds=time.perf_counter() - suite_start,
+                                                             cpus=results["machine"].get("cpu_count") or 1)
     results["notes"] += _load_notes(results["machine"])
     results["elapsed_s"] = round(time.perf_counter() - suite_start, 2)
     _write_json(results_path, results)
@@ -119,8 +124,40 @@ def _entry_load(machine: dict[str, Any]) -> dict[str, Any]:
     return {"start": machine.get("load_average_at_start"), "end": machine.get("load_average_at_end")}
 
 
+def _cpu_clock() -> tuple[float, float] | None:
+    """(CPU seconds the whole machine has been busy, from ``/proc/stat``; CPU seconds of this process and its
+    waited-for children), or ``None`` where ``/proc/stat`` is not readable."""
+    try:
+        ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    idle = ticks[3] + ticks[4]  # idle + iowait; the rest of user nice system idle iowait irq softirq steal is busy
+    own = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+              for f in ("ru_utime", "ru_stime"))
+    return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK"), own
+
+
+def _other_cpu_share(start: tuple[float, float] | None, end: tuple[float, float] | None, *, seconds: float,
+                     cpus: int) -> float | None:
+    """The share (0..1) of the machine's CPU time that processes other than this run used during it."""
+    if start is None or end is None or seconds <= 0:
+        return None
+    others = (end[0] - start[0]) - (end[1] - start[1])
+    return round(min(1.0, max(0.0, others / (seconds * cpus))), 3)
+
+
 def _load_notes(machine: dict[str, Any]) -> list[str]:
-    """A warning when other jobs competed for the CPUs (1-minute load average clearly above this run's own ~1)."""
+    """A warning when other jobs competed for the CPUs: measured as the CPU time other processes used during the
+    run where ``/proc/stat`` can be read (the load average also counts this run's own threads, and trails a job
+    that ended a minute before), else a 1-minute load average clearly above one CPU's worth."""
+    share = machine.get("other_cpu_share")
+    if share is not None:
+        if share <= 0.1:
+            return []
+        return [
+            f"The machine was busy: other processes used {100 * share:.0f} % of the CPUs' time during the run, so "
+            "absolute timings are pessimistic and ratios noisier."
+        ]
     cpus = machine.get("cpu_count") or 1
     loads = [machine.get("load_average_at_start"), machine.get("load_average_at_end")]
     worst = max((load[0] for load in loads if load), default=0.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -184,3 +185,42 @@ def test_quick_embed_and_index_load(tmp_path):
     assert resident == sorted(resident) and 0 < resident[-1] <= faiss_mb + 0.1  # grows with the probed lists
     assert all(batch["mapped_rss_mb"] == 0 for batch in file["batches"])
     assert file["peak_mb"] >= file["rss_before_mb"] and details["sizes"]["file_bytes"] > 0
+
+
+def test_busy_note_counts_other_processes_not_the_run_itself():
+    import subprocess
+    import sys
+    import time
+
+    from benchmarks.__main__ import _cpu_clock, _load_notes, _other_cpu_share
+
+    def share_while(work) -> float:
+        start, t0 = _cpu_clock(), time.perf_counter()
+        after = work()
+        end, seconds = _cpu_clock(), time.perf_counter() - t0
+        if after is not None:
+            after()
+        return _other_cpu_share(start, end, seconds=seconds, cpus=os.cpu_count() or 1)
+
+    def own_work():  # this process and its waited-for child keep a core busy: not "other processes"
+        end = time.perf_counter() + 0.6
+        while time.perf_counter() < end:
+            pass
+        subprocess.run([sys.executable, "-c", "import time\nend = time.time() + 0.4\nwhile time.time() < end: pass"],
+                       check=True)
+
+    def others_work():  # another process keeps a core busy while this one sleeps; reaped after the snapshot
+        other = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        time.sleep(1.0)
+        other.kill()
+        return other.wait
+
+    if _cpu_clock() is None:
+        pytest.skip("/proc/stat is not readable here")
+    cpus = os.cpu_count() or 1
+    assert share_while(own_work) < 0.5 / cpus  # background noise of the machine only
+    busy = share_while(others_work)
+    assert busy > 0.6 / cpus
+    assert "other processes used" in _load_notes({"other_cpu_share": busy, "cpu_count": cpus})[0]
+    assert _load_notes({"other_cpu_share": 0.02, "load_average_at_start": [2.0, 2.0, 2.0], "cpu_count": 2}) == []
+    assert "load average" in _load_notes({"load_average_at_start": [2.0, 2.0, 2.0], "cpu_count": 2})[0]
