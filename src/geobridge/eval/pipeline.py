@@ -15,7 +15,7 @@ from geobridge.data import degrade, load_places
 from geobridge.data.coverage import ViewCoverage, check_coverage
 from geobridge.errors import DataError
 from geobridge.eval.embed import Degrade, benchmark_protocol, embed_places
-from geobridge.eval.evaluator import EmbeddingSet, RetrievalEvaluator, errors_km, evaluate_groups, retrieve
+from geobridge.eval.evaluator import EmbeddingSet, RetrievalEvaluator, evaluate_groups, retrieve
 from geobridge.eval.plots import plot_error_histogram, plot_error_map, plot_recall_curves, plot_retrieval_grid
 from geobridge.eval.report import write_report
 from geobridge.views import IMAGE_VIEWS, VIEWS, direction_key
@@ -160,7 +160,7 @@ def write_plots(sets: dict[str, EmbeddingSet], out: Path) -> dict[str, Path]:
     plots[f"predicted vs true locations ({main})"] = plot_error_map(
         sets[q].lat, sets[q].lon, pred_lat, pred_lon, out / "error_map.png", title=f"{main}: top-1 vs truth"
     )
-    errors = errors_km(sets[q], sets[g], result)
+    errors = result.errors_km  # (N,) km, filled by retrieve
     if np.isfinite(errors).any():
         plots[f"error histogram ({main})"] = plot_error_histogram(
             errors, out / "error_histogram.png", title=f"{main}: top-1 error (km)"

@@ -11,7 +11,6 @@ are marked for the hit rate, and the protocol's tie rule orders tied scores. The
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 from collections.abc import Mapping, Sequence
 
@@ -25,7 +24,6 @@ from geobridge.eval.retrieval import JunkFn, RetrievalResult, auto_chunk_size, c
 from geobridge.geodesy import EARTH_RADIUS_KM, haversine_km
 from geobridge.protocols import Protocol
 
-logger = logging.getLogger(__name__)
 EARTH_RADIUS_M = 1000.0 * EARTH_RADIUS_KM
 BLOCK_BYTES = 64 * 2**20  # one float32 (chunk, M) score block; a few same-sized masks and copies sit beside it
 
@@ -113,8 +111,8 @@ def score_split(
             f"{split.name}: query {bad.key!r} has no positive in the gallery, which protocol {protocol.name!r} "
             f"requires of every query ({int(missing.sum())} such queries)"
         )
-    result.errors_km = _errors_m(split, first_positive_col=_first_positive_cols(qlabels, glabels),
-                                 top1=_argmax_top1(result)) / 1000
+    result.errors_km = _errors_km(split, first_positive_col=_first_positive_cols(qlabels, glabels),
+                                  top1=_argmax_top1(result))
     result.metrics = direction_metrics(protocol, result)
     return result
 
@@ -266,8 +264,8 @@ def _position(item: EvalItem) -> tuple[float, float]:
     return float(item.lat), float(item.lon)
 
 
-def _errors_m(split: EvalSplit, *, first_positive_col: np.ndarray, top1: np.ndarray) -> np.ndarray:
-    """Metres from each query's true position to its top-1 item's position (the tile centre); NaN when unknown.
+def _errors_km(split: EvalSplit, *, first_positive_col: np.ndarray, top1: np.ndarray) -> np.ndarray:
+    """Kilometres from each query's true position to its top-1 item's position (the tile centre); NaN when unknown.
 
     A query's position is its own lat/lon, else its positive tile's centre moved by ``offset_m`` (east, north).
     """
@@ -281,6 +279,6 @@ def _errors_m(split: EvalSplit, *, first_positive_col: np.ndarray, top1: np.ndar
             qpos[i, 0] = lat0 + math.degrees(north / EARTH_RADIUS_M)
             qpos[i, 1] = lon0 + math.degrees(east / (EARTH_RADIUS_M * math.cos(math.radians(lat0))))
     pred = gpos[np.maximum(top1, 0)]
-    errors = 1000.0 * haversine_km(qpos[:, 0], qpos[:, 1], pred[:, 0], pred[:, 1])
+    errors = haversine_km(qpos[:, 0], qpos[:, 1], pred[:, 0], pred[:, 1])
     errors[top1 < 0] = np.nan
     return errors
