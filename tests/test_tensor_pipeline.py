@@ -189,3 +189,86 @@ def test_joint_orientation_keeps_tile_and_panorama_aligned(turns, mirror):
     assert difference < 20, (tile_bearing, pano_bearing)
     expected = ((-bearing if mirror else bearing) - 90 * turns) % 360
     assert abs((pano_bearing - expected + 180) % 360 - 180) < 10, (pano_bearing, expected)
+
+
+def test_colour_matrices_rotate_hue_about_the_grey_axis():
+    from geobridge.data.batch_augment import colour_matrices
+
+    m = colour_matrices(torch.tensor([120.0, -120.0, 37.0, 0.0]), torch.tensor([1.0, 1.0, 1.0, 0.5]))  # (4, 3, 3)
+    red, green, blue = torch.eye(3)
+    torch.testing.assert_close(m[0] @ red, green, atol=1e-6, rtol=0)  # a third of a turn: red -> green -> blue
+    torch.testing.assert_close(m[0] @ green, blue, atol=1e-6, rtol=0)
+    torch.testing.assert_close(m[1] @ red, blue, atol=1e-6, rtol=0)
+    grey = torch.tensor([0.4, 0.4, 0.4])
+    for k in range(4):
+        torch.testing.assert_close(m[k] @ grey, grey, atol=1e-6, rtol=0)  # greys stay grey
+    torch.testing.assert_close(m[2] @ m[2].T, torch.eye(3), atol=1e-6, rtol=0)  # a pure hue turn is a rotation
+    # saturation 0.5, no turn: every colour halfway to its own grey level
+    colour = torch.tensor([0.9, 0.3, 0.0])
+    torch.testing.assert_close(m[3] @ colour, (colour + colour.mean()) / 2, atol=1e-6, rtol=0)
+
+
+def test_joint_colour_gives_every_view_of_a_place_the_same_matrix(tmp_path):
+    from geobridge.data.batch_augment import draw_joint_colour
+
+    root = make_world(tmp_path / "w")
+    places = load_places(root)
+    caches = {v: build_view_cache(places, v, size=(16, 32 if v == "street" else 16), interpolation="bilinear")
+              for v in ("drone", "satellite", "street")}
+    seen: dict[str, torch.Tensor] = {}
+
+    class Recorder(BatchAugment):
+        def __call__(self, images, *, generator, orientation=None, colour=None):
+            seen[self.view] = colour
+            return super().__call__(images, generator=generator, orientation=orientation, colour=colour)
+
+    sampler = PlaceBatchSampler([p.place_id for p in places], batch_size=8, seed=0)
+    augment = {v: Recorder(v, mean=MEAN, std=STD) for v in caches}
+    batches = TensorBatches(places, caches, sampler=sampler, augment=augment, use_text=False,
+                            device=torch.device("cpu"), joint_colour=(0.5, 60.0))
+    batch = next(iter(batches))
+    for view in caches:
+        assert torch.equal(batch["index"][view], torch.arange(8))
+    assert torch.equal(seen["drone"], seen["satellite"]) and torch.equal(seen["drone"], seen["street"])
+    shifted = ~torch.isclose(seen["drone"], torch.eye(3)).flatten(1).all(dim=1)  # (8,)
+    assert 0 < int(shifted.sum()) < 8  # p 0.5: some places shifted, some not
+    # p 0: no matrices at all, and the batches are those of a pipeline without the option
+    plain = TensorBatches(places, caches, sampler=sampler, augment=augment, use_text=False,
+                          device=torch.device("cpu"))
+    off = TensorBatches(places, caches, sampler=sampler, augment=augment, use_text=False,
+                        device=torch.device("cpu"), joint_colour=(0.0, 60.0))
+    a, b = next(iter(plain)), next(iter(off))
+    assert seen["drone"] is None
+    for view in caches:
+        assert torch.equal(a["images"][view], b["images"][view])
+    matrices = draw_joint_colour(1000, torch.Generator().manual_seed(0), p=1.0, hue_deg=30.0)
+    angles = torch.rad2deg(torch.acos(((matrices.diagonal(dim1=1, dim2=2).sum(1) - 1)  # trace of P + sR(I-P)
+                                       / (2 * _saturation(matrices)) ).clamp(-1, 1)))
+    assert float(angles.max()) <= 30.0 + 1e-3 and float(angles.max()) > 25.0
+
+
+def _saturation(matrices: torch.Tensor) -> torch.Tensor:
+    """(B,) the saturation scale of colour matrices: how much they stretch a chroma vector."""
+    chroma = torch.tensor([1.0, -1.0, 0.0]) / 2 ** 0.5
+    return (matrices @ chroma).norm(dim=1)
+
+
+def test_joint_colour_needs_the_tensor_pipeline():
+    from geobridge.errors import ConfigError
+    from geobridge.train import load_config
+
+    with pytest.raises(ConfigError, match="data.joint_colour_p"):
+        load_config(None, ["data.pipeline=pil", "data.joint_colour_p=0.5"])
+    assert load_config(None, ["data.pipeline=tensor", "data.joint_colour_p=0.5"]).data.joint_colour_p == 0.5
+
+
+def test_batch_augment_applies_the_shared_colour():
+    from geobridge.data.batch_augment import colour_matrices
+
+    red = torch.zeros(2, 3, 16, 16, dtype=torch.uint8)
+    red[:, 0] = 200
+    turn = colour_matrices(torch.tensor([0.0, 120.0]), torch.ones(2))  # (2, 3, 3): the identity, a third of a turn
+    out = BatchAugment("satellite", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))(
+        red, generator=torch.Generator().manual_seed(0), colour=turn)
+    means = out.mean(dim=(2, 3))  # (2, 3)
+    assert means[0].argmax() == 0 and means[1].argmax() == 1  # red stays red; turned, it is green

@@ -9,6 +9,9 @@ each keeps a place's identity), drawn per sample from a ``torch.Generator``:
 * satellite and street together (``orientation`` from ``draw_joint_orientation``, Sample4Geo's alignment-keeping
   augmentation): the tile turned by k quarter turns and the panorama rolled by k quarter widths, both mirrored
   or neither, so a north-up tile and its north-left panorama stay aligned;
+* every view of a place together (``colour`` from ``draw_joint_colour``): one hue rotation and saturation
+  scale per place, the same for its drone photo, tile and panorama, so the views still agree on colour while
+  the place takes another palette (roofs, vegetation and ground of a style the world may not have);
 * every view: brightness and contrast jitter of +-20 % and saturation of +-10 %.
 
 Crop, flip and rotation of a square view are one affine resampling (``affine_grid`` + ``grid_sample``,
@@ -56,14 +59,18 @@ class BatchAugment:
         *,
         generator: torch.Generator,
         orientation: tuple[torch.Tensor, torch.Tensor] | None = None,
+        colour: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``orientation``: (B,) quarter turns and (B,) mirror flags that a satellite tile and the panorama of the
-        same place share (``joint_orientation``); None draws them per view."""
+        same place share (``joint_orientation``); None draws them per view. ``colour``: (B, 3, 3) colour matrices
+        that every view of the place shares (``draw_joint_colour``), applied before the per-view jitter."""
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected (B, 3, H, W) uint8 images, got {tuple(images.shape)} {images.dtype}")
         x = images.float().div_(255.0)  # (B, 3, H, W) in [0, 1]
         if self.train:
             x = self._geometry(x, generator, orientation)
+            if colour is not None:
+                x = torch.einsum("bij,bjhw->bihw", colour.to(x), x).clamp_(0.0, 1.0)
             robust = self.robust
             if robust is not None:
                 x = _random_blur(x, generator, p=robust.blur_p, sigma=BLUR_SIGMA)
@@ -104,6 +111,32 @@ def draw_joint_orientation(batch: int, gen: torch.Generator) -> tuple[torch.Tens
     """(B,) quarter turns in 0-3 and (B,) mirror flags, one pair per place, shared by its tile and panorama."""
     turns = torch.randint(0, 4, (batch,), generator=gen)
     return turns, torch.rand(batch, generator=gen) < 0.5
+
+
+def draw_joint_colour(batch: int, gen: torch.Generator, *, p: float, hue_deg: float,
+                      saturation: tuple[float, float] = (0.7, 1.3)) -> torch.Tensor:
+    """(B, 3, 3) RGB matrices, one per place: with probability ``p`` a hue rotation by up to ``hue_deg`` degrees
+    either way and a saturation scale in ``saturation`` (``colour_matrices``), else the identity."""
+    pick = torch.rand(batch, generator=gen) < p  # (B,)
+    angle = torch.empty(batch).uniform_(-hue_deg, hue_deg, generator=gen)  # (B,) degrees
+    scale = torch.empty(batch).uniform_(saturation[0], saturation[1], generator=gen)  # (B,)
+    return torch.where(pick.view(-1, 1, 1), colour_matrices(angle, scale), torch.eye(3).expand(batch, 3, 3))
+
+
+def colour_matrices(angle_deg: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """(B,) hue angles in degrees and (B,) saturation scales -> (B, 3, 3) RGB matrices.
+
+    Both act on the chroma plane, orthogonal to the grey axis g = (1, 1, 1) / sqrt(3): M = P + s R(t) (I - P)
+    with P = g g^T and R(t) the rotation by t about g (Rodrigues' formula). Greys stay grey, and a rotation by
+    120 degrees maps red to green, green to blue and blue to red.
+    """
+    g = torch.full((3,), 3 ** -0.5)
+    grey = torch.outer(g, g)  # (3, 3)
+    cross = torch.tensor([[0.0, -g[2], g[1]], [g[2], 0.0, -g[0]], [-g[1], g[0], 0.0]])  # [g]_x
+    angle = angle_deg.double().deg2rad().float()
+    cos, sin = angle.cos().view(-1, 1, 1), angle.sin().view(-1, 1, 1)
+    rotation = cos * torch.eye(3) + sin * cross + (1 - cos) * grey  # (B, 3, 3)
+    return grey + scale.view(-1, 1, 1) * rotation @ (torch.eye(3) - grey)  # (B, 3, 3)
 
 
 def joint_panorama_shift(turns: torch.Tensor, flip: torch.Tensor, *, width: int) -> torch.Tensor:

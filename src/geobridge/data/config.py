@@ -39,6 +39,12 @@ class DataConfig:
     # a quarter width per turn) and mirror, so a north-up tile and its north-left panorama stay aligned as in
     # Sample4Geo; drone photos are augmented on their own. Tensor pipeline only.
     joint_rotate: bool = False
+    # with this probability a place's drone photo, tile and panorama share one hue rotation (up to
+    # joint_colour_hue degrees either way) and saturation scale (0.7-1.3): new palettes of roofs, vegetation and
+    # ground for every view at once, so the views still agree on colour (independent per-view colour jitter
+    # erases that cross-view cue). Tensor pipeline only.
+    joint_colour_p: float = 0.0
+    joint_colour_hue: float = 45.0
     # keyword options of the layout's loader (geobridge.data.load_places), e.g. {mode: cross} for VIGOR's
     # cross-area split or {include_google: true} for University-1652's google photos
     loader_options: dict[str, Any] = field(default_factory=dict)
@@ -81,6 +87,8 @@ DATA_RULES: Rules = {  # keys relative to the section
     "num_workers": Range(0, 256),
     "pipeline": Choice(("pil", "tensor")),
     "robust_from_epoch": Range(0, MAX_EPOCHS),
+    "joint_colour_p": Range(0.0, 1.0),
+    "joint_colour_hue": Range(0.0, 180.0),
     "robust.blur_p": Range(0.0, 1.0),
     "robust.downscale_p": Range(0.0, 1.0),
     "robust.season_p": Range(0.0, 1.0),

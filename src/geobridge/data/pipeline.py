@@ -105,6 +105,7 @@ class TrainingData:
                 self.places, caches, sampler=self.sampler, augment=augment, use_text="text" in self.views,
                 text_augment=data.text_augment, device=device, seed=seed, rank=rank, pairs=self.pairs,
                 joint_orientation=data.rotate and data.joint_rotate,
+                joint_colour=(data.joint_colour_p, data.joint_colour_hue) if data.augment else (0.0, 0.0),
             )
             self.loader: Any = self.dataset
         else:

@@ -20,7 +20,7 @@ import torch
 from timm.data.transforms import str_to_pil_interp
 from tqdm.auto import tqdm
 
-from geobridge.data.batch_augment import BatchAugment, draw_joint_orientation
+from geobridge.data.batch_augment import BatchAugment, draw_joint_colour, draw_joint_orientation
 from geobridge.data.captions import augment_caption
 from geobridge.data.io import load_image
 from geobridge.data.pairs import PairBatchSampler, PairTable
@@ -101,9 +101,12 @@ class TensorBatches:
         rank: int = 0,
         pairs: PairTable | None = None,
         joint_orientation: bool = False,
+        joint_colour: tuple[float, float] = (0.0, 0.0),
     ) -> None:
         """``joint_orientation``: a place's satellite tile and street panorama share one random quarter turn and
-        mirror (``batch_augment.draw_joint_orientation``), keeping them aligned."""
+        mirror (``batch_augment.draw_joint_orientation``), keeping them aligned. ``joint_colour``: (p, degrees), a
+        place's views share one hue rotation and saturation scale with probability p
+        (``batch_augment.draw_joint_colour``)."""
         self.places = list(places)
         self.pairs = pairs
         self.image_views = [v for v in IMAGE_VIEWS if v in caches]
@@ -116,6 +119,7 @@ class TensorBatches:
         self.seed = seed
         self.rank = rank
         self.joint_orientation = joint_orientation
+        self.joint_colour = joint_colour
         self.epoch = 0
         # the cache on the device once (a GPU then gathers its own batches); on the CPU this is the same tensor
         self._images = {v: c.images.to(device) for v, c in self.caches.items()}
@@ -149,6 +153,8 @@ class TensorBatches:
         images: dict[str, torch.Tensor] = {}
         index: dict[str, torch.Tensor] = {}
         joint = draw_joint_orientation(len(items), gen) if self.joint_orientation else None  # (B,), (B,)
+        colour_p, hue_deg = self.joint_colour
+        colour = draw_joint_colour(len(items), gen, p=colour_p, hue_deg=hue_deg) if colour_p > 0 else None  # (B, 3, 3)
         for view in self.image_views:
             cache = self.caches[view]
             counts = torch.as_tensor([cache.count(int(p)) for p in place_index], dtype=torch.long)
@@ -162,7 +168,8 @@ class TensorBatches:
             pick = starts + offset
             raw = self._images[view][pick.to(self.device)]  # (B_v, 3, H, W) uint8
             shared = None if joint is None or view == "drone" else (joint[0][rows], joint[1][rows])
-            images[view] = self.augment[view](raw, generator=gen, orientation=shared)
+            images[view] = self.augment[view](raw, generator=gen, orientation=shared,
+                                              colour=None if colour is None else colour[rows])
             index[view] = rows
         texts: list[str] = []
         text_rows: list[int] = []

@@ -134,6 +134,9 @@ def validate_config(config: TrainConfig) -> None:
     if config.data.joint_rotate and config.data.pipeline != "tensor":
         raise ConfigError("data.joint_rotate turns a place's tile and panorama together in the batch augmentation of "
                           "data.pipeline=tensor; set data.pipeline=tensor")
+    if config.data.joint_colour_p > 0 and config.data.pipeline != "tensor":
+        raise ConfigError("data.joint_colour_p shifts the colour of a place's views together in the batch augmentation "
+                          "of data.pipeline=tensor; set data.pipeline=tensor")
     _validate_epoch(config)
 
 
