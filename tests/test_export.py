@@ -181,3 +181,29 @@ def test_the_onnx_runtime_path_imports_neither_torch_nor_onnx(exported):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["(1,", f"{exported['model'].embed_dim})", "False", "False"]
+
+
+def test_a_kept_band_of_rows_is_cut_in_the_model_and_in_its_onnx_graph(tiny_model_config, tmp_path):
+    """image.keep_rows: the panorama's top quarter never reaches the backbone, in torch, after save/load and in
+    the exported graph."""
+    config = copy.deepcopy(tiny_model_config)
+    config.image.keep_rows = {"street": [0.25, 1.0]}
+    torch.manual_seed(3)
+    model = GeoBridge(config).eval()
+    model.save_pretrained(tmp_path / "ckpt")
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (64, 128, 3), dtype=np.uint8)  # the input size: no resampling across the cut
+    other_sky = base.copy()
+    other_sky[:16] = rng.integers(0, 256, (16, 128, 3), dtype=np.uint8)  # a different top quarter
+    images = [Image.fromarray(base), Image.fromarray(other_sky)]
+    torch_emb = model.encode(images, view="street")
+    assert _cosines(torch_emb[:1], torch_emb[1:]).min() >= 0.9999  # the sky does not matter
+    loaded = GeoBridge.from_pretrained(tmp_path / "ckpt")
+    assert loaded.config.image.keep_rows == {"street": [0.25, 1.0]}
+    assert _cosines(loaded.encode(images, view="street"), torch_emb).min() >= 0.9999
+    base[16:17] = 255 - base[16:17]  # a row inside the band does matter
+    assert _cosines(model.encode([Image.fromarray(base)], view="street"), torch_emb[:1]).min() < 0.9999
+    manifest = export_onnx(tmp_path / "ckpt", tmp_path / "onnx", views=("street",))
+    assert manifest["check"]["street"] >= 0.9999
+    got = OnnxEncoder(tmp_path / "onnx").encode(images, view="street")
+    assert _cosines(got, torch_emb).min() >= 0.9999

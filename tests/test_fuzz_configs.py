@@ -492,3 +492,19 @@ def test_fuzz_index_header_mutations(index_parts, tmp_path_factory, data):
     index = _load_clean(path)
     if changed and index is not None:  # only a change that leaves every checked field equal may load
         assert len(index) == 5 and index.dim == 16
+
+
+@pytest.mark.parametrize("band,message", [
+    ({"street": [0.5, 0.4]}, "0 <= top < bottom <= 1"),
+    ({"street": [0.0, 1.5]}, "0 <= top < bottom <= 1"),
+    ({"street": [0.25]}, "0 <= top < bottom <= 1"),
+    ({"street": ["a", 1.0]}, "finite number"),
+    ({"sky": [0.0, 0.5]}, "unknown views"),
+    ({"street": [0.0, 0.05]}, "at least 8"),
+])
+def test_bad_kept_rows_are_refused_with_the_key(band, message):
+    data = copy.deepcopy(BASE_MODEL)
+    data["image"]["keep_rows"] = band
+    with pytest.raises(ConfigError, match=message) as info:
+        GeoBridgeConfig.from_dict(data, where="model")
+    assert _one_line_error(info.value).startswith("model.image.keep_rows")

@@ -57,6 +57,10 @@ class ImageTowerConfig:
     # recompute the backbone's activations in the backward pass (timm ``set_grad_checkpointing``): less memory
     # for a larger batch, about a third more compute per step; the same gradients
     grad_checkpointing: bool = False
+    # the band of rows of a view's input the backbone sees, [top, bottom) as fractions of the input height, e.g.
+    # {"street": [0.25, 1.0]}: a panorama without its top quarter (sky). Part of the model's forward, so training,
+    # evaluation, embed, locate, the service and ONNX export all cut the same band; a view not named is whole
+    keep_rows: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -126,6 +130,7 @@ class GeoBridgeConfig:
         """Build and validate a config; ``ConfigError`` (a ValueError) names the bad key, prefixed by ``where``."""
         config = build(cls, data, rules=MODEL_RULES, where=where)
         check_clip_fields(config)
+        check_kept_rows(config, where=where)
         return config
 
     def to_dict(self) -> dict[str, Any]:
@@ -135,6 +140,22 @@ class GeoBridgeConfig:
         """Check every field again (types, ranges, known names), e.g. after a field was changed in code."""
         check(self, rules=MODEL_RULES)
         check_clip_fields(self)
+        check_kept_rows(self)
+
+
+def kept_rows(band: list[float], height: int) -> tuple[int, int]:
+    """The first and end row of an input of ``height`` rows that ``image.keep_rows`` keeps."""
+    return round(band[0] * height), round(band[1] * height)
+
+
+def check_kept_rows(config: GeoBridgeConfig, *, where: str = "") -> None:
+    """Every band of ``image.keep_rows`` leaves at least MIN_SIDE rows of its view's input."""
+    for view, band in config.image.keep_rows.items():
+        first, end = kept_rows(band, config.image.input_size[view][0])
+        if end - first < MIN_SIDE:
+            prefix = f"{where}." if where else ""
+            raise ConfigError(f"{prefix}image.keep_rows.{view}: {band} keeps {end - first} of "
+                              f"{config.image.input_size[view][0]} rows; at least {MIN_SIDE} are needed")
 
 
 def check_clip_fields(config: GeoBridgeConfig) -> None:
@@ -150,6 +171,8 @@ def check_clip_fields(config: GeoBridgeConfig) -> None:
     if config.embed_dim != clip.embed_dim:
         raise ConfigError(f"embed_dim: {config.embed_dim} differs from clip.embed_dim {clip.embed_dim}: "
                           "CLIP towers embed into the checkpoint's own space")
+    if config.image.backbone == CLIP_BACKBONE and config.image.keep_rows:
+        raise ConfigError("image.keep_rows: a CLIP tower embeds its whole square input; leave keep_rows empty")
     if config.image.backbone == CLIP_BACKBONE:
         wrong = {v: s for v, s in config.image.input_size.items() if s != [clip.image_size, clip.image_size]}
         if wrong:
@@ -173,6 +196,16 @@ def _check_input_size(value: dict[str, list[int]], key: str) -> None:
     for view, size in value.items():
         if len(size) != 2 or not all(MIN_SIDE <= s <= MAX_SIDE for s in size):
             raise ConfigError(f"{key}.{view}: expected [H, W] with sides in [{MIN_SIDE}, {MAX_SIDE}], got {size}")
+
+
+def _check_keep_rows(value: dict[str, list[float]], key: str) -> None:
+    unknown = sorted(set(value) - set(IMAGE_VIEWS))
+    if unknown:
+        raise ConfigError(f"{key}: unknown views {unknown}; expected some of {list(IMAGE_VIEWS)}")
+    for view, band in value.items():
+        if (len(band) != 2 or not all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in band)
+                or not 0.0 <= band[0] < band[1] <= 1.0):
+            raise ConfigError(f"{key}.{view}: expected [top, bottom] fractions with 0 <= top < bottom <= 1, got {band}")
 
 
 def _check_rgb(value: list[float], key: str) -> None:
@@ -208,6 +241,7 @@ MODEL_RULES = {
     "init_logit_scale": Range(0.0, math.log(100.0)),
     "image.backbone": _check_backbone,
     "image.input_size": _check_input_size,
+    "image.keep_rows": _check_keep_rows,
     "image.mean": _check_rgb,
     "image.mean.*": Range(0.0, 1.0),
     "image.std": _check_rgb,

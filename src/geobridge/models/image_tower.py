@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from geobridge.errors import CheckpointError, ConfigError
-from geobridge.models.config import INTERPOLATIONS, ImageTowerConfig
+from geobridge.models.config import INTERPOLATIONS, ImageTowerConfig, kept_rows
 from geobridge.models.pretrained import load_packaged_weights
 from geobridge.models.view_norm import active_view, apply_norm
 from geobridge.views import IMAGE_VIEWS, check_view
@@ -103,6 +103,10 @@ class ImageTower(nn.Module):
 
     def forward(self, images: torch.Tensor, *, view: str) -> torch.Tensor:
         """(B, 3, H, W) images of one view -> (B, D) unnormalised embeddings."""
+        band = self.config.keep_rows.get(view)
+        if band is not None:  # image.keep_rows: only a band of rows (a panorama without its sky)
+            first, end = kept_rows(band, int(images.shape[2]))
+            images = images[:, :, first:end]  # (B, 3, H', W)
         with active_view(IMAGE_VIEWS.index(view)):  # per-view BatchNorm statistics (models/view_norm.py)
             x = self.backbone_for(view)(images)  # (B, F) pooled features (num_classes=0)
         if self.view_embed is not None:

@@ -36,6 +36,9 @@ class ModelSection:
     # override: (H, W) per image view, merged into the model's input sizes (e.g. CVUSA's 1232 x 224 panoramas as
     # street: [140, 768], Sample4Geo's size); applied to an ``init_from`` model too and saved with the fine-tuned one
     image_input_size: dict[str, list[int]] = field(default_factory=dict)
+    # override: the band of rows per image view the backbone sees (ImageTowerConfig.keep_rows), e.g.
+    # {street: [0.25, 1.0]} drops a panorama's top quarter (sky); merged into the model's and saved with it
+    image_keep_rows: dict[str, list[float]] = field(default_factory=dict)
     grad_checkpointing: bool | None = None  # override the config's image.grad_checkpointing (recompute activations)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from geobridge.errors import GeoBridgeError
+from geobridge.errors import ConfigError, GeoBridgeError
 from geobridge.models import GeoBridge, get_model_config
 from geobridge.train.config import TrainConfig
 
@@ -49,6 +49,12 @@ def build_model(config: TrainConfig) -> GeoBridge:
             raise GeoBridgeError(f"model.image_input_size.{view}: a CLIP tower takes {clip.image_size} px squares "
                                  f"(its position embeddings fit one grid), got {list(size)}")
         model.config.image.input_size[view] = [int(v) for v in size]  # the transforms and caches read these
+    if section.image_keep_rows:
+        model.config.image.keep_rows.update({v: [float(f) for f in band] for v, band in section.image_keep_rows.items()})
+        try:
+            model.config.validate()
+        except ConfigError as exc:
+            raise GeoBridgeError(f"model.image_keep_rows: {exc}") from exc
     if section.image_trainable_blocks is not None:
         try:
             model.image.set_trainable_blocks(section.image_trainable_blocks)
