@@ -50,7 +50,8 @@ def build_model(config: TrainConfig) -> GeoBridge:
                                  f"(its position embeddings fit one grid), got {list(size)}")
         model.config.image.input_size[view] = [int(v) for v in size]  # the transforms and caches read these
     if section.image_keep_rows:
-        model.config.image.keep_rows.update({v: [float(f) for f in band] for v, band in section.image_keep_rows.items()})
+        bands = {view: [float(f) for f in band] for view, band in section.image_keep_rows.items()}
+        model.config.image.keep_rows.update(bands)
         try:
             model.config.validate()
         except ConfigError as exc:
