@@ -155,6 +155,36 @@ def test_minilm_top_layers_fine_tune_alone():
     assert grads and grads <= trainable
 
 
+def test_minilm_top_layers_run_alone_on_cached_states_of_the_frozen_layers():
+    """With only the top layers trained, the frozen layers below run once per distinct text (their token states
+    are cached) and the embedding equals the whole model's, padding and all."""
+    from geobridge.models.text_tower import MiniLMEncoder
+
+    encoder = MiniLMEncoder(model_path=None, freeze=False, trainable_layers=2).eval()
+    texts = ["A small town with red roofs by a river.", "x",
+             "Seen from above: fields and a white church north-west of a lake; trees along the road."]
+    whole = encoder.model.encode(texts, convert_to_tensor=True)  # sentence-transformers' own full pass
+    bert = encoder.model[0].auto_model
+    calls = []
+    hook = bert.embeddings.register_forward_hook(lambda *args: calls.append(1))  # the frozen pass starts there
+    try:
+        torch.testing.assert_close(encoder(texts), whole, atol=2e-6, rtol=0)
+        assert len(calls) == 1  # the frozen layers ran once, for the three texts
+        again = encoder([texts[2], texts[0]])  # another batch, another padding: cache hits only
+        assert len(calls) == 1
+        torch.testing.assert_close(again, whole[[2, 0]], atol=2e-6, rtol=0)
+    finally:
+        hook.remove()
+    encoder.train()
+    loss = encoder(texts).sum()
+    loss.backward()
+    grads = {n for n, p in encoder.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert grads and all(".layer.4." in n or ".layer.5." in n for n in grads)
+    encoder._train_top_layers(1)  # another split of frozen and trained layers: the cache starts again
+    encoder.eval()
+    torch.testing.assert_close(encoder(texts), whole, atol=2e-6, rtol=0)
+
+
 def test_view_specific_towers_round_trip(tmp_path, tiny_model_config):
     config = GeoBridgeConfig.from_dict({**tiny_model_config.to_dict(), "image": {
         **tiny_model_config.to_dict()["image"], "share_backbone": False}})

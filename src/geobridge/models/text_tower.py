@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -51,6 +52,7 @@ class MiniLMEncoder(nn.Module):
         freeze: bool,
         trainable_layers: int | None = None,
         cache_size: int = 200_000,
+        prefix_cache_size: int = 50_000,
     ) -> None:
         super().__init__()
         from sentence_transformers import SentenceTransformer
@@ -62,10 +64,18 @@ class MiniLMEncoder(nn.Module):
         self.width = int(get_dim())
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()  # frozen mode only: text -> (384,)
         self._cache_size = cache_size
+        # with only the top layers trained: text -> (L, 384) token states entering the first trained layer, which
+        # the frozen layers below it always give the same (they run once per distinct text, without dropout)
+        self._prefix: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._prefix_size = prefix_cache_size
+        self._first_trained: int | None = None  # the first trained layer; None: every layer trains
         if freeze:
             self.model.requires_grad_(False)
         elif trainable_layers is not None:
             self._train_top_layers(trainable_layers)
+
+    def _bert(self) -> nn.Module:
+        return self.model[0].auto_model
 
     def _train_top_layers(self, count: int) -> None:
         """Freeze the embeddings and all but the last ``count`` transformer layers."""
@@ -73,6 +83,8 @@ class MiniLMEncoder(nn.Module):
         keep = {f".layer.{i}." for i in layers[len(layers) - count :]} if count else set()
         for name, param in self.model.named_parameters():
             param.requires_grad_(any(k in name for k in keep))
+        self._first_trained = len(layers) - min(count, len(layers))
+        self._prefix.clear()
 
     def train(self, mode: bool = True) -> MiniLMEncoder:
         super().train(mode)
@@ -83,16 +95,67 @@ class MiniLMEncoder(nn.Module):
     def forward(self, texts: list[str]) -> torch.Tensor:  # -> (N, 384)
         if self.freeze:
             return self._forward_cached(texts)
+        if self._first_trained is not None:
+            return self._forward_top(texts)
         device = next(self.model.parameters()).device
-        features = self.model.tokenize(texts)
+        features = self._tokenize(texts)
         # sentence-transformers 5 adds non-tensor entries (e.g. the modality) next to the token tensors
         features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
         return self.model(features)["sentence_embedding"]
 
+    def _tokenize(self, texts: list[str]) -> dict[str, Any]:
+        preprocess = getattr(self.model, "preprocess", None)  # sentence-transformers 6; ``tokenize`` before
+        return preprocess(texts) if preprocess is not None else self.model.tokenize(texts)
+
+    def _forward_top(self, texts: list[str]) -> torch.Tensor:  # -> (N, 384)
+        """Only the trained top layers run per call, on the cached token states of the frozen layers below."""
+        from torch.nn.utils.rnn import pad_sequence
+
+        bert = self._bert()
+        device = next(self.model.parameters()).device
+        states = self._prefix_states(texts)  # N x (L_i, 384)
+        hidden = pad_sequence(states, batch_first=True).to(device)  # (N, L, 384)
+        lengths = torch.tensor([s.shape[0] for s in states], device=device)  # (N,)
+        mask = (torch.arange(hidden.shape[1], device=device)[None, :] < lengths[:, None]).long()  # (N, L)
+        hidden = _run_layers(bert, hidden, mask, bert.encoder.layer[self._first_trained :])
+        features: dict[str, Any] = {"token_embeddings": hidden, "attention_mask": mask}
+        for module in list(self.model)[1:]:  # the model's own pooling (and normalisation)
+            features = module(features)
+        return features["sentence_embedding"]
+
+    @torch.no_grad()
+    def _prefix_states(self, texts: list[str]) -> list[torch.Tensor]:
+        """Each text's (L_i, 384) token states entering the first trained layer, computed once per text."""
+        todo = sorted({t for t in texts if t not in self._prefix}, key=len)  # like lengths together: less padding
+        if todo:
+            bert = self._bert()
+            device = next(self.model.parameters()).device
+            was_training = bert.training
+            bert.eval()  # the frozen layers give one answer per text: no dropout
+            try:
+                for begin in range(0, len(todo), 64):
+                    chunk = todo[begin : begin + 64]
+                    features = self._tokenize(chunk)
+                    mask = features["attention_mask"].to(device)  # (n, L)
+                    token_types = features.get("token_type_ids")
+                    hidden = bert.embeddings(input_ids=features["input_ids"].to(device),
+                                             token_type_ids=None if token_types is None else token_types.to(device))
+                    hidden = _run_layers(bert, hidden, mask, bert.encoder.layer[: self._first_trained])  # (n, L, 384)
+                    for text, state, valid in zip(chunk, hidden, mask, strict=True):
+                        self._prefix[text] = state[: int(valid.sum())].cpu().clone()
+            finally:
+                bert.train(was_training)
+            while len(self._prefix) > self._prefix_size:
+                self._prefix.popitem(last=False)
+        return [self._prefix[t] for t in texts]
+
     @torch.no_grad()
     def warm_cache(self, texts: list[str], *, show_progress_bar: bool = False) -> None:
-        """Encode ``texts`` into the cache ahead of training (frozen mode), in large batches."""
+        """Encode ``texts`` into the cache ahead of training (frozen mode, or the frozen layers below the trained
+        top layers), in large batches."""
         if not self.freeze:
+            if self._first_trained is not None:
+                self._prefix_states(texts)
             return
         todo = sorted({t for t in texts if t not in self._cache})
         if todo:
@@ -111,6 +174,19 @@ class MiniLMEncoder(nn.Module):
                 self._cache.popitem(last=False)
         device = next(self.model.parameters()).device
         return torch.stack([self._cache[t] for t in texts]).to(device)  # (N, 384)
+
+
+def _run_layers(bert: nn.Module, hidden: torch.Tensor, mask: torch.Tensor, layers: nn.ModuleList) -> torch.Tensor:
+    """(N, L, W) token states through BERT ``layers`` with the (N, L) padding ``mask`` -> (N, L, W)."""
+    if not len(layers):
+        return hidden
+    from transformers.masking_utils import create_bidirectional_mask
+
+    attention = create_bidirectional_mask(config=bert.config, inputs_embeds=hidden, attention_mask=mask)
+    for layer in layers:
+        out = layer(hidden, attention)
+        hidden = out[0] if isinstance(out, tuple) else out  # a tensor in transformers 5, a tuple before
+    return hidden
 
 
 class HashingEncoder(nn.Module):
