@@ -173,6 +173,8 @@ def test_minilm_top_layers_run_alone_on_cached_states_of_the_frozen_layers():
         again = encoder([texts[2], texts[0]])  # another batch, another padding: cache hits only
         assert len(calls) == 1
         torch.testing.assert_close(again, whole[[2, 0]], atol=2e-6, rtol=0)
+        encoder.length_group = 2  # texts of like length padded in groups of two: the same embeddings, in order
+        torch.testing.assert_close(encoder([texts[2], texts[1], texts[0]]), whole[[2, 1, 0]], atol=2e-6, rtol=0)
     finally:
         hook.remove()
     encoder.train()

@@ -69,6 +69,7 @@ class MiniLMEncoder(nn.Module):
         self._prefix: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._prefix_size = prefix_cache_size
         self._first_trained: int | None = None  # the first trained layer; None: every layer trains
+        self.length_group = 8  # texts per padded group in the trained layers
         if freeze:
             self.model.requires_grad_(False)
         elif trainable_layers is not None:
@@ -114,14 +115,21 @@ class MiniLMEncoder(nn.Module):
         bert = self._bert()
         device = next(self.model.parameters()).device
         states = self._prefix_states(texts)  # N x (L_i, 384)
-        hidden = pad_sequence(states, batch_first=True).to(device)  # (N, L, 384)
-        lengths = torch.tensor([s.shape[0] for s in states], device=device)  # (N,)
-        mask = (torch.arange(hidden.shape[1], device=device)[None, :] < lengths[:, None]).long()  # (N, L)
-        hidden = _run_layers(bert, hidden, mask, bert.encoder.layer[self._first_trained :])
-        features: dict[str, Any] = {"token_embeddings": hidden, "attention_mask": mask}
-        for module in list(self.model)[1:]:  # the model's own pooling (and normalisation)
-            features = module(features)
-        return features["sentence_embedding"]
+        # texts of like length run together, each group padded to its own longest: less padding to compute
+        order = sorted(range(len(texts)), key=lambda i: states[i].shape[0])
+        groups = [order[k : k + self.length_group] for k in range(0, len(order), self.length_group)]
+        pieces = []
+        for group in groups:
+            hidden = pad_sequence([states[i] for i in group], batch_first=True).to(device)  # (n, L, 384)
+            lengths = torch.tensor([states[i].shape[0] for i in group], device=device)  # (n,)
+            mask = (torch.arange(hidden.shape[1], device=device)[None, :] < lengths[:, None]).long()  # (n, L)
+            hidden = _run_layers(bert, hidden, mask, bert.encoder.layer[self._first_trained :])
+            features: dict[str, Any] = {"token_embeddings": hidden, "attention_mask": mask}
+            for module in list(self.model)[1:]:  # the model's own pooling (and normalisation)
+                features = module(features)
+            pieces.append(features["sentence_embedding"])  # (n, 384)
+        out = torch.cat(pieces)  # (N, 384) in length order
+        return out[torch.argsort(torch.tensor(order, device=device))]  # (N, 384) in the texts' order
 
     @torch.no_grad()
     def _prefix_states(self, texts: list[str]) -> list[torch.Tensor]:
