@@ -129,8 +129,11 @@ class GeoBridgeConfig:
     def from_dict(cls, data: dict[str, Any], *, where: str = "") -> GeoBridgeConfig:
         """Build and validate a config; ``ConfigError`` (a ValueError) names the bad key, prefixed by ``where``."""
         config = build(cls, data, rules=MODEL_RULES, where=where)
-        check_clip_fields(config)
-        check_kept_rows(config, where=where)
+        try:
+            check_clip_fields(config)
+            check_kept_rows(config)
+        except ConfigError as exc:  # the cross-field checks name their key; prefix it as ``build`` does
+            raise ConfigError(f"{where}.{exc}" if where else str(exc)) from None
         return config
 
     def to_dict(self) -> dict[str, Any]:
@@ -148,13 +151,12 @@ def kept_rows(band: list[float], height: int) -> tuple[int, int]:
     return round(band[0] * height), round(band[1] * height)
 
 
-def check_kept_rows(config: GeoBridgeConfig, *, where: str = "") -> None:
+def check_kept_rows(config: GeoBridgeConfig) -> None:
     """Every band of ``image.keep_rows`` leaves at least MIN_SIDE rows of its view's input."""
     for view, band in config.image.keep_rows.items():
         first, end = kept_rows(band, config.image.input_size[view][0])
         if end - first < MIN_SIDE:
-            prefix = f"{where}." if where else ""
-            raise ConfigError(f"{prefix}image.keep_rows.{view}: {band} keeps {end - first} of "
+            raise ConfigError(f"image.keep_rows.{view}: {band} keeps {end - first} of "
                               f"{config.image.input_size[view][0]} rows; at least {MIN_SIDE} are needed")
 
 
