@@ -218,6 +218,8 @@ def test_busy_note_counts_other_processes_not_the_run_itself():
     if _cpu_clock() is None:
         pytest.skip("/proc/stat is not readable here")
     cpus = os.cpu_count() or 1
+    if share_while(lambda: time.sleep(0.5)) > 0.3 / cpus:  # what this test measures is the machine's own quiet
+        pytest.skip("other processes keep this machine busy: the busy note's share cannot be checked against it")
     assert share_while(own_work) < 0.5 / cpus  # background noise of the machine only
     busy = share_while(others_work)
     assert busy > 0.6 / cpus
