@@ -152,7 +152,9 @@ def kept_rows(band: list[float], height: int) -> tuple[int, int]:
 
 
 def check_kept_rows(config: GeoBridgeConfig) -> None:
-    """Every band of ``image.keep_rows`` leaves at least MIN_SIDE rows of its view's input."""
+    """Every band of ``image.keep_rows`` leaves at least MIN_SIDE rows of its view's input, in a tower that cuts."""
+    if config.image.backbone == CLIP_BACKBONE and config.image.keep_rows:
+        raise ConfigError("image.keep_rows: a CLIP tower embeds its whole square input; leave keep_rows empty")
     for view, band in config.image.keep_rows.items():
         first, end = kept_rows(band, config.image.input_size[view][0])
         if end - first < MIN_SIDE:
@@ -173,8 +175,6 @@ def check_clip_fields(config: GeoBridgeConfig) -> None:
     if config.embed_dim != clip.embed_dim:
         raise ConfigError(f"embed_dim: {config.embed_dim} differs from clip.embed_dim {clip.embed_dim}: "
                           "CLIP towers embed into the checkpoint's own space")
-    if config.image.backbone == CLIP_BACKBONE and config.image.keep_rows:
-        raise ConfigError("image.keep_rows: a CLIP tower embeds its whole square input; leave keep_rows empty")
     if config.image.backbone == CLIP_BACKBONE:
         wrong = {v: s for v, s in config.image.input_size.items() if s != [clip.image_size, clip.image_size]}
         if wrong:
