@@ -322,15 +322,17 @@ class GeoBridge(nn.Module):
             raise CheckpointError(f"bad model config in {path / CONFIG_NAME}: {exc}") from exc
         tensors = load_tensors(path / WEIGHTS_NAME)
         skip = tuple(f"text.{prefix}" for prefix in model.text.frozen_prefixes())
-        expected = {k: v for k, v in model.state_dict().items() if not k.startswith(skip)}
-        missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+        state = model.state_dict()
+        expected = {k: v for k, v in state.items() if not k.startswith(skip)}
+        # frozen pretrained weights that an older checkpoint saved anyway load as they are (the same values)
+        missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(state))
         if missing or unexpected:
             raise CheckpointError(
                 f"{path / WEIGHTS_NAME} does not match config {config.name!r}: "
                 f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
                 f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
             )
-        check_tensors(tensors, expected, source=path / WEIGHTS_NAME)
+        check_tensors(tensors, state, source=path / WEIGHTS_NAME)
         try:
             model.load_state_dict(tensors, strict=False)
         except RuntimeError as exc:  # shape mismatches

@@ -78,6 +78,12 @@ class MiniLMEncoder(nn.Module):
     def _bert(self) -> nn.Module:
         return self.model[0].auto_model
 
+    def unfreeze_top_layers(self, count: int) -> None:
+        """Turn a frozen encoder into one whose top ``count`` layers train (the rest stay frozen and cached)."""
+        self.freeze = False
+        self._cache.clear()
+        self._train_top_layers(count)
+
     def _train_top_layers(self, count: int) -> None:
         """Freeze the embeddings and all but the last ``count`` transformer layers."""
         layers = sorted({int(m.group(1)) for n, _ in self.model.named_parameters() if (m := _LAYER.search(n))})
@@ -86,6 +92,14 @@ class MiniLMEncoder(nn.Module):
             param.requires_grad_(any(k in name for k in keep))
         self._first_trained = len(layers) - min(count, len(layers))
         self._prefix.clear()
+
+    def frozen_keys(self) -> list[str]:
+        """State-dict keys below the trained top layers (the embeddings and the frozen layers: the package's own
+        weights); empty when every layer trains."""
+        if self._first_trained is None:
+            return []
+        first = self._first_trained
+        return [k for k in self.state_dict() if not ((m := _LAYER.search(k)) and int(m.group(1)) >= first)]
 
     def train(self, mode: bool = True) -> MiniLMEncoder:
         super().train(mode)
@@ -271,8 +285,22 @@ class TextTower(nn.Module):
         self.config.trainable_layers = count
         self.encoder._train_top_layers(count)  # type: ignore[operator]
 
+    def unfreeze_top_layers(self, count: int) -> None:
+        """Train the top ``count`` layers of the MiniLM encoder from now on, frozen or not before (text alignment,
+        ``train/text_align.py``); the hashing encoder trains whole and is left as it is."""
+        if count < 0:
+            raise ValueError(f"text.trainable_layers must be >= 0, got {count}")
+        if self.config.kind != "minilm":
+            return
+        self.config.freeze = False
+        self.config.trainable_layers = count
+        self.encoder.unfreeze_top_layers(count)  # type: ignore[operator]
+
     def frozen_prefixes(self) -> tuple[str, ...]:
-        """State-dict prefixes that are not trained and need not be saved (the frozen pretrained encoder)."""
-        if self.config.kind == "minilm" and self.config.freeze:
+        """State-dict prefixes that are not trained and need not be saved: the frozen pretrained encoder, or, with
+        only its top layers trained, the layers below them (a saved model is 9 MB instead of 99)."""
+        if self.config.kind != "minilm":
+            return ()
+        if self.config.freeze:
             return ("encoder.",)
-        return ()
+        return tuple(f"encoder.{key}" for key in self.encoder.frozen_keys())  # type: ignore[operator]

@@ -179,13 +179,22 @@ def start_run_record(run_dir: Path, *, resumed: bool) -> dict[str, Any]:
 
 
 def finish_run_record(
-    run_dir: Path, *, train_s: float, epochs: int, steps: int, norm_recalibration: dict[str, int] | None = None
+    run_dir: Path,
+    *,
+    train_s: float,
+    epochs: int,
+    steps: int,
+    norm_recalibration: dict[str, int] | None = None,
+    text_align: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Complete ``run.json`` when training ends (``norm_recalibration``: images per view of precise BN)."""
+    """Complete ``run.json`` when training ends (``norm_recalibration``: images per view of precise BN;
+    ``text_align``: the text alignment's record, when it ran)."""
     record = read_run_record(run_dir)
     record.setdefault("commit", code_commit())
     record.update(finished=utc_now(), train_s=round(train_s, 2), epochs=epochs, steps=steps,
                   norm_recalibration=norm_recalibration or {})
+    if text_align:
+        record["text_align"] = text_align
     atomic_write_json(run_dir / RUN_RECORD, record)
     return record
 

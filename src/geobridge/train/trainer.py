@@ -36,6 +36,7 @@ from geobridge.train.state import (
     start_run_record,
     truncate_metrics,
 )
+from geobridge.train.text_align import align_text
 from geobridge.views import IMAGE_VIEWS
 
 MAX_LOGIT_SCALE = math.log(100.0)
@@ -385,11 +386,12 @@ class Trainer:
     def _finish_run(self, *, train_s: float) -> None:
         """Precise BN, the saved model and the run record (main rank)."""
         recalibrated = self._recalibrate_norm()
+        aligned = self._align_text()
         self.model.save_pretrained(self.run_dir / "model")
         log_path = self.run_dir / METRICS
         epochs_done = len(log_path.read_text().splitlines()) if log_path.is_file() else 0
         finish_run_record(self.run_dir, train_s=train_s, epochs=epochs_done, steps=self.step,
-                          norm_recalibration=recalibrated)
+                          norm_recalibration=recalibrated, text_align=aligned)
 
     def _recalibrate_norm(self) -> dict[str, int]:
         """Precise BN: each view's BatchNorm statistics re-estimated from its plain training images (a seeded sample
@@ -405,6 +407,19 @@ class Trainer:
             tqdm.write("BatchNorm statistics re-estimated per view on plain training images: "
                        + ", ".join(f"{view} {n}" for view, n in counts.items()))
         return counts
+
+    def _align_text(self) -> dict[str, Any]:
+        """Text alignment (``text_align``, train/text_align.py): the text tower tuned against the finished image
+        towers; returns its record ({} when off)."""
+        section = self.config.text_align
+        if not section.epochs:
+            return {}
+        record = align_text(self.model, self.data.places, section, weight_decay=self.config.optim.weight_decay,
+                            label_smoothing=self.config.loss.label_smoothing, seed=self.config.train.seed,
+                            show_progress_bar=self.show_progress_bar)
+        if self.show_progress_bar:
+            tqdm.write(f"text tower aligned to the image towers: {record['steps']} steps, {record['seconds']} s")
+        return record
 
     def evaluate(self) -> dict[str, Any]:
         """Metrics of the current model, from the evaluator the trainer was given."""

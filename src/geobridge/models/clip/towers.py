@@ -187,6 +187,11 @@ class ClipTextTower(nn.Module):
         self.config.trainable_layers = count
         train_last_blocks(self.encoder, count)
 
+    def unfreeze_top_layers(self, count: int) -> None:
+        """Train the last ``count`` transformer layers from now on, frozen or not before (text alignment)."""
+        self.config.freeze = False
+        self.set_trainable_layers(count)
+
     def warm_cache(self, texts: list[str], *, show_progress_bar: bool = False) -> None:
         """Nothing to warm: CLIP's text tower embeds each batch as it comes."""
 
