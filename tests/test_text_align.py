@@ -140,6 +140,24 @@ def test_training_ends_with_the_alignment_and_records_it(world, tmp_path):
     assert len(record["loss"]) == 2
 
 
+def test_a_saved_model_aligned_afterwards_equals_the_run_that_aligned_at_its_end(world, tmp_path):
+    from geobridge.models import GeoBridge
+    from geobridge.train import train
+
+    common = [f"data.root={world}", "model.text_kind=hashing", "optim.epochs=1", "optim.batch_size=4"]
+    train(load_config(None, [*common, f"out={tmp_path / 'plain'}"]), evaluate=False)
+    config = load_config(None, [*common, f"out={tmp_path / 'aligned'}", "text_align.epochs=1",
+                                "text_align.batch_size=4"])
+    train(config, evaluate=False)
+    model = GeoBridge.from_pretrained(tmp_path / "plain")
+    align_text(model, load_places(world, split="train"), config.text_align, seed=config.train.seed,
+               weight_decay=config.optim.weight_decay, label_smoothing=config.loss.label_smoothing,
+               show_progress_bar=False)
+    texts = [p.texts[0] for p in load_places(world)]
+    aligned = GeoBridge.from_pretrained(tmp_path / "aligned")
+    np.testing.assert_allclose(model.encode(texts, view="text"), aligned.encode(texts, view="text"), atol=1e-5)
+
+
 def test_alignment_needs_the_text_view():
     with pytest.raises(ConfigError, match="text_align.epochs"):
         load_config(None, ["text_align.epochs=1", "train.drop_views=[text]"])

@@ -20,6 +20,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a saved GeoBridge model folder")
     parser.add_argument("--world", required=True)
+    parser.add_argument("--train-world", help="take the training places from this world instead (e.g. one with more "
+                        "descriptions per place)")
     parser.add_argument("--holdout", default="")
     parser.add_argument("--out", required=True)
     parser.add_argument("--seed", type=int, default=0)
@@ -37,7 +39,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     config = load_config(None, [f"data.root={args.world}", "text_align.epochs=2", *args.overrides])
     model = GeoBridge.from_pretrained(args.model)
-    places = load_places(args.world, split="train")
+    places = load_places(args.train_world or args.world, split="train")
     record = align_text(model, places, config.text_align, weight_decay=config.optim.weight_decay,
                         label_smoothing=config.loss.label_smoothing, seed=args.seed)
     started = time.time()
@@ -45,7 +47,8 @@ def main() -> None:
     test = evaluate_model(model, args.world, split="test", holdout_countries=holdout, show_progress_bar=False)
     out = Path(args.out)
     model.save_pretrained(out / "model")
-    results = {"model": args.model, "world": args.world, "overrides": args.overrides, "align": record,
+    results = {"model": args.model, "world": args.world, "train_world": args.train_world,
+               "overrides": args.overrides, "align": record,
                "eval_s": round(time.time() - started, 1),
                "test": {k: round(v, 2) for k, v in test.items() if isinstance(v, float)}}
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -41,8 +41,27 @@ def align_text(
 ) -> dict[str, Any]:
     """Tune ``model``'s text tower in place for ``section.epochs`` passes over the descriptions of ``places``.
 
-    Returns a record: epochs, steps, seconds, each epoch's mean loss and the places per image view.
+    Returns a record: epochs, steps, seconds, each epoch's mean loss and the places per image view. ``seed`` draws
+    the batches and the dropout (in a forked torch RNG): the same model and places give the same alignment
+    whether it ends a training run or runs on a saved model.
     """
+    devices = [model.device.index or 0] if model.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        return _align(model, places, section, weight_decay=weight_decay, label_smoothing=label_smoothing,
+                      seed=seed, show_progress_bar=show_progress_bar)
+
+
+def _align(
+    model: GeoBridge,
+    places: Sequence[Place],
+    section: TextAlignSection,
+    *,
+    weight_decay: float,
+    label_smoothing: float,
+    seed: int,
+    show_progress_bar: bool,
+) -> dict[str, Any]:
     started = time.time()
     galleries = place_galleries(model, places, test_time_augment=section.test_time_augment,
                                 show_progress_bar=show_progress_bar)
