@@ -332,3 +332,26 @@ def test_torchrun_two_processes_train_the_same_clip_model_as_one(weights, tmp_pa
     assert not torch.equal(single["image.view_backbones.drone.visual.proj"], start)  # it did train
     for key in single:
         torch.testing.assert_close(ddp[key], single[key], rtol=0, atol=1e-5)
+
+
+def test_text_alignment_tunes_only_the_clip_text_towers_last_blocks(weights, tmp_path):
+    from test_data import make_geoloc
+
+    from geobridge.data import load_places
+    from geobridge.train.config import TextAlignSection
+    from geobridge.train.text_align import align_text
+
+    world = make_geoloc(tmp_path / "w", n=6)
+    config = tiny_clip_model_config(weights["open_clip"])
+    config["text"]["freeze"] = True
+    model = GeoBridge(GeoBridgeConfig.from_dict(config)).eval()
+    places = load_places(world)
+    tiles = [str(p.images["satellite"][0]) for p in places]
+    before_tiles, before_text = model.encode(tiles, view="satellite"), model.encode([LONG], view="text")
+    align_text(model, places, TextAlignSection(epochs=1, trainable_layers=1, batch_size=3), show_progress_bar=False)
+    tuned = {n for n, p in model.text.named_parameters() if p.requires_grad}
+    blocks = {n.split(".resblocks.")[1].split(".")[0] for n in tuned if ".resblocks." in n}
+    assert blocks == {str(TINY["text_layers"] - 1)} and not model.config.text.freeze
+    assert not any("token_embedding" in n for n in tuned)
+    np.testing.assert_array_equal(model.encode(tiles, view="satellite"), before_tiles)
+    assert not np.allclose(model.encode([LONG], view="text"), before_text)
