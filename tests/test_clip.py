@@ -16,7 +16,7 @@ from test_data import make_geoloc
 from tiny_clip import CLIP_MEAN, TINY, tiny_clip, tiny_clip_model_config, write_hf_clip, write_open_clip
 
 from geobridge.cli.main import main
-from geobridge.errors import CheckpointError
+from geobridge.errors import CheckpointError, ConfigError
 from geobridge.models import GeoBridge, GeoBridgeConfig
 from geobridge.models.clip.tokens import OpenClipTokens, chunk_texts
 from geobridge.views import IMAGE_VIEWS
@@ -355,3 +355,11 @@ def test_text_alignment_tunes_only_the_clip_text_towers_last_blocks(weights, tmp
     assert not any("token_embedding" in n for n in tuned)
     np.testing.assert_array_equal(model.encode(tiles, view="satellite"), before_tiles)
     assert not np.allclose(model.encode([LONG], view="text"), before_text)
+
+
+def test_a_clip_tower_refuses_a_cut_band_and_takes_the_whole_input_as_no_cut():
+    cut = tiny_clip_model_config(None, keep_rows={"street": [0.25, 1.0]})
+    with pytest.raises(ConfigError, match=r"model.image_keep_rows.street=\[0.0,1.0\]"):
+        GeoBridgeConfig.from_dict(cut)
+    whole = GeoBridgeConfig.from_dict(tiny_clip_model_config(None, keep_rows={"street": [0.0, 1.0]}))
+    assert whole.image.keep_rows == {"street": [0.0, 1.0]}

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import json
 import os
 import pickle
@@ -58,9 +59,10 @@ def test_encode_returns_normalised_numpy(tiny_model_config):
 
 
 def test_test_time_augment_makes_embeddings_invariant(tiny_model_config):
-    tiny_model_config.image.test_time_augment = ["drone", "satellite", "street"]
+    config = copy.deepcopy(tiny_model_config)  # the session's shared config stays as it was
+    config.image.test_time_augment = ["drone", "satellite", "street"]
     torch.manual_seed(0)
-    model = GeoBridge(tiny_model_config).eval()
+    model = GeoBridge(config).eval()
     tile = _images(1, 64, 64, seed=3)[0]
     rotated = [np.rot90(tile, k).copy() for k in range(4)] + [tile[:, ::-1].copy(), np.rot90(tile[::-1], 1).copy()]
     emb = model.encode([tile, *rotated], view="satellite")

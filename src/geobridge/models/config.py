@@ -153,8 +153,11 @@ def kept_rows(band: list[float], height: int) -> tuple[int, int]:
 
 def check_kept_rows(config: GeoBridgeConfig) -> None:
     """Every band of ``image.keep_rows`` leaves at least MIN_SIDE rows of its view's input, in a tower that cuts."""
-    if config.image.backbone == CLIP_BACKBONE and config.image.keep_rows:
-        raise ConfigError("image.keep_rows: a CLIP tower embeds its whole square input; leave keep_rows empty")
+    cuts = sorted(view for view, band in config.image.keep_rows.items() if list(band) != [0.0, 1.0])
+    if config.image.backbone == CLIP_BACKBONE and cuts:
+        raise ConfigError(f"image.keep_rows: a CLIP tower embeds its whole square input; leave keep_rows empty or "
+                          f"keep every row (a training recipe's band, as configs/tiny.yaml's: "
+                          f"model.image_keep_rows.{cuts[0]}=[0.0,1.0])")
     for view, band in config.image.keep_rows.items():
         first, end = kept_rows(band, config.image.input_size[view][0])
         if end - first < MIN_SIDE:
