@@ -158,10 +158,15 @@ def validate_config(config: TrainConfig) -> None:
         raise ConfigError("data.joint_colour_p shifts the colour of a place's views together in the batch augmentation "
                           "of data.pipeline=tensor; set data.pipeline=tensor")
     _validate_epoch(config)
-    trained = [v for v in config.data.views if v not in config.train.drop_views]
+    trained = _trained_views(config)
     if config.text_align.epochs and "text" not in trained:
         raise ConfigError(f"text_align.epochs: tunes the text tower on the training descriptions, but text is not "
                           f"among the trained data.views {trained}")
+
+
+def _trained_views(config: TrainConfig) -> list[str]:
+    """The data views a run trains on: ``data.views`` less ``train.drop_views``."""
+    return [v for v in config.data.views if v not in config.train.drop_views]
 
 
 def _validate_epoch(config: TrainConfig) -> None:
@@ -171,7 +176,7 @@ def _validate_epoch(config: TrainConfig) -> None:
         views = list(data.pair_views)
         if len(views) != 2 or views[0] == views[1]:
             raise ConfigError(f"data.pair_views: expected two different views (query, reference), got {views}")
-        trained = [v for v in data.views if v not in config.train.drop_views]
+        trained = _trained_views(config)
         missing = [v for v in views if v not in trained]
         if missing:
             raise ConfigError(f"data.pair_views: {views}: {missing} not among the trained data.views {trained}")

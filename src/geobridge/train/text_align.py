@@ -79,16 +79,15 @@ def _align(
     for param in frozen:  # the image towers and the temperature stay as joint training left them
         param.requires_grad_(False)
     rng = np.random.default_rng(seed)
-    batches_per_epoch = len(_batches(places, rng=np.random.default_rng(seed), batch_size=section.batch_size))
-    total = batches_per_epoch * section.epochs
+    epochs = [_batches(places, rng=rng, batch_size=section.batch_size) for _ in range(section.epochs)]
+    total = sum(len(batches) for batches in epochs)  # the schedule's length
     optimizer = torch.optim.AdamW(_param_groups(model, section, weight_decay=weight_decay), betas=(0.9, 0.999))
     scale = model.logit_scale.detach()
     losses: list[float] = []
     step = 0
     try:
         model.text.train()
-        for epoch in range(section.epochs):
-            batches = _batches(places, rng=rng, batch_size=section.batch_size)
+        for epoch, batches in enumerate(epochs):
             bar = tqdm(batches, desc=f"text alignment {epoch + 1}/{section.epochs}", unit="step", leave=False,
                        disable=not show_progress_bar)
             summed = 0.0
