@@ -272,3 +272,51 @@ def test_batch_augment_applies_the_shared_colour():
         red, generator=torch.Generator().manual_seed(0), colour=turn)
     means = out.mean(dim=(2, 3))  # (2, 3)
     assert means[0].argmax() == 0 and means[1].argmax() == 1  # red stays red; turned, it is green
+
+
+def _flat_images(batch: int, height: int, width: int) -> torch.Tensor:
+    return torch.full((batch, 3, height, width), 200, dtype=torch.uint8)
+
+
+def test_cutout_holes_have_the_drawn_size_and_the_mean_and_leave_the_rest_alone():
+    from geobridge.data.config import Cutout
+
+    common = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    images = _flat_images(6, 32, 64)
+    plain = BatchAugment("street", **common)(images, generator=torch.Generator().manual_seed(3))
+    cut = BatchAugment("street", cutout=Cutout(p=1.0, holes=[1, 1], size=[0.25, 0.25]), **common)(
+        images, generator=torch.Generator().manual_seed(3))
+    hole = (cut == 0).all(dim=1)  # (B, H, W): the fill is the mean, 0 after normalising
+    assert (plain > 0).all()  # a bright image stays bright under the colour jitter
+    assert hole.sum(dim=(1, 2)).tolist() == [8 * 16] * 6  # one hole, a quarter of each side
+    rows, cols = hole.any(dim=2), hole.any(dim=1)  # (B, H), (B, W): a rectangle covers exactly its rows x cols
+    assert torch.equal(hole, rows[:, :, None] & cols[:, None, :])
+    assert torch.equal(cut.masked_fill(hole[:, None], 0), plain.masked_fill(hole[:, None], 0))  # the rest untouched
+
+
+def test_cutout_reaches_the_chosen_share_of_images_with_the_drawn_number_of_holes():
+    from geobridge.data.config import Cutout
+
+    common = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    out = BatchAugment("drone", cutout=Cutout(p=0.3, holes=[2, 5], size=[0.1, 0.2]), **common)(
+        _flat_images(500, 40, 40), generator=torch.Generator().manual_seed(0))
+    hole = (out == 0).all(dim=1)  # (B, H, W)
+    holed = hole.any(dim=(1, 2))
+    assert 0.24 < holed.float().mean() < 0.36
+    area = hole[holed].float().mean(dim=(1, 2))  # share of each holed image covered: 2-5 holes of 4-8 px sides
+    assert area.min() >= 2 * 16 / 1600 * 0.5 and area.max() <= 5 * 64 / 1600
+
+
+
+def test_cutout_needs_the_tensor_pipeline_and_sound_settings():
+    from geobridge.errors import ConfigError
+    from geobridge.train import load_config
+
+    with pytest.raises(ConfigError, match="data.cutout.p"):
+        load_config(None, ["data.pipeline=pil", "data.cutout.p=0.5"])
+    with pytest.raises(ConfigError, match="data.cutout.holes"):
+        load_config(None, ["data.pipeline=tensor", "data.cutout.holes=[3,1]"])
+    with pytest.raises(ConfigError, match="data.cutout.size"):
+        load_config(None, ["data.pipeline=tensor", "data.cutout.size=[0.0,0.2]"])
+    with pytest.raises(ConfigError, match="data.cutout.views"):
+        load_config(None, ["data.pipeline=tensor", "data.cutout.views=[text]"])

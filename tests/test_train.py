@@ -399,3 +399,18 @@ def test_training_data_builds_either_pipeline_without_a_trainer(world, pipeline)
     assert batch["images"]["street"].shape == (8, 3, 16, 32) and batch["images"]["drone"].shape == (8, 3, 32, 32)
     assert len(batch["text"]) == batch["text_index"].shape[0] == 8  # one description per place
     assert data.robust_at(0) is None and data.robust_at(1) == config.data.robust
+
+
+def test_training_data_cuts_holes_only_in_the_views_named(world):
+    from geobridge.data.pipeline import ImageInputs, TrainingData
+
+    config = load_config(None, [f"data.root={world}", "data.pipeline=tensor", "data.cutout.p=1.0",
+                                "data.cutout.views=[street]", *TINY])
+    image = ImageInputs(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
+                        input_size={"drone": (32, 32), "satellite": (32, 32), "street": (16, 32)})
+    data = TrainingData(config.data, config.sampler, views=["drone", "satellite", "street", "text"], image=image,
+                        batch_size=8, seed=0, device=torch.device("cpu"), show_progress_bar=False)
+    data.set_epoch(0)
+    images = next(iter(data))["images"]
+    holes = {view: (x == 0).all(dim=1).flatten(1).any(dim=1) for view, x in images.items()}  # (B,) per view
+    assert holes["street"].all() and not holes["drone"].any() and not holes["satellite"].any()

@@ -12,7 +12,8 @@ each keeps a place's identity), drawn per sample from a ``torch.Generator``:
 * every view of a place together (``colour`` from ``draw_joint_colour``): one hue rotation and saturation
   scale per place, the same for its drone photo, tile and panorama, so the views still agree on colour while
   the place takes another palette (roofs, vegetation and ground of a style the world may not have);
-* every view: brightness and contrast jitter of +-20 % and saturation of +-10 %.
+* every view: brightness and contrast jitter of +-20 % and saturation of +-10 %;
+* with ``cutout`` (a ``data.config.Cutout``), last: rectangular holes filled with the normalisation mean.
 
 Crop, flip and rotation of a square view are one affine resampling (``affine_grid`` + ``grid_sample``,
 bilinear), so a batch costs two tensor passes whatever its size. ``robust`` (a ``RobustAugment``) adds the
@@ -28,6 +29,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from geobridge.data.config import Cutout
 from geobridge.robust import BLUR_SIGMA, DOWNSCALE_FACTOR, NORMAL_COLOUR, SEASON_STRENGTH, RobustAugment
 from geobridge.seasons import LUMA, SEASON_NAMES, season_shift
 from geobridge.views import IMAGE_VIEWS, check_view
@@ -45,6 +47,7 @@ class BatchAugment:
         train: bool = True,
         rotate: bool = True,
         robust: RobustAugment | None = None,
+        cutout: Cutout | None = None,
     ) -> None:
         self.view = check_view(view, allowed=IMAGE_VIEWS)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
@@ -52,6 +55,7 @@ class BatchAugment:
         self.train = train
         self.rotate = rotate
         self.robust = robust
+        self.cutout = cutout
 
     def __call__(
         self,
@@ -81,6 +85,8 @@ class BatchAugment:
             if robust is not None:
                 x = _random_grayscale(x, generator, p=robust.grayscale_p)
         mean, std = self.mean.to(x.device), self.std.to(x.device)
+        if self.train and self.cutout is not None and self.cutout.p > 0:
+            x = _random_cutout(x, generator, cutout=self.cutout, fill=mean)
         return (x - mean) / std
 
     def _geometry(
@@ -257,6 +263,36 @@ def _random_season(x: torch.Tensor, gen: torch.Generator, *, p: float, strength:
             amount = amounts[rows].to(x.device).view(-1, 1, 1, 1)  # (P, 1, 1, 1)
             out[on_device] = season_shift(sub, name, amount).permute(0, 3, 1, 2)
     return out
+
+
+def _random_cutout(x: torch.Tensor, gen: torch.Generator, *, cutout: Cutout, fill: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) with holes filled with ``fill`` (1, 3, 1, 1) in a random subset: each image has holes with
+    probability ``cutout.p``, their number uniform in ``cutout.holes``, each side a uniform fraction in
+    ``cutout.size`` of that side, placed uniformly inside the image (holes may overlap)."""
+    batch, most = x.shape[0], cutout.holes[1]
+    chosen = torch.rand(batch, generator=gen) < cutout.p  # (B,)
+    count = torch.randint(cutout.holes[0], most + 1, (batch,), generator=gen)  # (B,)
+    used = chosen[:, None] & (torch.arange(most)[None, :] < count[:, None])  # (B, N)
+    height, width = x.shape[-2:]
+    in_rows = _hole_spans(batch, most, height, gen, size=cutout.size)  # (B, N, H)
+    in_cols = _hole_spans(batch, most, width, gen, size=cutout.size)  # (B, N, W)
+    pick = chosen.nonzero(as_tuple=True)[0]  # (P,)
+    if pick.numel() == 0:
+        return x
+    inside = in_rows[pick, :, :, None] & in_cols[pick, :, None, :] & used[pick, :, None, None]  # (P, N, H, W)
+    holes = inside.any(dim=1, keepdim=True).to(x.device)  # (P, 1, H, W)
+    out = x.clone()
+    on_device = pick.to(x.device)
+    out[on_device] = torch.where(holes, fill, x[on_device])
+    return out
+
+
+def _hole_spans(batch: int, most: int, extent: int, gen: torch.Generator, *, size: list[float]) -> torch.Tensor:
+    """(B, N, extent) bool: the rows (or columns) that each of N holes per image covers."""
+    side = (torch.empty(batch, most).uniform_(size[0], size[1], generator=gen) * extent).round().clamp(min=1)  # (B, N)
+    start = (torch.rand(batch, most, generator=gen) * (extent - side + 1)).floor()  # (B, N)
+    line = torch.arange(extent, dtype=torch.float32)
+    return (line >= start[..., None]) & (line < (start + side)[..., None])
 
 
 def _random_downscale(

@@ -17,6 +17,19 @@ MAX_EPOCHS = 100_000
 
 
 @dataclass
+class Cutout:
+    """Occluding holes (Sample4Geo's coarse dropout): with probability ``p`` an image gets a number of holes drawn
+    from ``holes`` (inclusive), each side a fraction in ``size`` of the image's height and width, filled with the
+    normalisation mean (zero after normalising). Models trees, cars and people hiding part of a view, and keeps one
+    patch of a panorama from carrying the match alone."""
+
+    p: float = 0.0
+    holes: list[int] = field(default_factory=lambda: [4, 12])
+    size: list[float] = field(default_factory=lambda: [0.1, 0.2])
+    views: list[str] = field(default_factory=lambda: list(IMAGE_VIEWS))
+
+
+@dataclass
 class DataConfig:
     root: str = "runs/world"
     format: str = "geoloc"  # "geoloc" or "university1652"
@@ -45,6 +58,8 @@ class DataConfig:
     # erases that cross-view cue). Tensor pipeline only.
     joint_colour_p: float = 0.0
     joint_colour_hue: float = 45.0
+    # occluding holes in every epoch (see Cutout; off at p 0). Tensor pipeline only.
+    cutout: Cutout = field(default_factory=Cutout)
     # keyword options of the layout's loader (geobridge.data.load_places), e.g. {mode: cross} for VIGOR's
     # cross-area split or {include_google: true} for University-1652's google photos
     loader_options: dict[str, Any] = field(default_factory=dict)
@@ -73,6 +88,17 @@ def _non_empty(value: list[str], key: str) -> None:
         raise ConfigError(f"{key}: expected at least one view")
 
 
+def _check_holes(value: list[int], key: str) -> None:
+    if len(value) != 2 or not 1 <= value[0] <= value[1] <= 256:
+        raise ConfigError(f"{key}: expected [min, max] hole counts with 1 <= min <= max <= 256, got {list(value)}")
+
+
+def _check_size(value: list[float], key: str) -> None:
+    if len(value) != 2 or not 0.0 < value[0] <= value[1] <= 1.0:
+        raise ConfigError(f"{key}: expected [min, max] fractions of the image side with 0 < min <= max <= 1, "
+                          f"got {list(value)}")
+
+
 def _check_gps_epochs(value: str, key: str) -> None:
     after = value.split(":", 1)[1] if value.startswith("after:") else None
     if value != "all" and not (after is not None and after.isdigit() and int(after) <= MAX_EPOCHS):
@@ -94,6 +120,10 @@ DATA_RULES: Rules = {  # keys relative to the section
     "robust.season_p": Range(0.0, 1.0),
     "robust.grayscale_p": Range(0.0, 1.0),
     "robust.views.*": Choice(IMAGE_VIEWS),
+    "cutout.p": Range(0.0, 1.0),
+    "cutout.holes": _check_holes,
+    "cutout.size": _check_size,
+    "cutout.views.*": Choice(IMAGE_VIEWS),
 }
 SAMPLER_RULES: Rules = {
     "strategy": Choice(("random", "gps", "embedding")),

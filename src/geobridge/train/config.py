@@ -157,6 +157,9 @@ def validate_config(config: TrainConfig) -> None:
     if config.data.joint_colour_p > 0 and config.data.pipeline != "tensor":
         raise ConfigError("data.joint_colour_p shifts the colour of a place's views together in the batch augmentation "
                           "of data.pipeline=tensor; set data.pipeline=tensor")
+    if config.data.cutout.p > 0 and config.data.pipeline != "tensor":
+        raise ConfigError("data.cutout.p cuts holes in the batch augmentation of data.pipeline=tensor; set "
+                          "data.pipeline=tensor")
     _validate_epoch(config)
     trained = _trained_views(config)
     if config.text_align.epochs and "text" not in trained:
