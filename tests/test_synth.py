@@ -377,3 +377,41 @@ def test_scene_builder_is_split_and_keeps_its_names():
     b = scene.build_scene(get_country("DE"), np.random.default_rng(5), terrain="urban", landmark="church")
     assert a.landmark is not None and a.landmark.kind == "church" and len(a.buildings) > 10
     np.testing.assert_array_equal(a.albedo, b.albedo)  # seeded: the same place twice
+
+
+def test_more_street_views_of_training_places_leave_the_rest_as_it_was(tmp_path):
+    from geobridge.synth.scene import CELL_M, Material, build_scene, more_street_points
+    from geobridge.synth.writer import place_seed
+
+    base = WorldConfig(places=16, test_places=6, image_size=32, drone_views=1, seed=3, workers=1)
+    more = replace(base, train_street_views=3)
+    specs = plan_places(base)
+    assert {s.split for s in specs[:8]} == {"train", "test"}
+    for spec in specs[:8]:
+        one, three = render_place(spec, base), render_place(spec, more)
+        assert np.array_equal(one.images["street"][0], three.images["street"][0])  # the first panorama as it was
+        assert np.array_equal(one.images["drone"][0], three.images["drone"][0]) and one.texts == three.texts
+        expected = 3 if spec.split == "train" else 1  # test places keep one: the evaluation is unchanged
+        assert len(three.images["street"]) == expected
+        if expected == 3:
+            panoramas = three.images["street"]
+            assert all(not np.array_equal(panoramas[0], p) for p in panoramas[1:])  # from elsewhere
+            # each other point: 8-30 m from the first, on the same kind of stand, away from walls and trees
+            scene = build_scene(get_country(spec.country), np.random.default_rng(place_seed(3, spec.index).spawn(2)[1]))
+            points = more_street_points(scene, np.random.default_rng(0), count=5)
+            x0, y0 = scene.street_xy
+            distances = [np.hypot(x - x0, y - y0) for x, y in points]
+            assert len(set(points)) == len(points) and all(8.0 - 1e-6 <= d <= 30.0 + 1e-6 for d in distances)
+            for x, y in points:
+                i, j = int((scene.origin[1] - y) // CELL_M), int((x - scene.origin[0]) // CELL_M)
+                assert scene.material[i, j] != Material.WATER
+                assert scene.height[i, j] - scene.ground[i, j] <= 0.3
+    root = generate_world(tmp_path / "w", more, show_progress_bar=False).root
+    dataset = GeoLocDataset(root)
+    counts = {(p.split, len(p.images["street"])) for p in dataset.places}
+    assert counts == {("train", 3), ("test", 1)}
+    assert json.loads((Path(root) / "manifest.json").read_text())["train_street_views"] == 3
+    with pytest.raises(GeoBridgeError, match="train_street_views"):
+        replace(base, train_street_views=0).validate()
+    with pytest.raises(GeoBridgeError, match="geoloc layout only"):
+        replace(base, train_street_views=2, format="cvusa").validate()

@@ -32,6 +32,7 @@ class DemoConfig:
     # 1,000 at the same 1,426 steps on every street pair (+2-5 points R@1, mean of three worlds) for about 60 s
     # more generation (README, docs/model.md)
     extra_train_places: int = 1800
+    train_street_views: int = 1  # street panoramas per training place (synth --train-street-views)
     test_places: int = 200
     image_size: int = 64
     seed: int = 0
@@ -143,6 +144,7 @@ def _make_world(world: Path, config: DemoConfig) -> None:
         WorldConfig(
             places=config.places,
             extra_train_places=config.extra_train_places,
+            train_street_views=config.train_street_views,
             test_places=config.test_places,
             image_size=config.image_size,
             seed=config.seed,

@@ -24,6 +24,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=1800,
         help="training places beyond --places, from the countries not held out (default 1800)",
     )
+    parser.add_argument("--train-street-views", type=arg.count(hi=16), default=1,
+                        help="street panoramas per training place (default 1)")
     parser.add_argument("--test-places", type=arg.count(), default=200, help="held-out test places (default 200)")
     parser.add_argument("--image-size", type=arg.integer(lo=16, hi=2048), default=64,
                         help="image side in pixels (default 64)")
@@ -46,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     config = DemoConfig(
         places=args.places,
         extra_train_places=args.extra_train_places,
+        train_street_views=args.train_street_views,
         test_places=args.test_places,
         image_size=args.image_size,
         seed=args.seed,

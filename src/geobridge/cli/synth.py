@@ -52,6 +52,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--image-size", type=arg.integer(lo=16, hi=2048), default=128,
                         help="side of drone/satellite images (default 128)")
     parser.add_argument("--drone-views", type=arg.count(hi=64), default=4, help="drone headings per place (default 4)")
+    parser.add_argument("--train-street-views", type=arg.count(hi=16), default=1,
+                        help="street panoramas per training place, the others 8-30 m from the first; test places "
+                             "keep one (default 1; geoloc layout only)")
     parser.add_argument("--texts-per-place", type=arg.count(hi=64), default=3,
                         help="descriptions per place (default 3)")
     parser.add_argument("--countries", type=arg.country_codes(known=synth_countries), default=None,
@@ -103,6 +106,7 @@ def world_config(args: argparse.Namespace) -> WorldConfig:
         extra_train_places=args.extra_train_places,
         image_size=args.image_size,
         drone_views=args.drone_views,
+        train_street_views=args.train_street_views,
         texts_per_place=args.texts_per_place,
         seed=args.seed,
         countries=args.countries,

@@ -120,7 +120,7 @@ def manifest_problems(manifest: Any) -> list[str]:
     else:
         unknown = [v for v in views if v not in VIEWS]
         problems.extend(f"views: unknown view {v!r}; expected some of {', '.join(VIEWS)}" for v in unknown)
-    for key in ("drone_views", "image_size"):
+    for key in ("drone_views", "train_street_views", "image_size"):
         value = manifest.get(key)
         if value is not None and (not _is_int(value) or value < 0):
             problems.append(f"{key}: expected an int >= 0, got {value!r}")

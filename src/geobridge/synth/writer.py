@@ -32,7 +32,7 @@ from geobridge.synth.render import (
     render_satellite,
     render_street,
 )
-from geobridge.synth.scene import Scene, build_scene
+from geobridge.synth.scene import Scene, build_scene, more_street_points
 from geobridge.synth.text import describe
 from geobridge.version import __version__
 from geobridge.views import IMAGE_VIEWS
@@ -59,6 +59,10 @@ class WorldConfig:
     extra_train_places: int = 0
     image_size: int = 128
     drone_views: int = 4
+    # street panoramas of each training place: the first at the place's street point, the others on the road (or
+    # open ground) 8-30 m away, as more captures of the same place; test and validation places keep one, so the
+    # evaluation is unchanged. GeoLoc layout only.
+    train_street_views: int = 1
     texts_per_place: int = 3
     seed: int = 0
     countries: tuple[str, ...] | None = None
@@ -99,6 +103,11 @@ class WorldConfig:
             raise GeoBridgeError(f"image_size must be within 16..2048, got {self.image_size}")
         if self.drone_views < 1:
             raise GeoBridgeError(f"drone_views must be >= 1, got {self.drone_views}")
+        if self.train_street_views < 1:
+            raise GeoBridgeError(f"train_street_views must be >= 1, got {self.train_street_views}")
+        if self.train_street_views > 1 and self.format != "geoloc":
+            raise GeoBridgeError(f"train_street_views: more than one panorama per place is written in the geoloc "
+                                 f"layout only, not {self.format}")
         if self.texts_per_place < 1:
             raise GeoBridgeError(f"texts_per_place must be >= 1, got {self.texts_per_place}")
         if self.format not in FORMATS:
@@ -228,7 +237,7 @@ def plan_places(config: WorldConfig) -> list[PlaceSpec]:
 
 def render_place(spec: PlaceSpec, config: WorldConfig) -> PlaceViews:
     """Build and render one place (all views, texts, appearance shifts) in memory."""
-    seeds = place_seed(config.seed, spec.index).spawn(4)
+    seeds = place_seed(config.seed, spec.index).spawn(5)  # the first four as with one panorama: worlds unchanged
     scene = build_scene(get_country(spec.country), np.random.default_rng(seeds[1]))
     lighting = light_scene(scene)
     rng = np.random.default_rng(seeds[2])
@@ -248,8 +257,12 @@ def render_place(spec: PlaceSpec, config: WorldConfig) -> PlaceViews:
             vfov=float(rng.uniform(58, 66)),
         )
         drones.append(render_drone(scene, lighting, camera, size=size, rng=rng, supersample=supersample))
-    street = render_street(scene, lighting, size=size, rng=rng)
-    images = {"drone": drones, "satellite": [satellite], "street": [street]}
+    streets = [render_street(scene, lighting, size=size, rng=rng)]
+    if spec.split == "train" and config.train_street_views > 1:
+        more_rng = np.random.default_rng(seeds[4])
+        for point in more_street_points(scene, more_rng, count=config.train_street_views - 1):
+            streets.append(render_street(scene, lighting, size=size, rng=more_rng, at=point))
+    images = {"drone": drones, "satellite": [satellite], "street": streets}
     shift = config.appearance()
     for view, imgs in images.items():
         if shift.applies_to(view):
@@ -260,7 +273,7 @@ def render_place(spec: PlaceSpec, config: WorldConfig) -> PlaceViews:
 
 def _image_paths(root: Path, spec: PlaceSpec, view: str, count: int) -> list[Path]:
     """The path of each image of a view in the GeoLoc layout."""
-    names = [f"{k:02d}.png" for k in range(count)] if view == "drone" else ["0.png"]
+    names = [f"{k:02d}.png" if view == "drone" else f"{k}.png" for k in range(count)]
     return [root / view / spec.place_id / name for name in names]
 
 
@@ -386,6 +399,7 @@ def write_geoloc_world(root: Path, config: WorldConfig, *, show_progress_bar: bo
         "views": ["drone", "satellite", "street", "text"],
         "image_size": config.image_size,
         "drone_views": config.drone_views,
+        "train_street_views": config.train_street_views,
         "countries": [country_record(get_country(c)) for c in used],
         "holdout_countries": list(config.holdout_countries),
         "seed": config.seed,
