@@ -240,6 +240,29 @@ def test_gps_batches_are_geographically_tighter():
     assert mean_spread("gps") < 0.5 * mean_spread("random")
 
 
+def test_gps_groups_fill_a_batch_with_several_neighbourhoods():
+    """Sample4Geo-style batches: with group_size g each batch holds batch_size / g groups, each a random place and
+    its g - 1 nearest unused places; without it one neighbourhood fills the batch."""
+    clusters, per = 24, 4  # 24 tight clusters of 4 places, 10 degrees apart along the equator
+    coords = np.array([[0.0, 10.0 * c + 0.01 * k] for c in range(clusters) for k in range(per)])
+    keys = [str(i) for i in range(len(coords))]
+    cluster_of = np.arange(len(coords)) // per
+
+    def batches(group_size):
+        sampler = PlaceBatchSampler(keys, batch_size=16, strategy="gps", coords=coords, seed=2, group_size=group_size)
+        return [cluster_of[np.array(b)] for epoch in range(3) if not sampler.set_epoch(epoch) for b in sampler]
+
+    grouped, whole = batches(4), batches(None)
+    for b in grouped:  # a seed's nearest unused places are its own cluster: every cluster comes whole
+        assert sorted(np.bincount(b, minlength=clusters)[np.unique(b)]) == [per] * 4
+    span = lambda b: np.ptp(b)  # noqa: E731  (clusters apart along the line)
+    # one neighbourhood: adjacent clusters (the epoch's last batches gather what is left, anywhere)
+    assert np.median([span(b) for b in whole]) <= 4
+    assert np.median([span(b) for b in grouped]) > 10  # four random neighbourhoods
+    with pytest.raises(ValueError, match="group_size"):
+        PlaceBatchSampler(keys, batch_size=16, strategy="gps", coords=coords, group_size=0)
+
+
 def test_sampler_ddp_slices_cover_global_batch():
     keys = [str(i) for i in range(64)]
     full = list(PlaceBatchSampler(keys, batch_size=8, seed=3))

@@ -76,6 +76,10 @@ class SamplerConfig:
     gps_epochs: str = "all"  # "all", or "after:N" to switch from random to gps after N epochs
     embedding_refresh: int = 2  # epochs between neighbour refreshes for strategy "embedding"
     neighbours: int = 64
+    # places per group of near neighbours in a hard-negative batch: each group is a random place and its nearest
+    # unused places, and a batch holds batch_size / group_size groups (Sample4Geo's batches mix several such
+    # groups); 0: one group fills the whole batch. Place epochs (data.epoch_unit=places) only.
+    group_size: int = 0
 
 
 def _check_format(value: str, key: str) -> None:
@@ -130,4 +134,5 @@ SAMPLER_RULES: Rules = {
     "gps_epochs": _check_gps_epochs,
     "embedding_refresh": Range(1, MAX_EPOCHS),
     "neighbours": Range(1, 1 << 16),
+    "group_size": Range(0, 1 << 16),
 }

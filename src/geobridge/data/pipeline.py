@@ -93,7 +93,8 @@ class TrainingData:
                 )
             self.sampler = PairBatchSampler(self.pairs.place, n_places=len(self.places), **common)
         else:
-            self.sampler = PlaceBatchSampler([p.place_id for p in self.places], shuffle=True, **common)
+            self.sampler = PlaceBatchSampler([p.place_id for p in self.places], shuffle=True,
+                                             group_size=sampler.group_size or None, **common)
         augment = self.augmenters(self.robust_at(0))
         if data.pipeline == "tensor":
             caches = {

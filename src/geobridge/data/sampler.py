@@ -68,8 +68,9 @@ class PlaceBatchSampler(HardNegativeBatching):
 
     Strategies:
       * ``random``: shuffled places.
-      * ``gps``: hard negatives by location (as in Sample4Geo): a random unused place seeds a batch, which is
-        filled with its nearest unused places on the sphere.
+      * ``gps``: hard negatives by location (as in Sample4Geo): a random unused place seeds a group of
+        ``group_size`` places (by default the whole batch), which it fills with its nearest unused places on the
+        sphere; the next unused place in the shuffled order seeds the next group, until the batch is full.
       * ``embedding``: the same with neighbours from ``set_neighbours`` (e.g. nearest places in the
         model's embedding space, refreshed every few epochs).
 
@@ -89,8 +90,13 @@ class PlaceBatchSampler(HardNegativeBatching):
         coords: np.ndarray | None = None,
         num_replicas: int = 1,
         rank: int = 0,
+        group_size: int | None = None,
     ) -> None:
+        """``group_size``: places per group of near neighbours in a hard-negative batch (None: the whole batch)."""
         check_batching(strategy=strategy, batch_size=batch_size, num_replicas=num_replicas, rank=rank)
+        if group_size is not None and group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {group_size}")
+        self.group_size = batch_size if group_size is None else min(group_size, batch_size)
         self.keys = list(place_keys)
         groups: dict[str, list[int]] = {}
         for item, key in enumerate(self.keys):
@@ -125,25 +131,25 @@ class PlaceBatchSampler(HardNegativeBatching):
         if self.strategy == "random" or (self.strategy == "embedding" and self.neighbours is None):
             return [order[i : i + self.batch_size] for i in range(0, self.n_places, self.batch_size)]
         used = np.zeros(self.n_places, dtype=bool)
-        batches = []
-        for seed_place in order:
+        batches: list[np.ndarray] = []
+        batch: list[int] = []
+        for seed_place in order:  # each unused place seeds a group; its nearest unused places join it
             if used[seed_place]:
                 continue
-            batch = [seed_place]
+            batch.append(int(seed_place))
             used[seed_place] = True
+            room = min(self.group_size, self.batch_size - len(batch) + 1) - 1
             for candidate in self._candidates(seed_place):
-                if len(batch) == self.batch_size:
+                if room == 0:
                     break
                 if not used[candidate]:
                     used[candidate] = True
-                    batch.append(candidate)
-            if len(batch) < self.batch_size:  # neighbours exhausted: top up from the shuffled order
-                for candidate in order:
-                    if len(batch) == self.batch_size:
-                        break
-                    if not used[candidate]:
-                        used[candidate] = True
-                        batch.append(candidate)
+                    batch.append(int(candidate))
+                    room -= 1
+            if len(batch) == self.batch_size:
+                batches.append(np.array(batch))
+                batch = []
+        if batch:  # the epoch's last places (a short batch, dropped with drop_last)
             batches.append(np.array(batch))
         return batches
 

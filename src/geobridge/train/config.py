@@ -157,6 +157,9 @@ def validate_config(config: TrainConfig) -> None:
     if config.data.joint_colour_p > 0 and config.data.pipeline != "tensor":
         raise ConfigError("data.joint_colour_p shifts the colour of a place's views together in the batch augmentation "
                           "of data.pipeline=tensor; set data.pipeline=tensor")
+    if config.sampler.group_size and config.data.epoch_unit != "places":
+        raise ConfigError("sampler.group_size groups the places of a batch (data.epoch_unit=places); pair epochs "
+                          "fill each hard-negative batch round one place")
     if config.data.cutout.p > 0 and config.data.pipeline != "tensor":
         raise ConfigError("data.cutout.p cuts holes in the batch augmentation of data.pipeline=tensor; set "
                           "data.pipeline=tensor")
