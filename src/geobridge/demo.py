@@ -102,7 +102,8 @@ def run_demo(out: str | Path, config: DemoConfig | None = None) -> dict[str, Any
         sections={
             "Model": f"`{config.recipe}` recipe trained in `{run_dir}`",
             "Data": f"`{world}`: {config.places + config.extra_train_places} places "
-            f"({config.extra_train_places} of them extra training places), {config.test_places} test places, "
+            f"({config.extra_train_places} of them extra training places"
+            f"{_street_views_note(config.train_street_views)}), {config.test_places} test places, "
             f"held-out countries {', '.join(config.holdout_countries) or 'none'}; world seed {config.seed}, "
             f"training seed {run['seed']}",
             "Localisation with fusion": _fusion_table(fusion),
@@ -131,6 +132,10 @@ _HEADLINE = (
     "text->satellite/R@1",
     "mean/R@1",
 )
+
+
+def _street_views_note(count: int) -> str:
+    return f"; {count} street panoramas per training place" if count > 1 else ""
 
 
 def _make_world(world: Path, config: DemoConfig) -> None:
