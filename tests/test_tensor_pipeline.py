@@ -320,3 +320,10 @@ def test_cutout_needs_the_tensor_pipeline_and_sound_settings():
         load_config(None, ["data.pipeline=tensor", "data.cutout.size=[0.0,0.2]"])
     with pytest.raises(ConfigError, match="data.cutout.views"):
         load_config(None, ["data.pipeline=tensor", "data.cutout.views=[text]"])
+    from geobridge.data.config import Cutout
+
+    with pytest.raises(ValueError, match="holes"):  # one built in code is checked too
+        Cutout(p=0.5, holes=[3, 1])
+    with pytest.raises(ValueError, match="probability"):
+        Cutout(p=1.5)
+    assert load_config(None, ["data.pipeline=tensor", "data.cutout.p=0.3"]).data.cutout.p == 0.3

@@ -28,6 +28,15 @@ class Cutout:
     size: list[float] = field(default_factory=lambda: [0.1, 0.2])
     views: list[str] = field(default_factory=lambda: list(IMAGE_VIEWS))
 
+    def __post_init__(self) -> None:  # one built in code (the config's rules check one read from YAML)
+        if not 0.0 <= self.p <= 1.0:
+            raise ValueError(f"p must be a probability in [0, 1], got {self.p}")
+        for key, check in (("holes", _check_holes), ("size", _check_size)):
+            try:
+                check(getattr(self, key), key)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+
 
 @dataclass
 class DataConfig:
@@ -126,7 +135,9 @@ DATA_RULES: Rules = {  # keys relative to the section
     "robust.views.*": Choice(IMAGE_VIEWS),
     "cutout.p": Range(0.0, 1.0),
     "cutout.holes": _check_holes,
+    "cutout.holes.*": Range(1, 256),
     "cutout.size": _check_size,
+    "cutout.size.*": Range(0.0, 1.0, lo_open=True),
     "cutout.views.*": Choice(IMAGE_VIEWS),
 }
 SAMPLER_RULES: Rules = {
