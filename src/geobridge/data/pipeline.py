@@ -135,10 +135,9 @@ class TrainingData:
         common = dict(mean=tuple(image.mean), std=tuple(image.std), train=data.augment, rotate=data.rotate)
         robust_of = {view: robust if robust is not None and view in robust.views else None for view in self.image_views}
         if data.pipeline == "tensor":
-            cutout = data.cutout if data.cutout.p > 0 else None
             return {
                 view: BatchAugment(view, robust=robust_of[view],
-                                   cutout=cutout if cutout is not None and view in cutout.views else None, **common)
+                                   cutout=data.cutout if view in data.cutout.views else None, **common)
                 for view in self.image_views
             }
         return {

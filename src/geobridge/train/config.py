@@ -151,18 +151,18 @@ def validate_config(config: TrainConfig) -> None:
     if config.train.precision == "fp16" and config.optim.grad_accum > 1:
         raise ConfigError("train.precision: fp16 (a GradScaler) does not combine with optim.grad_accum > 1 (the "
                           "cached accumulation); use bf16 or grad_accum=1")
-    if config.data.joint_rotate and config.data.pipeline != "tensor":
-        raise ConfigError("data.joint_rotate turns a place's tile and panorama together in the batch augmentation of "
-                          "data.pipeline=tensor; set data.pipeline=tensor")
-    if config.data.joint_colour_p > 0 and config.data.pipeline != "tensor":
-        raise ConfigError("data.joint_colour_p shifts the colour of a place's views together in the batch augmentation "
-                          "of data.pipeline=tensor; set data.pipeline=tensor")
+    tensor_only = (  # (set?, key, what it does) of the options only the batch augmentation has
+        (config.data.joint_rotate, "data.joint_rotate", "turns a place's tile and panorama together"),
+        (config.data.joint_colour_p > 0, "data.joint_colour_p", "shifts the colour of a place's views together"),
+        (config.data.cutout.p > 0, "data.cutout.p", "cuts holes"),
+    )
+    for wanted, key, what in tensor_only:
+        if wanted and config.data.pipeline != "tensor":
+            raise ConfigError(f"{key} {what} in the batch augmentation of data.pipeline=tensor; set "
+                              f"data.pipeline=tensor")
     if config.sampler.group_size and config.data.epoch_unit != "places":
         raise ConfigError("sampler.group_size groups the places of a batch (data.epoch_unit=places); pair epochs "
                           "fill each hard-negative batch round one place")
-    if config.data.cutout.p > 0 and config.data.pipeline != "tensor":
-        raise ConfigError("data.cutout.p cuts holes in the batch augmentation of data.pipeline=tensor; set "
-                          "data.pipeline=tensor")
     _validate_epoch(config)
     trained = _trained_views(config)
     if config.text_align.epochs and "text" not in trained:
